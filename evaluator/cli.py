@@ -1,0 +1,187 @@
+"""``hecktor-eval``: the offline scorer, the synthetic challenge generator and, when
+the service is installed, the organizer and participant commands.
+
+Exit codes of ``score``: 0 scored, 2 submission rejected, 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from evaluator import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_REJECTED = 0, 1, 2
+
+
+@contextmanager
+def progress_bar(label: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr when it is a terminal; otherwise nothing."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        task_id = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        yield update
+
+
+def _write_json(doc: dict[str, Any], output: Path | None) -> None:
+    text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from evaluator.errors import GroundTruthError, ScoringError, SubmissionRejected
+    from evaluator.protocol import HECKTOR2025, Protocol
+    from evaluator.results import cases_csv
+    from evaluator.scoring import load_ground_truth, score_submission
+
+    try:
+        protocol = Protocol.load(args.protocol) if args.protocol else HECKTOR2025
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot use protocol file {args.protocol}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    show = sys.stderr.isatty() and not args.quiet
+    try:
+        gt = load_ground_truth(args.task, args.ground_truth, protocol=protocol)
+    except GroundTruthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        with progress_bar(f"Task {args.task}", enabled=show) as progress:
+            doc = score_submission(
+                args.task,
+                gt,
+                args.predictions,
+                protocol=protocol,
+                workers=args.workers,
+                progress=progress,
+                dry_run=args.dry_run,
+            )
+    except SubmissionRejected as exc:
+        doc = exc.as_document()
+        _write_json(doc, args.output)
+        print(f"Submission rejected: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return EXIT_REJECTED
+    except ScoringError as exc:
+        print(f"error: cannot score: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    _write_json(doc, args.output)
+    if args.cases and "cases" in doc:
+        args.cases.write_text(cases_csv(doc["cases"]), encoding="utf-8")
+    return EXIT_OK
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from evaluator.synth import generate_challenge
+
+    show = sys.stderr.isatty()
+    with progress_bar("synth", enabled=show) as progress:
+        summary = generate_challenge(
+            args.out, seed=args.seed, n_cases=args.cases, small=args.small, progress=progress
+        )
+    print(f"ground truth: {summary.ground_truth_dir}")
+    print(f"submissions:  {summary.submissions_dir} (teams: {', '.join(summary.teams)})")
+    print(f"cases:        {len(summary.case_ids)}")
+    return EXIT_OK
+
+
+def _workers(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("--workers must be >= 1")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hecktor-eval", description="Exact scoring for HECKTOR-style PET/CT challenges."
+    )
+    parser.add_argument("--version", action="version", version=f"hecktor-eval {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sc = sub.add_parser("score", help="score one submission offline (as the server does)")
+    sc.add_argument("--task", type=int, choices=(1, 2, 3), required=True)
+    sc.add_argument("--ground-truth", type=Path, required=True, help="task folder or CSV")
+    sc.add_argument(
+        "--predictions", type=Path, required=True, help="folder, archive or (Task 2/3) table"
+    )
+    sc.add_argument("--output", type=Path, help="write the JSON result here (default stdout)")
+    sc.add_argument("--cases", type=Path, help="write the per-case records as CSV here")
+    sc.add_argument("--workers", type=_workers, default=1, help="processes over cases")
+    sc.add_argument("--protocol", type=Path, help="protocol JSON (default: hecktor2025)")
+    sc.add_argument("--dry-run", action="store_true", help="validate only, do not score")
+    sc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sc.set_defaults(func=cmd_score)
+
+    sy = sub.add_parser("synth", help="write a seeded synthetic challenge (truth + team archives)")
+    sy.add_argument("--out", type=Path, required=True)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--cases", type=int, default=None, help="number of patients")
+    sy.add_argument("--small", action="store_true", help="small grids and few cases (fast)")
+    sy.set_defaults(func=cmd_synth)
+
+    # Commands of other packages (the service's admin/serve/submit/demo) plug in through
+    # the "hecktor_eval.commands" entry-point group: the evaluator never imports them.
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="hecktor_eval.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # optional part not installed or broken
+            logging.getLogger(__name__).debug("command plugin %s unavailable: %s", ep.name, exc)
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last resort: a message, not a traceback, unless -v
+        if args.verbose or os.environ.get("HECKTOR_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

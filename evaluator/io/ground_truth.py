@@ -1,0 +1,154 @@
+"""The organizer's Task 1 ground truth (SPEC section 1).
+
+Layouts accepted under the task folder::
+
+    <PatientID>/<PatientID>.nii.gz      nested, as released (images beside it ignored)
+    <PatientID>.nii.gz                  flat
+
+Image files (``<PatientID>_CT``, ``__PT``, ``_CTPlanning``, ``_RTDOSE`` ...) are ignored.
+Every label map is read once and validated (readable, 3-D, labels 0/1/2); per case we
+record shape, affine, voxel volume, foreground bounding box and a SHA-256 of the
+file. The whole ground truth gets one SHA-256 over the sorted per-case hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluator.errors import GroundTruthError, SubmissionError
+from evaluator.io.nifti import Bbox, NiftiHeader, read_label_map
+from evaluator.protocol import HECKTOR2025, Limits, Protocol
+from evaluator.results import combine_hashes, sha256_file
+
+_IMAGE_SUFFIX = re.compile(r"_{1,2}(CT|PT|PET|CTPlanning|CTplanning|RTDOSE|RTDose|dose)$", re.I)
+NIFTI_EXTS = (".nii.gz", ".nii")
+
+
+def strip_nifti_ext(name: str) -> str | None:
+    for ext in NIFTI_EXTS:
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def center_of(patient_id: str) -> str:
+    """The centre is the PatientID prefix before the first '-' (CHUM-001 -> CHUM)."""
+    return patient_id.split("-", 1)[0] if "-" in patient_id else patient_id
+
+
+@dataclass(frozen=True)
+class GtCase:
+    patient_id: str
+    center: str
+    path: Path
+    header: NiftiHeader
+    bbox: Bbox | None
+    sha256: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.header.shape
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return self.header.voxel_volume_mm3
+
+
+@dataclass(frozen=True)
+class Task1GroundTruth:
+    root: Path
+    cases: Mapping[str, GtCase]
+    sha256: str
+    ignored: tuple[str, ...] = field(default=())
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        return tuple(self.cases)
+
+    def subset(self, ids: list[str]) -> Task1GroundTruth:
+        keep = {i: self.cases[i] for i in ids}
+        return Task1GroundTruth(
+            self.root, keep, combine_hashes((i, c.sha256) for i, c in keep.items())
+        )
+
+
+def discover_label_files(root: Path) -> tuple[dict[str, list[Path]], list[str]]:
+    """Map PatientID -> candidate label files; and the names of ignored files."""
+    found: dict[str, list[Path]] = {}
+    ignored: list[str] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            pid = entry.name
+            hits = [
+                entry / f"{pid}{ext}" for ext in NIFTI_EXTS if (entry / f"{pid}{ext}").is_file()
+            ]
+            if hits:
+                found.setdefault(pid, []).extend(hits)
+            else:
+                ignored.append(f"{entry.name}/ (no {pid}.nii.gz inside)")
+        elif entry.is_file():
+            stem = strip_nifti_ext(entry.name)
+            if stem is None or _IMAGE_SUFFIX.search(stem):
+                ignored.append(entry.name)
+                continue
+            found.setdefault(stem, []).append(entry)
+    return found, ignored
+
+
+def _read_case(pid: str, path: Path, max_voxels: int) -> GtCase | str:
+    try:
+        lm = read_label_map(path, max_voxels=max_voxels, name=str(path))
+    except SubmissionError as exc:
+        return f"{pid}: {exc.message}"
+    return GtCase(pid, center_of(pid), path, lm.header, lm.bbox, sha256_file(path))
+
+
+def read_task1_ground_truth(
+    root: Path,
+    *,
+    protocol: Protocol = HECKTOR2025,
+    limits: Limits | None = None,
+    threads: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> Task1GroundTruth:
+    """Read and validate the Task 1 folder; raises GroundTruthError listing every problem."""
+    del protocol  # the layout does not depend on scoring switches
+    limits = limits or Limits()
+    root = Path(root)
+    if not root.is_dir():
+        raise GroundTruthError([f"{root}: not a folder (expected the 'Task 1' folder)"])
+    found, ignored = discover_label_files(root)
+    problems: list[str] = []
+    for pid, paths in found.items():
+        if len(paths) > 1:
+            problems.append(
+                f"{pid}: several label files ({', '.join(str(p) for p in paths)}); keep one"
+            )
+    if not found:
+        problems.append(
+            f"{root}: no label map found (expected <PatientID>/<PatientID>.nii.gz or "
+            "<PatientID>.nii.gz)"
+        )
+    if problems:
+        raise GroundTruthError(problems)
+    ids = sorted(found)
+    cases: dict[str, GtCase] = {}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = pool.map(lambda pid: _read_case(pid, found[pid][0], limits.max_voxels), ids)
+        for n, (pid, res) in enumerate(zip(ids, results, strict=True), 1):
+            if isinstance(res, str):
+                problems.append(res)
+            else:
+                cases[pid] = res
+            if progress:
+                progress(n, len(ids))
+    if problems:
+        raise GroundTruthError(problems)
+    sha = combine_hashes((pid, c.sha256) for pid, c in cases.items())
+    return Task1GroundTruth(root, cases, sha, tuple(ignored))

@@ -1,0 +1,268 @@
+"""Task 1: per-case sufficient statistics and their aggregation (SPEC section 3).
+
+Per case, one record of voxel counts (:class:`CaseStats`). Every Task 1 metric is a
+reduction of these records, so cases can be scored in parallel, stored, re-ranked
+and bootstrapped without reading an image again.
+
+The per-case work runs on the bounding box of the union of both foregrounds: one
+``np.bincount`` of ``3*gt + pred`` gives all confusion counts; ``cc3d`` labels the
+GTVn lesions; one ``np.unique`` over the voxels where both sides are lesions gives
+every component pair's overlap; the groups of SPEC step 2 are the connected
+components of the bipartite overlap graph (``scipy.sparse.csgraph``); the IoU test
+is done in integers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+from typing import Any, Literal
+
+import cc3d
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from evaluator.errors import ScoringError
+from evaluator.protocol import HECKTOR2025, Protocol
+
+GTVP, GTVN = 1, 2
+Bbox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class CaseStats:
+    """Sufficient statistics of one case (voxel counts, and the voxel volume)."""
+
+    gtvp_intersection: int
+    gtvp_pred_voxels: int
+    gtvp_gt_voxels: int
+    gtvn_intersection: int
+    gtvn_pred_voxels: int
+    gtvn_gt_voxels: int
+    gtvn_tp: int
+    gtvn_fp: int
+    gtvn_fn: int
+    voxel_volume_mm3: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+STAT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseStats))
+
+
+@dataclass(frozen=True)
+class Detection:
+    tp: int
+    fp: int
+    fn: int
+
+
+def _bbox_union(a: Bbox | None, b: Bbox | None) -> Bbox | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (
+        (min(a[0][0], b[0][0]), max(a[0][1], b[0][1])),
+        (min(a[1][0], b[1][0]), max(a[1][1], b[1][1])),
+        (min(a[2][0], b[2][0]), max(a[2][1], b[2][1])),
+    )
+
+
+def _nonzero_bbox(arr: npt.NDArray[Any]) -> Bbox | None:
+    from evaluator.io.nifti import foreground_bbox  # pure numpy helper
+
+    return foreground_bbox(arr)
+
+
+def lesion_detection(
+    gt_lesions: npt.NDArray[np.bool_],
+    pred_lesions: npt.NDArray[np.bool_],
+    *,
+    connectivity: Literal[6, 18, 26] = 26,
+    iou_threshold: Fraction = Fraction(3, 10),
+    iou_strict: bool = False,
+) -> Detection:
+    """Group-fusion lesion matching (SPEC section 3, Fig. 5 of the data paper).
+
+    Lesions are the connected components of each mask. A predicted and a true lesion
+    are joined when they share a voxel; each connected component of that bipartite
+    graph is a group. A group with both kinds is one TP when the IoU of the union of
+    its predicted lesions with the union of its true lesions reaches the threshold;
+    otherwise all its predicted lesions are FPs and all its true lesions FNs.
+    Unmatched predicted lesions are FPs and unmatched true lesions FNs.
+    """
+    pl, n_pred = cc3d.connected_components(
+        pred_lesions.view(np.uint8), connectivity=connectivity, return_N=True
+    )
+    gl, n_gt = cc3d.connected_components(
+        gt_lesions.view(np.uint8), connectivity=connectivity, return_N=True
+    )
+    n_pred, n_gt = int(n_pred), int(n_gt)
+    if n_pred == 0 or n_gt == 0:
+        return Detection(0, n_pred, n_gt)
+    # sizes of every lesion
+    pred_size = np.bincount(pl.ravel("K"), minlength=n_pred + 1)[1:].astype(np.int64)
+    gt_size = np.bincount(gl.ravel("K"), minlength=n_gt + 1)[1:].astype(np.int64)
+    # overlap of every (pred, gt) pair from one pass over the shared voxels
+    both = (pl != 0) & (gl != 0)
+    code = pl[both].astype(np.int64) * (n_gt + 1) + gl[both].astype(np.int64)
+    pairs, inter = np.unique(code, return_counts=True)
+    p_idx = (pairs // (n_gt + 1) - 1).astype(np.int64)
+    g_idx = (pairs % (n_gt + 1) - 1).astype(np.int64)
+    # groups: connected components of the bipartite graph (preds 0..P-1, gts P..P+G-1)
+    n_nodes = n_pred + n_gt
+    graph = coo_matrix(
+        (np.ones(pairs.size, dtype=np.int8), (p_idx, g_idx + n_pred)), shape=(n_nodes, n_nodes)
+    ).tocsr()
+    n_groups, group = connected_components(graph, directed=False)
+    g_of_pred, g_of_gt = group[:n_pred], group[n_pred:]
+
+    def gsum(index: npt.NDArray[np.int64], values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        out = np.zeros(n_groups, dtype=np.int64)
+        np.add.at(out, index, values)
+        return out
+
+    pred_vox = gsum(g_of_pred, pred_size)
+    gt_vox = gsum(g_of_gt, gt_size)
+    # lesions of one side are disjoint, so |union(P) ∩ union(G)| is the sum of pair overlaps
+    inter_vox = gsum(g_of_pred[p_idx], inter.astype(np.int64))
+    n_pred_g = np.bincount(g_of_pred, minlength=n_groups)
+    n_gt_g = np.bincount(g_of_gt, minlength=n_groups)
+    union_vox = pred_vox + gt_vox - inter_vox
+    num, den = iou_threshold.numerator, iou_threshold.denominator
+    lhs, rhs = inter_vox * den, union_vox * num
+    passes = (lhs > rhs) if iou_strict else (lhs >= rhs)
+    tp_group = passes & (n_pred_g > 0) & (n_gt_g > 0)
+    tp = int(tp_group.sum())
+    fp = int(n_pred_g[~tp_group].sum())
+    fn = int(n_gt_g[~tp_group].sum())
+    return Detection(tp, fp, fn)
+
+
+def case_statistics(
+    gt: npt.NDArray[np.uint8],
+    pred: npt.NDArray[np.uint8],
+    *,
+    voxel_volume_mm3: float,
+    connectivity: Literal[6, 18, 26] = 26,
+    iou_threshold: Fraction = Fraction(3, 10),
+    iou_strict: bool = False,
+    gt_bbox: Bbox | None = None,
+    pred_bbox: Bbox | None = None,
+    bboxes_known: bool = False,
+) -> CaseStats:
+    """Sufficient statistics of one case from two label maps of the same shape.
+
+    ``gt`` and ``pred`` hold labels {0, 1, 2}. With ``bboxes_known`` the given
+    bounding boxes of the non-zero voxels are trusted (None meaning empty) instead
+    of being recomputed.
+    """
+    if gt.shape != pred.shape:
+        raise ValueError(f"shapes differ: {gt.shape} vs {pred.shape}")
+    if not bboxes_known:
+        gt_bbox, pred_bbox = _nonzero_bbox(gt), _nonzero_bbox(pred)
+    box = _bbox_union(gt_bbox, pred_bbox)
+    if box is None:
+        return CaseStats(0, 0, 0, 0, 0, 0, 0, 0, 0, float(voxel_volume_mm3))
+    (x0, x1), (y0, y1), (z0, z1) = box
+    g = np.asfortranarray(gt[x0:x1, y0:y1, z0:z1], dtype=np.uint8)
+    p = np.asfortranarray(pred[x0:x1, y0:y1, z0:z1], dtype=np.uint8)
+    return crop_statistics(
+        g,
+        p,
+        voxel_volume_mm3=voxel_volume_mm3,
+        connectivity=connectivity,
+        iou_threshold=iou_threshold,
+        iou_strict=iou_strict,
+    )
+
+
+def crop_statistics(
+    g: npt.NDArray[np.uint8],
+    p: npt.NDArray[np.uint8],
+    *,
+    voxel_volume_mm3: float,
+    connectivity: Literal[6, 18, 26] = 26,
+    iou_threshold: Fraction = Fraction(3, 10),
+    iou_strict: bool = False,
+) -> CaseStats:
+    """:func:`case_statistics` on two crops that already hold every non-zero voxel."""
+    code = g * np.uint8(3) + p  # values 0..8: 3*gt + pred
+    c = np.bincount(code.ravel("K"), minlength=9).astype(np.int64)
+    det = lesion_detection(
+        g == GTVN,
+        p == GTVN,
+        connectivity=connectivity,
+        iou_threshold=iou_threshold,
+        iou_strict=iou_strict,
+    )
+    return CaseStats(
+        gtvp_intersection=int(c[4]),
+        gtvp_pred_voxels=int(c[1] + c[4] + c[7]),
+        gtvp_gt_voxels=int(c[3] + c[4] + c[5]),
+        gtvn_intersection=int(c[8]),
+        gtvn_pred_voxels=int(c[2] + c[5] + c[8]),
+        gtvn_gt_voxels=int(c[6] + c[7] + c[8]),
+        gtvn_tp=det.tp,
+        gtvn_fp=det.fp,
+        gtvn_fn=det.fn,
+        voxel_volume_mm3=float(voxel_volume_mm3),
+    )
+
+
+# --- aggregation ----------------------------------------------------------------------
+
+
+def gtvp_dsc(stats: Mapping[str, Any], *, both_empty: float | None) -> float | None:
+    """GTVp DSC of one case; ``both_empty`` when truth and prediction are empty
+    (None: the case is excluded from the mean)."""
+    den = int(stats["gtvp_pred_voxels"]) + int(stats["gtvp_gt_voxels"])
+    if den == 0:
+        return both_empty
+    return 2.0 * int(stats["gtvp_intersection"]) / den
+
+
+def aggregate_task1(
+    cases: Sequence[Mapping[str, Any]], *, protocol: Protocol = HECKTOR2025
+) -> dict[str, Any]:
+    """``gtvp_dsc_mean``, ``gtvn_dsc_agg``, ``gtvn_f1_agg`` and the TP/FP/FN totals."""
+    if not cases:
+        raise ScoringError("no case to aggregate: zero scored cases is an error, not a score")
+    both_empty = protocol.both_empty_value
+    dscs = [d for c in cases if (d := gtvp_dsc(c, both_empty=both_empty)) is not None]
+    if not dscs:
+        raise ScoringError(
+            "GTVp mean DSC is undefined: every case has an empty GTVp on both sides and "
+            "the protocol excludes such cases"
+        )
+    gtvp_mean = math.fsum(dscs) / len(dscs)
+
+    physical = protocol.dsc_agg_weighting == "physical"
+    num, den = [], []
+    for c in cases:
+        w = float(c["voxel_volume_mm3"]) if physical else 1.0
+        num.append(2.0 * int(c["gtvn_intersection"]) * w)
+        den.append((int(c["gtvn_pred_voxels"]) + int(c["gtvn_gt_voxels"])) * w)
+    den_sum = math.fsum(den)
+    gtvn_dsc_agg = 1.0 if den_sum == 0 else math.fsum(num) / den_sum
+
+    tp = sum(int(c["gtvn_tp"]) for c in cases)
+    fp = sum(int(c["gtvn_fp"]) for c in cases)
+    fn = sum(int(c["gtvn_fn"]) for c in cases)
+    f1_den = 2 * tp + fp + fn
+    gtvn_f1 = 1.0 if f1_den == 0 else 2 * tp / f1_den
+    return {
+        "gtvp_dsc_mean": gtvp_mean,
+        "gtvn_dsc_agg": gtvn_dsc_agg,
+        "gtvn_f1_agg": gtvn_f1,
+        "gtvn_tp": tp,
+        "gtvn_fp": fp,
+        "gtvn_fn": fn,
+        "n_cases": len(cases),
+    }

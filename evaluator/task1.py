@@ -1,0 +1,276 @@
+"""Task 1 scoring pipeline: validate a folder of predicted label maps, then map each
+case to its sufficient statistics (in parallel) and reduce them to the metrics.
+
+Validation reports every problem at once: names first (missing, unknown, duplicate,
+unexpected files), then per case the header (readable, 3-D, integer, size), the
+geometry against the ground truth, and the labels.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from evaluator.errors import (
+    ExtraCaseError,
+    FormatError,
+    MissingCaseError,
+    Problem,
+    SubmissionError,
+    SubmissionRejected,
+)
+from evaluator.io.ground_truth import GtCase, Task1GroundTruth, strip_nifti_ext
+from evaluator.io.nifti import (
+    NiftiHeader,
+    check_geometry,
+    foreground_bbox,
+    read_header,
+    read_label_map,
+)
+from evaluator.protocol import HECKTOR2025, Limits, Protocol
+from evaluator.results import build_result
+from evaluator.segmentation import aggregate_task1, case_statistics, gtvp_dsc
+
+Progress = Callable[[int, int], None]
+
+
+def find_prediction_files(
+    root: Path, case_ids: tuple[str, ...], *, ignore_extra: bool
+) -> tuple[dict[str, Path], list[SubmissionError]]:
+    """Match files to cases by name; every naming problem is returned."""
+    problems: list[SubmissionError] = []
+    files: dict[str, Path] = {}
+    wanted = set(case_ids)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        stem = strip_nifti_ext(path.name)
+        if stem is None:
+            if ignore_extra:
+                continue
+            problems.append(
+                FormatError(
+                    rel,
+                    "unexpected file: a Task 1 submission holds only <PatientID>.nii.gz "
+                    "label maps (one per case); remove this file",
+                )
+            )
+            continue
+        pid = stem.strip()
+        if pid in files:
+            problems.append(
+                FormatError(
+                    rel,
+                    f"a second prediction for case {pid} (the first is "
+                    f"{files[pid].relative_to(root).as_posix()}); keep exactly one file per case",
+                )
+            )
+            continue
+        if pid not in wanted:
+            if not ignore_extra:
+                problems.append(
+                    ExtraCaseError(
+                        rel,
+                        f"case {pid!r} is not part of this phase; remove it (or check the "
+                        "name: files are named <PatientID>.nii.gz, e.g. "
+                        f"{case_ids[0] if case_ids else 'CHUM-001'}.nii.gz)",
+                    )
+                )
+            continue
+        files[pid] = path
+    for pid in case_ids:
+        if pid not in files:
+            problems.append(
+                MissingCaseError(
+                    f"{pid}.nii.gz",
+                    f"no prediction for case {pid}; every case of the phase needs a label "
+                    f"map named {pid}.nii.gz (an empty mask is a valid prediction)",
+                )
+            )
+    return files, problems
+
+
+def resample_nearest(
+    arr: npt.NDArray[np.uint8],
+    src_affine: npt.NDArray[np.float64],
+    dst_affine: npt.NDArray[np.float64],
+    dst_shape: tuple[int, int, int],
+) -> npt.NDArray[np.uint8]:
+    """Nearest-neighbour resampling of a label map onto another voxel grid."""
+    from scipy.ndimage import affine_transform
+
+    m = np.linalg.inv(src_affine) @ dst_affine
+    out = affine_transform(
+        np.asarray(arr),
+        m[:3, :3],
+        offset=m[:3, 3],
+        output_shape=dst_shape,
+        order=0,
+        mode="constant",
+        cval=0,
+    )
+    return np.asfortranarray(out.astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class _Job:
+    patient_id: str
+    gt: GtCase
+    pred_path: Path
+    pred_name: str
+    protocol: Protocol
+    max_voxels: int
+    dry_run: bool
+
+
+def _run_case(job: _Job) -> tuple[str, dict[str, Any] | None, list[Problem]]:
+    """Worker: validate one prediction and compute its statistics."""
+    try:
+        pred = read_label_map(job.pred_path, max_voxels=job.max_voxels, name=job.pred_name)
+    except SubmissionError as exc:
+        return job.patient_id, None, [Problem.of(exc)]
+    arr, bbox = pred.array, pred.bbox
+    geo = check_geometry(pred.header, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
+    if geo is not None:
+        if job.protocol.geometry_mismatch != "resample_nearest":
+            return job.patient_id, None, [Problem.of(geo)]
+        arr = resample_nearest(arr, pred.header.affine, job.gt.header.affine, job.gt.shape)
+        bbox = foreground_bbox(arr)
+    if job.dry_run:
+        return job.patient_id, None, []
+    gt = read_label_map(job.gt.path, max_voxels=max(job.max_voxels, 1), name=job.patient_id)
+    stats = case_statistics(
+        gt.array,
+        arr,
+        voxel_volume_mm3=job.gt.voxel_volume_mm3,
+        connectivity=job.protocol.connectivity,
+        iou_threshold=job.protocol.iou_fraction,
+        iou_strict=job.protocol.iou_strict,
+        gt_bbox=gt.bbox,
+        pred_bbox=bbox,
+        bboxes_known=True,
+    )
+    return job.patient_id, stats.as_dict(), []
+
+
+def _header_problem(
+    pid: str, path: Path, name: str, gt: GtCase, protocol: Protocol, max_voxels: int
+) -> SubmissionError | None:
+    try:
+        hdr: NiftiHeader = read_header(path, max_voxels=max_voxels, name=name)
+    except SubmissionError as exc:
+        return exc
+    if protocol.geometry_mismatch == "reject":
+        return check_geometry(hdr, gt.header, name, atol=protocol.affine_atol)
+    return None
+
+
+def _map(
+    jobs: list[_Job], workers: int
+) -> Iterator[tuple[str, dict[str, Any] | None, list[Problem]]]:
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _run_case(job)
+        return
+    ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures: list[Future[tuple[str, dict[str, Any] | None, list[Problem]]]] = [
+            pool.submit(_run_case, j) for j in jobs
+        ]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def score_task1(
+    ground_truth: Task1GroundTruth,
+    root: Path,
+    *,
+    protocol: Protocol = HECKTOR2025,
+    limits: Limits | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+    submission_sha256: str = "",
+) -> dict[str, Any]:
+    limits = limits or Limits()
+    case_ids = ground_truth.case_ids
+    files, problems = find_prediction_files(
+        root, case_ids, ignore_extra=protocol.ignore_extra_cases
+    )
+    # cheap pass: headers and geometry of every file, before any voxel is decoded
+    bad_header: set[str] = set()
+    for pid, path in files.items():
+        name = path.relative_to(root).as_posix()
+        p = _header_problem(pid, path, name, ground_truth.cases[pid], protocol, limits.max_voxels)
+        if p is not None:
+            problems.append(p)
+            bad_header.add(pid)
+    jobs = [
+        _Job(
+            pid,
+            ground_truth.cases[pid],
+            files[pid],
+            files[pid].relative_to(root).as_posix(),
+            protocol,
+            limits.max_voxels,
+            dry_run or bool(problems),
+        )
+        for pid in case_ids
+        if pid in files and pid not in bad_header
+    ]
+    total = len(case_ids)
+    done = total - len(jobs)
+    if progress:
+        progress(done, total)
+    records: dict[str, dict[str, Any]] = {}
+    for pid, rec, probs in _map(jobs, workers):
+        problems.extend(p.to_error() for p in probs)
+        if rec is not None:
+            records[pid] = rec
+        done += 1
+        if progress:
+            progress(done, total)
+    if problems:
+        order = {pid: i for i, pid in enumerate(case_ids)}
+        problems.sort(key=lambda e: (order.get(_case_key(e.case), len(order)), e.case))
+        raise SubmissionRejected(problems)
+    if dry_run:
+        return {"status": "valid", "task": 1, "n_cases": total}
+    both_empty = protocol.both_empty_value
+    cases = []
+    for pid in case_ids:
+        rec = records[pid]
+        cases.append(
+            {
+                "patient_id": pid,
+                "center": ground_truth.cases[pid].center,
+                "gtvp_dsc": gtvp_dsc(rec, both_empty=both_empty),
+                **rec,
+            }
+        )
+    metrics = aggregate_task1(cases, protocol=protocol)
+    return build_result(
+        task=1,
+        protocol=protocol,
+        ground_truth_sha256=ground_truth.sha256,
+        submission_sha256=submission_sha256,
+        metrics=metrics,
+        cases=cases,
+    )
+
+
+def _case_key(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return strip_nifti_ext(base) or base

@@ -1,0 +1,204 @@
+"""The NIfTI reader: identical arrays to nibabel, and every refusal with its message."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from evaluator.errors import FormatError, GeometryError, LabelError, LimitError
+from evaluator.io.nifti import check_geometry, foreground_bbox, read_header, read_label_map
+from tests.builders import affine_for, nifti_bytes, write_nifti
+
+CAP = 10_000_000
+
+
+def sample(shape=(11, 9, 7), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(shape) < 0.2).astype(np.uint8) * rng.integers(1, 3, shape).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("a.nii.gz", dict(level=1)),
+        ("b.nii.gz", dict(level=9)),
+        ("c.nii", dict(level=None)),
+        ("d.nii.gz", dict(dtype=np.dtype(">i2"))),
+        ("e.nii.gz", dict(dtype=np.float32)),
+        ("f.nii.gz", dict(dtype=np.int64)),
+        ("g.nii.gz", dict(nifti2=True)),
+        ("h.nii.gz", dict(dtype=np.uint16)),
+    ],
+)
+def test_arrays_equal_nibabel(tmp_path, name, kw) -> None:
+    arr = sample()
+    p = write_nifti(tmp_path / name, arr, affine_for((0.98, 0.98, 3.27), (1, 2, 3)), **kw)
+    lm = read_label_map(p, max_voxels=CAP)
+    ref = np.asanyarray(nib.load(p).dataobj)
+    assert lm.array.dtype == np.uint8
+    assert np.array_equal(lm.array, ref)
+    assert np.allclose(lm.affine, nib.load(p).affine)
+    assert lm.header.zooms == pytest.approx(nib.load(p).header.get_zooms())
+
+
+def test_multimember_gzip_is_read_whole(tmp_path) -> None:
+    arr = sample()
+    raw = nifti_bytes(arr, level=None)
+    p = tmp_path / "m.nii.gz"
+    p.write_bytes(gzip.compress(raw[:1000], mtime=0) + gzip.compress(raw[1000:], mtime=0))
+    assert np.array_equal(read_label_map(p, max_voxels=CAP).array, arr)
+
+
+def test_scaled_data_is_applied_like_nibabel(tmp_path) -> None:
+    # raw 0/1 with scl_slope 2 -> labels 0/2, as nibabel's dataobj reports them
+    raw = (sample() > 0).astype(np.uint8)
+    p = tmp_path / "s.nii.gz"
+    p.write_bytes(nifti_bytes(raw, slope=2.0, level=1))
+    lm = read_label_map(p, max_voxels=CAP)
+    assert np.array_equal(lm.array, np.asanyarray(nib.load(p).dataobj))
+    assert set(np.unique(lm.array)) <= {0, 2}
+
+
+def test_trailing_singleton_dimension_is_3d(tmp_path) -> None:
+    arr = sample()[..., None]
+    p = write_nifti(tmp_path / "t.nii.gz", arr)
+    assert read_label_map(p, max_voxels=CAP).shape == arr.shape[:3]
+
+
+def test_bbox_matches_nonzero() -> None:
+    arr = np.zeros((40, 30, 20), np.uint8, order="F")
+    assert foreground_bbox(arr) is None
+    arr[3:7, 10:11, 5:19] = 1
+    arr[20, 2, 8] = 2
+    assert foreground_bbox(arr) == ((3, 21), (2, 11), (5, 19))
+    odd = np.zeros((5, 3, 7), np.uint8, order="F")  # rows not a multiple of 8 bytes
+    odd[4, 2, 6] = 1
+    assert foreground_bbox(odd) == ((4, 5), (2, 3), (6, 7))
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+def test_huge_declared_size_refused_before_allocation(tmp_path) -> None:
+    raw = bytearray(nifti_bytes(np.zeros((2, 2, 2), np.uint8), level=None))
+    struct.pack_into("<8h", raw, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)  # dim[]
+    p = tmp_path / "huge.nii.gz"
+    p.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(LimitError, match=r"declares 30000x30000x30000 = 27,000,000,000,000 voxels"):
+        read_label_map(p, max_voxels=CAP)
+    with pytest.raises(LimitError):
+        read_header(p, max_voxels=CAP)
+
+
+def test_truncated_gzip(tmp_path) -> None:
+    data = nifti_bytes(sample((40, 40, 40)), level=1)
+    p = tmp_path / "trunc.nii.gz"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match="truncated"):
+        read_label_map(p, max_voxels=CAP)
+
+
+def test_corrupt_gzip(tmp_path) -> None:
+    data = bytearray(nifti_bytes(sample((40, 40, 40)), level=1))
+    data[30:60] = b"\xff" * 30
+    p = tmp_path / "bad.nii.gz"
+    p.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="corrupt"):
+        read_label_map(p, max_voxels=CAP)
+
+
+def test_wrong_magic(tmp_path) -> None:
+    raw = bytearray(nifti_bytes(sample(), level=None))
+    raw[344:348] = b"xyz\0"
+    p = tmp_path / "magic.nii"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match="wrong NIfTI magic"):
+        read_label_map(p, max_voxels=CAP)
+    p.write_bytes(b"this is not an image at all" * 20)
+    with pytest.raises(FormatError, match="not a NIfTI file"):
+        read_label_map(p, max_voxels=CAP)
+
+
+def test_2d_and_4d_refused(tmp_path) -> None:
+    p2 = write_nifti(tmp_path / "flat.nii.gz", np.zeros((5, 5), np.uint8))
+    with pytest.raises(FormatError, match=r"2-D with shape \(5, 5\); a 3-D label map"):
+        read_label_map(p2, max_voxels=CAP)
+    p4 = write_nifti(tmp_path / "four.nii.gz", np.zeros((5, 5, 5, 2), np.uint8))
+    with pytest.raises(FormatError, match=r"4-D with shape \(5, 5, 5, 2\)"):
+        read_label_map(p4, max_voxels=CAP)
+
+
+def test_float_non_integer_refused(tmp_path) -> None:
+    arr = sample().astype(np.float32)
+    arr[1, 1, 1] = 0.5
+    p = write_nifti(tmp_path / "f.nii.gz", arr)
+    with pytest.raises(FormatError, match=r"float and holds non-integer values \(0.5\)"):
+        read_label_map(p, max_voxels=CAP)
+
+
+def test_nan_refused(tmp_path) -> None:
+    arr = sample().astype(np.float32)
+    arr[2, 2, 2] = np.nan
+    p = write_nifti(tmp_path / "nan.nii.gz", arr)
+    with pytest.raises(FormatError, match="NaN or infinite"):
+        read_label_map(p, max_voxels=CAP)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_label_3_refused(tmp_path, dtype) -> None:
+    arr = sample().astype(dtype)
+    arr[4, 4, 4] = 3
+    p = write_nifti(tmp_path / "l3.nii.gz", arr)
+    with pytest.raises(
+        LabelError,
+        match=r"holds label value\(s\) 3; only 0 \(background\), 1 \(GTVp\) and 2 \(GTVn\)",
+    ):
+        read_label_map(p, max_voxels=CAP)
+
+
+def test_negative_label_refused(tmp_path) -> None:
+    arr = sample().astype(np.int16)
+    arr[0, 0, 0] = -1
+    p = write_nifti(tmp_path / "neg.nii.gz", arr)
+    with pytest.raises(LabelError, match="-1"):
+        read_label_map(p, max_voxels=CAP)
+
+
+def test_geometry_messages(tmp_path) -> None:
+    arr = sample()
+    gt = read_header(
+        write_nifti(tmp_path / "gt.nii.gz", arr, affine_for((1, 1, 3))), max_voxels=CAP
+    )
+    other = read_header(write_nifti(tmp_path / "s.nii.gz", sample((11, 9, 8))), max_voxels=CAP)
+    err = check_geometry(other, gt, "CHUM-012.nii.gz", atol=1e-3)
+    assert isinstance(err, GeometryError)
+    assert err.message == (
+        "shape (11, 9, 8) does not match the CT (11, 9, 7); predictions must be on the CT "
+        "grid, they are not resampled"
+    )
+    flipped = affine_for((1, 1, 3))
+    flipped[0, 0] = -1
+    f = read_header(write_nifti(tmp_path / "f.nii.gz", arr, flipped), max_voxels=CAP)
+    err = check_geometry(f, gt, "x.nii.gz", atol=1e-3)
+    assert (
+        err is not None
+        and "orientation/spacing" in err.message
+        and "tolerance of 0.001 mm" in err.message
+    )
+    shifted = read_header(
+        write_nifti(tmp_path / "o.nii.gz", arr, affine_for((1, 1, 3), (0, 0, 5))), max_voxels=CAP
+    )
+    err = check_geometry(shifted, gt, "x.nii.gz", atol=1e-3)
+    assert err is not None and "origin" in err.message and "found 5, expected 0" in err.message
+    # a float32 round trip of the affine stays within the tolerance
+    a = affine_for((0.9765625, 0.9765625, 3.27), (-250.1, -180.3, -400.7))
+    gt2 = read_header(write_nifti(tmp_path / "g2.nii.gz", arr, a), max_voxels=CAP)
+    rt = read_header(
+        write_nifti(tmp_path / "r2.nii.gz", arr, a.astype(np.float32).astype(np.float64)),
+        max_voxels=CAP,
+    )
+    assert check_geometry(rt, gt2, "x.nii.gz", atol=1e-3) is None
