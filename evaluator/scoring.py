@@ -27,10 +27,17 @@ TASKS = (1, 2, 3)
 
 
 def load_ground_truth(
-    task: int, path: Path, *, protocol: Protocol = HECKTOR2025, limits: Limits | None = None
+    task: int,
+    path: Path,
+    *,
+    protocol: Protocol = HECKTOR2025,
+    limits: Limits | None = None,
+    cache_dir: Path | None = None,
 ) -> Any:
     """Read and validate the ground truth of one task (SPEC section 1).
 
+    For Task 1, ``cache_dir`` receives the prepared form (each case's foreground crop),
+    so that scoring a submission decodes only the predictions.
     Raises :class:`evaluator.errors.GroundTruthError` listing every problem.
     """
     limits = limits or Limits()
@@ -38,7 +45,7 @@ def load_ground_truth(
     if task == 1:
         from evaluator.io.ground_truth import read_task1_ground_truth
 
-        return read_task1_ground_truth(path, protocol=protocol, limits=limits)
+        return read_task1_ground_truth(path, protocol=protocol, limits=limits, cache_dir=cache_dir)
     if task == 2:
         from evaluator.io.clinical import read_task2_ground_truth
 

@@ -183,6 +183,38 @@ def case_statistics(
     )
 
 
+def statistics_from_crops(
+    gt_crop: npt.NDArray[np.uint8] | None,
+    gt_bbox: Bbox | None,
+    pred: npt.NDArray[np.uint8],
+    pred_bbox: Bbox | None,
+    *,
+    voxel_volume_mm3: float,
+    connectivity: Literal[6, 18, 26] = 26,
+    iou_threshold: Fraction = Fraction(3, 10),
+    iou_strict: bool = False,
+) -> CaseStats:
+    """:func:`case_statistics` when the truth is known only by its foreground crop
+    (the prepared ground truth) and the prediction is a whole volume."""
+    box = _bbox_union(gt_bbox, pred_bbox)
+    if box is None:
+        return CaseStats(0, 0, 0, 0, 0, 0, 0, 0, 0, float(voxel_volume_mm3))
+    (x0, x1), (y0, y1), (z0, z1) = box
+    p = np.asfortranarray(pred[x0:x1, y0:y1, z0:z1], dtype=np.uint8)
+    g = np.zeros(p.shape, dtype=np.uint8, order="F")
+    if gt_crop is not None and gt_bbox is not None:
+        (a0, a1), (b0, b1), (c0, c1) = gt_bbox
+        g[a0 - x0 : a1 - x0, b0 - y0 : b1 - y0, c0 - z0 : c1 - z0] = gt_crop
+    return crop_statistics(
+        g,
+        p,
+        voxel_volume_mm3=voxel_volume_mm3,
+        connectivity=connectivity,
+        iou_threshold=iou_threshold,
+        iou_strict=iou_strict,
+    )
+
+
 def crop_statistics(
     g: npt.NDArray[np.uint8],
     p: npt.NDArray[np.uint8],

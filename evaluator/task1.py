@@ -37,7 +37,7 @@ from evaluator.io.nifti import (
 )
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 from evaluator.results import build_result
-from evaluator.segmentation import aggregate_task1, case_statistics, gtvp_dsc
+from evaluator.segmentation import aggregate_task1, gtvp_dsc, statistics_from_crops
 
 Progress = Callable[[int, int], None]
 
@@ -145,17 +145,16 @@ def _run_case(job: _Job) -> tuple[str, dict[str, Any] | None, list[Problem]]:
         bbox = foreground_bbox(arr)
     if job.dry_run:
         return job.patient_id, None, []
-    gt = read_label_map(job.gt.path, max_voxels=max(job.max_voxels, 1), name=job.patient_id)
-    stats = case_statistics(
-        gt.array,
+    gt_crop = job.gt.load_crop(max_voxels=job.max_voxels)
+    stats = statistics_from_crops(
+        gt_crop,
+        job.gt.bbox,
         arr,
+        bbox,
         voxel_volume_mm3=job.gt.voxel_volume_mm3,
         connectivity=job.protocol.connectivity,
         iou_threshold=job.protocol.iou_fraction,
         iou_strict=job.protocol.iou_strict,
-        gt_bbox=gt.bbox,
-        pred_bbox=bbox,
-        bboxes_known=True,
     )
     return job.patient_id, stats.as_dict(), []
 

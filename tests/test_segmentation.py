@@ -13,7 +13,13 @@ from hypothesis.extra.numpy import arrays
 
 from evaluator.errors import ScoringError
 from evaluator.protocol import Protocol
-from evaluator.segmentation import aggregate_task1, case_statistics, lesion_detection
+from evaluator.io.nifti import crop, foreground_bbox
+from evaluator.segmentation import (
+    aggregate_task1,
+    case_statistics,
+    lesion_detection,
+    statistics_from_crops,
+)
 from tests.reference import ref_aggregate, ref_case
 
 SHAPE = (16, 6, 6)
@@ -307,3 +313,20 @@ def test_bounds_and_flip_invariance(data, gt) -> None:
     m = aggregate_task1([s])
     for k in ("gtvp_dsc_mean", "gtvn_dsc_agg", "gtvn_f1_agg"):
         assert 0.0 <= m[k] <= 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), gt=label_maps)
+def test_statistics_from_crops_equal_whole_volume(data, gt) -> None:
+    pred = data.draw(arrays(np.uint8, gt.shape, elements=st.sampled_from([0, 0, 1, 2])))
+    gt, pred = np.asfortranarray(gt), np.asfortranarray(pred)
+    box = foreground_bbox(gt)
+    whole = case_statistics(gt, pred, voxel_volume_mm3=2.0)
+    cropped = statistics_from_crops(
+        None if box is None else crop(gt, box),
+        box,
+        pred,
+        foreground_bbox(pred),
+        voxel_volume_mm3=2.0,
+    )
+    assert whole == cropped

@@ -149,6 +149,11 @@ def test_workers_give_identical_documents(tmp_path, challenge) -> None:
     one = score_submission(1, gt, sub, workers=1)
     two = score_submission(1, gt, sub, workers=2)
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+    # the prepared ground truth (foreground crops cached as .npy) gives the same document
+    prepared = load_ground_truth(1, gt_root, cache_dir=tmp_path / "cache")
+    assert all(c.crop_path is not None for c in prepared.cases.values() if c.bbox is not None)
+    three = score_submission(1, prepared, sub, workers=2)
+    assert json.dumps(one, sort_keys=True) == json.dumps(three, sort_keys=True)
 
 
 def test_every_problem_listed_at_once(tmp_path, challenge, capsys) -> None:

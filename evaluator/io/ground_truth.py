@@ -19,8 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from evaluator.errors import GroundTruthError, SubmissionError
-from evaluator.io.nifti import Bbox, NiftiHeader, read_label_map
+from evaluator.io.nifti import Bbox, NiftiHeader, crop, read_label_map
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 from evaluator.results import combine_hashes, sha256_file
 
@@ -48,6 +51,21 @@ class GtCase:
     header: NiftiHeader
     bbox: Bbox | None
     sha256: str
+    crop_path: Path | None = None  # prepared form: the foreground crop as .npy
+
+    def load_crop(self, *, max_voxels: int) -> npt.NDArray[np.uint8] | None:
+        """The label map cropped to ``bbox`` (None when empty), from the prepared
+        cache when there is one, else decoded from the NIfTI file."""
+        if self.bbox is None:
+            return None
+        if self.crop_path is not None:
+            arr = np.load(self.crop_path, allow_pickle=False)
+            expected = tuple(b - a for a, b in self.bbox)
+            if arr.shape != expected or arr.dtype != np.uint8:
+                raise ValueError(f"prepared ground truth {self.crop_path} is inconsistent")
+            return arr
+        lm = read_label_map(self.path, max_voxels=max_voxels, name=str(self.path))
+        return crop(lm.array, self.bbox)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -101,12 +119,19 @@ def discover_label_files(root: Path) -> tuple[dict[str, list[Path]], list[str]]:
     return found, ignored
 
 
-def _read_case(pid: str, path: Path, max_voxels: int) -> GtCase | str:
+def _read_case(pid: str, path: Path, max_voxels: int, cache_dir: Path | None) -> GtCase | str:
     try:
         lm = read_label_map(path, max_voxels=max_voxels, name=str(path))
     except SubmissionError as exc:
         return f"{pid}: {exc.message}"
-    return GtCase(pid, center_of(pid), path, lm.header, lm.bbox, sha256_file(path))
+    crop_path = None
+    if cache_dir is not None and lm.bbox is not None:
+        crop_path = cache_dir / f"{pid}.npy"
+        tmp = cache_dir / f".{pid}.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, np.asfortranarray(crop(lm.array, lm.bbox)))
+        tmp.replace(crop_path)
+    return GtCase(pid, center_of(pid), path, lm.header, lm.bbox, sha256_file(path), crop_path)
 
 
 def read_task1_ground_truth(
@@ -116,8 +141,13 @@ def read_task1_ground_truth(
     limits: Limits | None = None,
     threads: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> Task1GroundTruth:
-    """Read and validate the Task 1 folder; raises GroundTruthError listing every problem."""
+    """Read and validate the Task 1 folder; raises GroundTruthError listing every problem.
+
+    With ``cache_dir``, each case's foreground crop is also written there as ``.npy``
+    (the prepared form: scoring then decodes only the prediction).
+    """
     del protocol  # the layout does not depend on scoring switches
     limits = limits or Limits()
     root = Path(root)
@@ -140,7 +170,11 @@ def read_task1_ground_truth(
     ids = sorted(found)
     cases: dict[str, GtCase] = {}
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        results = pool.map(lambda pid: _read_case(pid, found[pid][0], limits.max_voxels), ids)
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        results = pool.map(
+            lambda pid: _read_case(pid, found[pid][0], limits.max_voxels, cache_dir), ids
+        )
         for n, (pid, res) in enumerate(zip(ids, results, strict=True), 1):
             if isinstance(res, str):
                 problems.append(res)
