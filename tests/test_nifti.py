@@ -202,3 +202,14 @@ def test_geometry_messages(tmp_path) -> None:
         max_voxels=CAP,
     )
     assert check_geometry(rt, gt2, "x.nii.gz", atol=1e-3) is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.dtype(">i2"), np.float64])
+def test_large_volume_across_inflate_steps(tmp_path, dtype) -> None:
+    # several 256 KiB inflate steps, and a member boundary inside the voxel data
+    arr = sample((130, 97, 41), seed=5).astype(dtype)
+    raw = nifti_bytes(arr, level=None)
+    p = tmp_path / "big.nii.gz"
+    cut = 300_001
+    p.write_bytes(gzip.compress(raw[:cut], 6, mtime=0) + gzip.compress(raw[cut:], 1, mtime=0))
+    assert np.array_equal(read_label_map(p, max_voxels=CAP).array, np.asanyarray(nib.load(p).dataobj))

@@ -312,11 +312,11 @@ def extract_archive(path: Path, dest: Path, *, limits: Limits) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 cap = min(limits.max_member_bytes, limits.max_total_bytes - written)
                 with open(target, "xb") as out:
-                    src: IO[bytes] | None
-                    if kind == "zip":
-                        src = zf.open(m.opener)  # type: ignore[arg-type]
-                    else:
-                        src = tf.extractfile(m.opener)  # type: ignore[arg-type]
+                    src: IO[bytes] | None = (
+                        zf.open(m.opener)  # type: ignore[arg-type]
+                        if kind == "zip"
+                        else tf.extractfile(m.opener)  # type: ignore[arg-type]
+                    )
                     if src is None:
                         raise SubmissionRejected(
                             [ArchiveError(archive, f"member {m.name!r} cannot be read")]

@@ -14,6 +14,7 @@ Checked after: truncation, and that the values are labels 0, 1, 2.
 from __future__ import annotations
 
 import io
+import types
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,6 @@ import numpy.typing as npt
 
 from evaluator.errors import FormatError, LabelError, LimitError, SubmissionError
 
-import types
-
 _zlib: types.ModuleType
 try:  # zlib-ng is a dependency; stay correct (just slower) without it
     from zlib_ng import zlib_ng as _zlib
@@ -36,6 +35,7 @@ _ZERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
 
 LABELS = (0, 1, 2)
 _HEAD = 544  # enough for a NIfTI-2 header (540 bytes) and the extension flag
+_STEP = 256 * 1024  # inflate step
 
 Bbox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -199,20 +199,65 @@ def read_header(path: Path, *, max_voxels: int, name: str | None = None) -> Nift
         return _parse_header(f.read(_HEAD), name, max_voxels=max_voxels, gzipped=False)
 
 
-def decode_voxels(raw: bytes, header: NiftiHeader, name: str) -> npt.NDArray[Any]:
-    """The voxel array (Fortran order, as stored), from the file's bytes."""
-    itemsize = header.dtype.itemsize
-    nvox = header.shape[0] * header.shape[1] * header.shape[2]
-    need = header.vox_offset + nvox * itemsize
-    buf = _decompress(raw, need, name) if header.gzipped else raw
-    if len(buf) < need:
+def _inflate_voxels(raw: bytes, offset: int, nbytes: int, name: str) -> npt.NDArray[np.uint8]:
+    """Decode the voxel bytes of a gzip stream (also multi-member) into a new array.
+
+    Decoding in 256 KiB steps into one preallocated NumPy buffer is about twice as
+    fast as a one-shot decompress: a fresh 50-80 MB ``bytes`` object costs more in
+    page faults than the inflation itself, while NumPy's large buffers get huge pages.
+    The header bytes before ``offset`` are skipped; at most ``offset + nbytes`` bytes
+    are ever produced, whatever the stream holds.
+    """
+    out = np.empty(nbytes, dtype=np.uint8)
+    pos = -offset  # where the next decoded byte goes in ``out`` (negative: header)
+    data = raw
+    d = _zlib.decompressobj(wbits=31)
+    try:
+        while pos < nbytes:
+            chunk = d.decompress(data, min(_STEP, nbytes - pos))
+            if chunk:
+                n = len(chunk)
+                skip = -pos if pos < 0 else 0
+                if skip < n:
+                    out[pos + skip : pos + n] = np.frombuffer(chunk, dtype=np.uint8)[skip:]
+                pos += n
+            data = d.unconsumed_tail
+            if d.eof:
+                data = d.unused_data
+                if not data or pos >= nbytes:
+                    break
+                d = _zlib.decompressobj(wbits=31)  # next member of a multi-member file
+            elif not chunk and not data:
+                break
+    except _ZERRORS as exc:
         raise _fail(
             name,
-            f"the file is truncated: the header declares {nvox * itemsize:,} bytes of voxel "
-            f"data, the file holds {max(0, len(buf) - header.vox_offset):,}; upload the "
-            "complete file",
-        )
-    arr = np.frombuffer(buf, dtype=header.dtype, count=nvox, offset=header.vox_offset)
+            f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
+        ) from None
+    if pos < nbytes:
+        raise _truncated(name, nbytes, max(0, pos))
+    return out
+
+
+def _truncated(name: str, need: int, got: int) -> FormatError:
+    return _fail(
+        name,
+        f"the file is truncated: the header declares {need:,} bytes of voxel data, the "
+        f"file holds {got:,}; upload the complete file",
+    )
+
+
+def decode_voxels(raw: bytes, header: NiftiHeader, name: str) -> npt.NDArray[Any]:
+    """The voxel array (Fortran order, as stored), from the file's bytes."""
+    nvox = header.shape[0] * header.shape[1] * header.shape[2]
+    nbytes = nvox * header.dtype.itemsize
+    if header.gzipped:
+        buf = _inflate_voxels(raw, header.vox_offset, nbytes, name)
+        arr = buf.view(header.dtype)
+    else:
+        if len(raw) < header.vox_offset + nbytes:
+            raise _truncated(name, nbytes, max(0, len(raw) - header.vox_offset))
+        arr = np.frombuffer(raw, dtype=header.dtype, count=nvox, offset=header.vox_offset)
     return arr.reshape(header.shape, order="F")
 
 
@@ -229,9 +274,9 @@ def foreground_bbox(arr: npt.NDArray[Any]) -> Bbox | None:
     rows = t.reshape(nz, -1)
     width = rows.shape[1] * rows.itemsize
     if width % 8 == 0 and rows.flags.c_contiguous:
-        occupied = np.any(rows.view(np.uint64), axis=1)
+        occupied = rows.view(np.uint64).max(axis=1) != 0  # max is SIMD; any() is not
     else:
-        occupied = np.any(rows, axis=1)
+        occupied = rows.max(axis=1) != 0
     zs = np.flatnonzero(occupied)
     if zs.size == 0:
         return None
