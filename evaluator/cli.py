@@ -37,11 +37,13 @@ def progress_bar(label: str, *, enabled: bool) -> Iterator[Callable[[int, int], 
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=False,
+        auto_refresh=False,  # no refresh thread: worker processes can then be forked
     ) as bar:
         task_id = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
             bar.update(task_id, completed=done, total=total)
+            bar.refresh()
 
         yield update
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def resample_nearest(
 
 
 @dataclass(frozen=True)
-class _Job:
+class CaseJob:
     patient_id: str
     gt: GtCase
     pred_path: Path
@@ -130,8 +131,11 @@ class _Job:
     dry_run: bool
 
 
-def _run_case(job: _Job) -> tuple[str, dict[str, Any] | None, list[Problem]]:
-    """Worker: validate one prediction and compute its statistics."""
+def run_case(job: CaseJob) -> tuple[str, dict[str, Any] | None, list[Problem]]:
+    """Validate one prediction and compute its statistics (runs in a worker process).
+
+    Returns ``(patient_id, record or None, problems)``.
+    """
     try:
         pred = read_label_map(job.pred_path, max_voxels=job.max_voxels, name=job.pred_name)
     except SubmissionError as exc:
@@ -171,17 +175,30 @@ def _header_problem(
     return None
 
 
+def _pool_context() -> Any:
+    """Plain fork when this process runs no other thread (instant start, nothing
+    imported again); otherwise a fork server that has imported the scorer once,
+    since forking a process that runs threads can deadlock."""
+    if os.name != "posix":  # pragma: no cover
+        return multiprocessing.get_context("spawn")
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["evaluator.task1"])
+    return ctx
+
+
 def _map(
-    jobs: list[_Job], workers: int
+    jobs: list[CaseJob], workers: int
 ) -> Iterator[tuple[str, dict[str, Any] | None, list[Problem]]]:
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield _run_case(job)
+            yield run_case(job)
         return
-    ctx = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    ctx = _pool_context()
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures: list[Future[tuple[str, dict[str, Any] | None, list[Problem]]]] = [
-            pool.submit(_run_case, j) for j in jobs
+            pool.submit(run_case, j) for j in jobs
         ]
         try:
             for fut in as_completed(futures):
@@ -217,7 +234,7 @@ def score_task1(
             problems.append(p)
             bad_header.add(pid)
     jobs = [
-        _Job(
+        CaseJob(
             pid,
             ground_truth.cases[pid],
             files[pid],

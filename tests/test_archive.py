@@ -184,3 +184,9 @@ def test_nested_archive_is_not_extracted(tmp_path) -> None:
     inner = make_zip(tmp_path / "inner.zip", {"A-1.nii.gz": b"1"})
     outer = make_zip(tmp_path / "outer.zip", {"inner.zip": inner.read_bytes()})
     assert extract(outer) == ["inner.zip"]  # kept as a file; the Task 1 reader then rejects it
+
+
+def test_single_case_folder_is_not_stripped(tmp_path) -> None:
+    # a Task 2 per-case layout with one case: the folder name is the PatientID
+    z = make_zip(tmp_path / "one.zip", {"CHUM-001/rfs.json": b"0.5"})
+    assert extract(z) == ["CHUM-001/rfs.json"]

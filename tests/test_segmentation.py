@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from evaluator.errors import ScoringError
-from evaluator.protocol import Protocol
 from evaluator.io.nifti import crop, foreground_bbox
+from evaluator.protocol import Protocol
 from evaluator.segmentation import (
     aggregate_task1,
     case_statistics,

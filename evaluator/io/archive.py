@@ -201,6 +201,8 @@ def _strip_top(members: list[_Member]) -> list[_Member]:
     tops = {m.name.split("/")[0] for m in files}
     if len(tops) == 1 and all("/" in m.name for m in files):
         top = next(iter(tops))
+        if any(m.name in (f"{top}/rfs.json", f"{top}/hpv-status.json") for m in files):
+            return [m for m in members if not m.is_dir]  # the folder is a case: keep its name
         for m in members:
             m.name = m.name[len(top) + 1 :] if m.name.startswith(top + "/") else ""
     return [m for m in members if m.name and not m.is_dir]

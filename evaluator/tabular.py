@@ -1,0 +1,111 @@
+"""Scoring of the table tasks: Task 2 (C-index) and Task 3 (HPV status).
+
+``score_table_task`` validates the whole submission first (every problem reported at
+once as :class:`SubmissionRejected`), then builds one record per case in
+ground-truth order and computes the metrics from those records with the same
+``aggregate_task2`` / ``aggregate_task3`` that re-aggregation of stored records uses,
+so a stored result can always be recomputed exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evaluator.io.clinical import ClassificationGroundTruth, SurvivalGroundTruth
+from evaluator.io.tables import read_predictions
+from evaluator.protocol import HECKTOR2025, Limits, Protocol
+from evaluator.results import build_result
+
+__all__ = ["score_table_task", "task2_cases", "task3_cases"]
+
+
+def task2_cases(gt: SurvivalGroundTruth, predictions: dict[str, float]) -> list[dict[str, Any]]:
+    """Per-case records of Task 2, in ground-truth order (plain JSON types)."""
+    return [
+        {
+            "patient_id": pid,
+            "center": center,
+            "prediction": float(predictions[pid]),
+            "time": float(time),
+            "event": int(event),
+        }
+        for pid, center, time, event in zip(gt.ids, gt.centers, gt.times, gt.events, strict=True)
+    ]
+
+
+def task3_cases(
+    gt: ClassificationGroundTruth, predictions: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Per-case records of Task 3, in ground-truth order (plain JSON types)."""
+    return [
+        {
+            "patient_id": pid,
+            "center": center,
+            "prediction": float(predictions[pid]),
+            "label": int(label),
+        }
+        for pid, center, label in zip(gt.ids, gt.centers, gt.labels, strict=True)
+    ]
+
+
+def score_table_task(
+    task: int,
+    ground_truth: SurvivalGroundTruth | ClassificationGroundTruth,
+    root: Path,
+    *,
+    protocol: Protocol = HECKTOR2025,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    dry_run: bool = False,
+    submission_sha256: str = "",
+) -> dict[str, Any]:
+    """Validate and score a Task 2/3 submission.
+
+    ``root`` is a folder (an extracted archive holding one table file or per-case
+    folders) or a table file (.csv/.json) itself.
+    """
+    expected_type = {2: SurvivalGroundTruth, 3: ClassificationGroundTruth}.get(task)
+    if expected_type is None:
+        raise ValueError(f"score_table_task scores tasks 2 and 3, not {task!r}")
+    if not isinstance(ground_truth, expected_type):
+        raise TypeError(
+            f"Task {task} needs a {expected_type.__name__}, got {type(ground_truth).__name__}"
+        )
+    limits = limits or Limits()
+    predictions = read_predictions(
+        Path(root),
+        task=task,
+        case_ids=ground_truth.ids,
+        ignored_ids=ground_truth.unknown_ids,
+        ignore_extra_cases=protocol.ignore_extra_cases,
+        limits=limits,
+    )
+    n = len(ground_truth.ids)
+    if dry_run:
+        if progress is not None:
+            progress(n, n)
+        return {"status": "valid", "task": task, "n_cases": n}
+
+    cases: list[dict[str, Any]]
+    if isinstance(ground_truth, SurvivalGroundTruth):
+        from evaluator.survival import aggregate_task2
+
+        cases = task2_cases(ground_truth, predictions)
+        metrics = aggregate_task2(cases, protocol=protocol)
+    else:
+        from evaluator.classification import aggregate_task3
+
+        cases = task3_cases(ground_truth, predictions)
+        metrics = aggregate_task3(cases, protocol=protocol)
+    if progress is not None:
+        progress(n, n)
+    return build_result(
+        task=task,
+        protocol=protocol,
+        ground_truth_sha256=ground_truth.sha256,
+        submission_sha256=submission_sha256,
+        metrics=metrics,
+        cases=cases,
+    )
