@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint typecheck pytest demo bench clean
 
+DEMO_OUT ?= demo-data
+DEMO_PORT ?= 8000
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -24,6 +27,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The synthetic challenge judged end to end over HTTP; serves http://127.0.0.1:$(DEMO_PORT)
+# until Ctrl-C. DEMO_EXIT=1 exits after printing the leaderboards (tests, CI).
+demo: $(STAMP)
+	$(BIN)/hecktor-eval synth --small --out $(DEMO_OUT)/challenge
+	$(BIN)/python -m app demo --out $(DEMO_OUT) --challenge $(DEMO_OUT)/challenge --port $(DEMO_PORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.task1 --cases 20
