@@ -106,10 +106,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from evaluator.synth import generate_challenge
 
     show = sys.stderr.isatty()
-    with progress_bar("synth", enabled=show) as progress:
-        summary = generate_challenge(
-            args.out, seed=args.seed, n_cases=args.cases, small=args.small, progress=progress
-        )
+    try:
+        with progress_bar("synth", enabled=show) as progress:
+            summary = generate_challenge(
+                args.out, seed=args.seed, n_cases=args.cases, small=args.small, progress=progress
+            )
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     print(f"ground truth: {summary.ground_truth_dir}")
     print(f"submissions:  {summary.submissions_dir} (teams: {', '.join(summary.teams)})")
     print(f"cases:        {len(summary.case_ids)}")
