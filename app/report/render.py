@@ -1,0 +1,481 @@
+"""One self-contained HTML report of a phase (issue 8): per task the leaderboard with
+bootstrap intervals, rank stability (table and plot), per-centre results (table and
+heat map) and, for Task 1, the per-case DSC plot.
+
+Inline CSS and inline SVG only: no script, no external stylesheet, font or image, so
+the file can be mailed, archived or attached to a paper as it is. Everything shown
+comes from :class:`TaskReportData`, which holds stored rows only (no database
+access here); :func:`build_task_report` derives the analysis parts from per-case
+records with :mod:`evaluator.analysis`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import Environment
+from markupsafe import Markup
+
+from app.report.plots import center_heatmap_svg, per_case_dsc_svg, rank_stability_svg
+from evaluator.analysis import (
+    BootstrapResult,
+    CenterResult,
+    bootstrap,
+    case_center,
+    leaderboard_metrics,
+    per_center,
+)
+from evaluator.protocol import HECKTOR2025, Protocol
+from evaluator.ranking import rank_rows
+from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
+
+__all__ = ["TASK_TITLES", "TaskReportData", "TeamRow", "build_task_report", "render_report"]
+
+TASK_TITLES: dict[int, str] = {
+    1: "Task 1 — Detection and segmentation of GTVp and GTVn",
+    2: "Task 2 — Prediction of recurrence-free survival",
+    3: "Task 3 — Diagnosis of HPV status",
+}
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    """One leaderboard row: a team's scored submission, its metrics and ranks."""
+
+    team: str
+    metrics: Mapping[str, float | int | None]
+    ranks: Mapping[str, float]  # at least "final"; as from evaluator.ranking.rank_rows
+    submission_id: str | None = None
+    submission_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskReportData:
+    """Everything the report shows of one task of a phase.
+
+    ``cases`` maps each team to its per-case records (the ``cases`` of its result
+    document); ``per_center`` maps each team to :func:`evaluator.analysis.per_center`'s
+    result; ``provenance`` holds free key/value facts (protocol hash, ground-truth
+    hash, evaluator version, freeze time...) shown under the task title.
+    """
+
+    task: int
+    rows: Sequence[TeamRow]
+    cases: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    bootstrap: BootstrapResult | None = None
+    per_center: Mapping[str, Mapping[str, CenterResult]] = field(default_factory=dict)
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+    def sorted_rows(self) -> list[TeamRow]:
+        """Rows by final rank, then team name."""
+        return sorted(self.rows, key=lambda r: (_final(r), r.team))
+
+
+def _final(row: TeamRow) -> float:
+    v = row.ranks.get("final")
+    return float(v) if v is not None and math.isfinite(float(v)) else math.inf
+
+
+def build_task_report(
+    task: int,
+    cases: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    protocol: Protocol = HECKTOR2025,
+    metrics: Mapping[str, Mapping[str, float | int | None]] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    provenance: Mapping[str, str] | None = None,
+    submission_ids: Mapping[str, str] | None = None,
+) -> TaskReportData:
+    """Everything of :class:`TaskReportData` from the teams' per-case records.
+
+    ``metrics`` (team -> stored leaderboard metrics) is used as given when present,
+    else computed with :func:`evaluator.scoring.aggregate`; ranks always follow
+    :func:`evaluator.ranking.rank_rows`. Runs the bootstrap (skipped when
+    ``n_resamples`` is 0 or there is no team) and the per-centre breakdown.
+    """
+    from evaluator.scoring import aggregate
+
+    teams = list(cases)
+    values: dict[str, Mapping[str, float | int | None]] = {}
+    for team in teams:
+        if metrics is not None and team in metrics:
+            values[team] = metrics[team]
+        else:
+            values[team] = aggregate(task, cases[team], protocol)
+    ranks = rank_rows(task, [values[t] for t in teams])  # type: ignore[misc]
+    rows = [
+        TeamRow(
+            team=t,
+            metrics=dict(values[t]),
+            ranks=ranks[i],
+            submission_id=(submission_ids or {}).get(t),
+        )
+        for i, t in enumerate(teams)
+    ]
+    boot = (
+        bootstrap(task, cases, protocol=protocol, n_resamples=n_resamples, seed=seed)
+        if teams and n_resamples > 0
+        else None
+    )
+    centres = {t: per_center(task, cases[t], protocol=protocol) for t in teams}
+    return TaskReportData(
+        task=task,
+        rows=rows,
+        cases=cases,
+        bootstrap=boot,
+        per_center=centres,
+        provenance=dict(provenance or {}),
+    )
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+def _fmt(value: Any, *, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(f):
+        return "n/a"
+    return f"{f:.{digits}f}"
+
+
+def _fmt_rank(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    f = float(value)
+    if not math.isfinite(f):
+        return "n/a"
+    return str(int(f)) if f == int(f) else f"{f:g}"
+
+
+def _label(name: str) -> str:
+    m = BY_NAME.get(name)
+    return m.label if m is not None and m.label else name
+
+
+def _leaderboard(data: TaskReportData) -> dict[str, Any]:
+    scores = list(leaderboard_metrics(data.task))
+    counts = [m.name for m in metrics_of(data.task) if m.kind == "count"]
+    ranked = [m.name for m in ranked_metrics(data.task)]
+    rank_keys = [k for k in (*ranked, "gtvn") if any(k in r.ranks for r in data.rows)]
+    if len(rank_keys) == 1:  # Task 2/3: the metric's rank is the final rank
+        rank_keys = []
+    boot = data.bootstrap
+    alpha_pct = round(100 * (1 - boot.alpha)) if boot else 95
+    rows = []
+    for r in data.sorted_rows():
+        cells = []
+        for name in scores:
+            interval = None
+            if boot is not None and r.team in boot.team_names:
+                mi = boot.team(r.team).metrics.get(name)
+                if mi is not None and mi.low is not None and mi.high is not None:
+                    interval = f"[{_fmt(mi.low)}, {_fmt(mi.high)}]"
+            cells.append({"value": _fmt(r.metrics.get(name)), "interval": interval})
+        rows.append(
+            {
+                "rank": _fmt_rank(r.ranks.get("final")),
+                "team": r.team,
+                "submission": r.submission_id or "",
+                "cells": cells,
+                "counts": [_fmt(r.metrics.get(c)) for c in counts],
+                "ranks": [_fmt_rank(r.ranks.get(k)) for k in rank_keys],
+            }
+        )
+    rank_labels = {"gtvn": "r_n (GTVn)", "gtvp_dsc_mean": "r_p (GTVp)"}
+    return {
+        "score_headers": [_label(n) for n in scores],
+        "ranked": [n in ranked for n in scores],
+        "count_headers": [_label(c) for c in counts],
+        "rank_headers": [rank_labels.get(k, f"rank {_label(k)}") for k in rank_keys],
+        "rows": rows,
+        "alpha_pct": alpha_pct,
+    }
+
+
+def _stability(boot: BootstrapResult) -> dict[str, Any]:
+    rows = []
+    for t in sorted(boot.teams, key=lambda t: (t.rank.full_rank, t.team)):
+        rows.append(
+            {
+                "team": t.team,
+                "full": _fmt_rank(t.rank.full_rank),
+                "median": _fmt_rank(t.rank.median),
+                "interval": (
+                    f"[{_fmt_rank(t.rank.low)}, {_fmt_rank(t.rank.high)}]"
+                    if t.rank.low is not None
+                    else "n/a"
+                ),
+                "first": (
+                    f"{100 * t.rank.first_place_share:.1f}%"
+                    if t.rank.first_place_share is not None
+                    else "n/a"
+                ),
+            }
+        )
+    tau = boot.kendall_tau
+    return {
+        "rows": rows,
+        "tau": {
+            "mean": _fmt(tau.mean),
+            "median": _fmt(tau.median),
+            "interval": f"[{_fmt(tau.low)}, {_fmt(tau.high)}]",
+            "n": tau.n,
+        },
+        "svg": Markup(rank_stability_svg(boot)),
+    }
+
+
+def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | None:
+    if not data.per_center:
+        return None
+    teams = [t for t in order if t in data.per_center]
+    teams += [t for t in data.per_center if t not in teams]
+    centres = sorted({c for t in teams for c in data.per_center[t]})
+    n_cases: dict[str, int] = {}
+    for t in teams:
+        for c, result in data.per_center[t].items():
+            n_cases.setdefault(c, result.n_cases)
+    tables = []
+    for name in (m.name for m in ranked_metrics(data.task)):
+        grid: dict[str, dict[str, float | None]] = {}
+        rows = []
+        for t in teams:
+            cells = []
+            grid[t] = {}
+            for c in centres:
+                res = data.per_center[t].get(c)
+                v = res.metrics.get(name) if res is not None else None
+                fv = float(v) if v is not None else None
+                grid[t][c] = fv
+                reason = res.undefined.get(name, "") if res is not None else "no case"
+                cells.append({"value": _fmt(fv), "reason": reason})
+            rows.append({"team": t, "cells": cells})
+        tables.append(
+            {
+                "metric": _label(name),
+                "rows": rows,
+                "svg": Markup(
+                    center_heatmap_svg(
+                        grid,
+                        metric_label=f"Task {data.task}: {_label(name)}",
+                        centers=centres,
+                        n_cases=n_cases,
+                    )
+                ),
+            }
+        )
+    return {
+        "centres": [{"name": c, "n": n_cases.get(c, 0)} for c in centres],
+        "tables": tables,
+    }
+
+
+def _per_case_svg(data: TaskReportData, order: Sequence[str]) -> Markup | None:
+    if data.task != 1 or not data.cases:
+        return None
+    from evaluator.segmentation import gtvp_dsc
+
+    teams = [t for t in order if t in data.cases] + [t for t in data.cases if t not in order]
+    values: dict[str, list[float | None]] = {}
+    for t in teams:
+        values[t] = []
+        for rec in data.cases[t]:
+            v = rec.get("gtvp_dsc")
+            if v is None and "gtvp_intersection" in rec:
+                v = gtvp_dsc(rec, both_empty=None)  # both empty: not shown
+            values[t].append(None if v is None else float(v))
+    return Markup(per_case_dsc_svg(values, title="Task 1: GTVp DSC per case"))
+
+
+def _task_context(data: TaskReportData) -> dict[str, Any]:
+    order = [r.team for r in data.sorted_rows()]
+    boot = data.bootstrap
+    n_cases = (
+        boot.n_cases
+        if boot is not None
+        else max((len(v) for v in data.cases.values()), default=0) or None
+    )
+    centres_of_cases = sorted({case_center(rec) for recs in data.cases.values() for rec in recs})
+    return {
+        "task": data.task,
+        "anchor": f"task-{data.task}",
+        "title": TASK_TITLES.get(data.task, f"Task {data.task}"),
+        "n_teams": len(data.rows),
+        "n_cases": n_cases,
+        "n_centres": len(centres_of_cases) or None,
+        "provenance": sorted(data.provenance.items()),
+        "leaderboard": _leaderboard(data),
+        "boot": boot,
+        "boot_notes": list(boot.notes) if boot else [],
+        "stability": _stability(boot) if boot is not None and boot.n_resamples > 0 else None,
+        "centres": _centres(data, order),
+        "per_case_svg": _per_case_svg(data, order),
+    }
+
+
+_CSS = """
+:root { --fg: #1d2733; --muted: #5b6673; --line: #d5dbe1; --accent: #1f5fa8; --bg: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+  sans-serif; color: var(--fg); margin: 0; background: white; }
+header.top { padding: 1.6rem 2rem 1rem; border-bottom: 3px solid var(--accent); }
+header.top h1 { margin: 0 0 .3rem; font-size: 1.6rem; }
+main { padding: 0 2rem 3rem; max-width: 1200px; }
+nav.toc a { margin-right: 1rem; color: var(--accent); }
+section.task { margin-top: 2.2rem; border-top: 1px solid var(--line); padding-top: .6rem; }
+h2 { font-size: 1.35rem; margin: .6rem 0 .3rem; }
+h3 { font-size: 1.05rem; margin: 1.6rem 0 .4rem; }
+p.muted, .muted { color: var(--muted); }
+table { border-collapse: collapse; margin: .4rem 0 .8rem; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--line); padding: .28rem .6rem; text-align: right;
+  vertical-align: top; }
+th { background: var(--bg); font-weight: 600; }
+td.team, th.team { text-align: left; }
+td .ci { display: block; color: var(--muted); font-size: .82em; }
+th.ranked { color: var(--accent); }
+td.na { color: var(--muted); }
+dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: .4rem 0;
+  font-size: .85em; }
+dl.prov dt { color: var(--muted); } dl.prov dd { margin: 0; font-family: ui-monospace, monospace;
+  word-break: break-all; }
+figure { margin: .6rem 0 1.2rem; } figure svg { max-width: 100%; height: auto; }
+figcaption { color: var(--muted); font-size: .85em; }
+.wide { overflow-x: auto; }
+footer { color: var(--muted); font-size: .8em; padding: 1rem 2rem; border-top: 1px solid var(--line); }
+"""
+
+_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>{{ css }}</style>
+</head>
+<body>
+<header class="top">
+  <h1>{{ title }}</h1>
+  <p class="muted">Phase <strong>{{ phase }}</strong> · generated {{ generated_at }}
+  {%- if evaluator_version %} · hecktor-eval {{ evaluator_version }}{% endif %}</p>
+  <nav class="toc">{% for t in tasks %}<a href="#{{ t.anchor }}">Task {{ t.task }}</a>{% endfor %}</nav>
+</header>
+<main>
+{% if not tasks %}<p class="muted">No task has a scored submission in this phase.</p>{% endif %}
+{% for t in tasks %}
+<section class="task" id="{{ t.anchor }}">
+  <h2>{{ t.title }}</h2>
+  <p class="muted">{{ t.n_teams }} team(s)
+    {%- if t.n_cases %} · {{ t.n_cases }} case(s){% endif %}
+    {%- if t.n_centres %} · {{ t.n_centres }} centre(s){% endif %}</p>
+  {% if t.provenance %}<dl class="prov">
+    {% for k, v in t.provenance %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}
+  </dl>{% endif %}
+
+  <h3>Leaderboard</h3>
+  <div class="wide"><table class="leaderboard">
+    <thead><tr>
+      <th>Rank</th><th class="team">Team</th>
+      {% for h in t.leaderboard.score_headers %}<th{% if t.leaderboard.ranked[loop.index0] %} class="ranked"{% endif %}>{{ h }}</th>{% endfor %}
+      {% for h in t.leaderboard.count_headers %}<th>{{ h }}</th>{% endfor %}
+      {% for h in t.leaderboard.rank_headers %}<th>{{ h }}</th>{% endfor %}
+    </tr></thead>
+    <tbody>
+    {% for r in t.leaderboard.rows %}<tr>
+      <td>{{ r.rank }}</td>
+      <td class="team">{{ r.team }}{% if r.submission %} <span class="muted">#{{ r.submission }}</span>{% endif %}</td>
+      {% for c in r.cells %}<td>{{ c.value }}{% if c.interval %}<span class="ci">{{ c.interval }}</span>{% endif %}</td>{% endfor %}
+      {% for c in r.counts %}<td>{{ c }}</td>{% endfor %}
+      {% for c in r.ranks %}<td>{{ c }}</td>{% endfor %}
+    </tr>{% endfor %}
+    </tbody>
+  </table></div>
+  <p class="muted">Ranked metrics in blue; ties share the average rank.
+  {%- if t.boot and t.boot.n_resamples %} Under each value, the {{ t.leaderboard.alpha_pct }}% percentile
+  interval over {{ t.boot.n_resamples }} bootstrap resamples of the {{ t.boot.n_cases }} cases
+  (seed {{ t.boot.seed }}; the same resamples for every team).{% endif %}</p>
+
+  {% if t.stability %}
+  <h3>Rank stability</h3>
+  <table class="stability">
+    <thead><tr><th class="team">Team</th><th>Full-data rank</th><th>Median rank</th>
+      <th>{{ t.leaderboard.alpha_pct }}% interval</th><th>First place (incl. ties)</th></tr></thead>
+    <tbody>
+    {% for r in t.stability.rows %}<tr><td class="team">{{ r.team }}</td><td>{{ r.full }}</td>
+      <td>{{ r.median }}</td><td>{{ r.interval }}</td><td>{{ r.first }}</td></tr>{% endfor %}
+    </tbody>
+  </table>
+  <p class="muted">Kendall's τ between the full-data final ranking and each resample's:
+    mean {{ t.stability.tau.mean }}, median {{ t.stability.tau.median }},
+    {{ t.leaderboard.alpha_pct }}% interval {{ t.stability.tau.interval }} ({{ t.stability.tau.n }} resamples).
+    {% if t.boot.n_degenerate %}{{ t.boot.n_degenerate }} resample(s) where a ranked metric is
+    undefined for some team are left out of the rank statistics.{% endif %}</p>
+  {% for note in t.boot_notes %}<p class="muted">Note: {{ note }}</p>{% endfor %}
+  <figure>{{ t.stability.svg }}<figcaption>Final rank across bootstrap resamples.</figcaption></figure>
+  {% endif %}
+
+  {% if t.centres %}
+  <h3>Per centre</h3>
+  {% for tab in t.centres.tables %}
+  <div class="wide"><table class="centres">
+    <thead><tr><th class="team">{{ tab.metric }}</th>
+      {% for c in t.centres.centres %}<th>{{ c.name }} <span class="muted">(n={{ c.n }})</span></th>{% endfor %}</tr></thead>
+    <tbody>
+    {% for r in tab.rows %}<tr><td class="team">{{ r.team }}</td>
+      {% for c in r.cells %}<td{% if c.reason %} class="na" title="{{ c.reason }}"{% endif %}>{{ c.value }}</td>{% endfor %}
+    </tr>{% endfor %}
+    </tbody>
+  </table></div>
+  <figure>{{ tab.svg }}</figure>
+  {% endfor %}
+  {% endif %}
+
+  {% if t.per_case_svg %}
+  <h3>Per-case GTVp DSC</h3>
+  <figure>{{ t.per_case_svg }}<figcaption>Each dot is one case; box: quartiles;
+    diamond: mean (the ranked GTVp metric). Cases empty on both sides are not shown.</figcaption></figure>
+  {% endif %}
+</section>
+{% endfor %}
+</main>
+<footer>Self-contained report: every table and figure is in this file.</footer>
+</body>
+</html>
+"""
+
+_ENV = Environment(autoescape=True, keep_trailing_newline=True)
+_COMPILED = _ENV.from_string(_TEMPLATE)
+
+
+def render_report(
+    phase_name: str,
+    tasks: Mapping[int, TaskReportData],
+    *,
+    title: str | None = None,
+    generated_at: str | None = None,
+    evaluator_version: str | None = None,
+) -> str:
+    """The phase report as one self-contained HTML document (tasks in task order)."""
+    contexts = [_task_context(tasks[k]) for k in sorted(tasks)]
+    stamp = generated_at or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return _COMPILED.render(
+        title=title or f"HECKTOR evaluation report — {phase_name}",
+        phase=phase_name,
+        generated_at=stamp,
+        evaluator_version=evaluator_version,
+        css=Markup(_CSS),
+        tasks=contexts,
+    )
