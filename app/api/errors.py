@@ -1,0 +1,63 @@
+"""Every error leaves as JSON ``{"detail": ..., "errors": [...]}``, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, object]:
+    return {"detail": detail, "errors": errors or []}
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if _wants_html(request):
+            from app.web.pages import error_page
+
+            return error_page(request, exc.status_code, exc.detail, exc.errors)  # type: ignore[return-value]
+        return JSONResponse(
+            error_body(exc.detail, exc.errors), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if _wants_html(request):
+            from app.web.pages import error_page
+
+            return error_page(request, exc.status_code, detail, [])  # type: ignore[return-value]
+        return JSONResponse(
+            error_body(detail), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request"
+            errors.append({"case": "", "kind": "request", "message": f"{loc}: {e.get('msg', '')}"})
+        return JSONResponse(error_body("invalid request", errors), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            error_body("internal server error; the organizers have been notified"),
+            status_code=500,
+        )

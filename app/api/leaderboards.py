@@ -1,0 +1,70 @@
+"""Leaderboards and phases (public information, per the phase's visibility)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
+
+from app.api.deps import get_session, optional_principal, require_principal
+from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
+from app.api.submissions import ERRORS
+from app.leaderboard import leaderboard_csv
+from app.security import Principal
+from app.services import get_phase, leaderboard, list_phases, phase_detail, phase_public
+
+router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
+
+
+@router.get(
+    "/leaderboards/{phase}/{task}",
+    response_model=Leaderboard,
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+)
+def leaderboard_json(
+    phase: str,
+    task: int = Path(ge=1, le=3),
+    selection: Literal["best", "latest"] | None = Query(
+        None, description="default: the phase's setting (best per team)"
+    ),
+    format: Literal["json", "csv"] = "json",
+    principal: Principal | None = Depends(optional_principal),
+    session: Session = Depends(get_session),
+) -> Any:
+    """Ranked rows (HECKTOR ranks, average on ties). Public, or organizer-only per phase."""
+    board = leaderboard(session, phase, task, principal, selection=selection)
+    if format == "csv":
+        return PlainTextResponse(
+            leaderboard_csv(task, board["rows"]),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="leaderboard-{phase}-task{task}.csv"'
+            },
+        )
+    return board
+
+
+@router.get("/phases", response_model=list[PhasePublic], tags=["phases"])
+def phases_index(session: Session = Depends(get_session)) -> list[dict[str, Any]]:
+    return [phase_public(p) for p in list_phases(session)]
+
+
+@router.get(
+    "/phases/{name}", response_model=PhaseDetail | PhasePublic, responses=ERRORS, tags=["phases"]
+)
+def phase_show(
+    name: str,
+    principal: Principal | None = Depends(optional_principal),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    phase = get_phase(session, name)
+    if principal is not None and principal.is_organizer:
+        return phase_detail(phase)
+    return phase_public(phase)
+
+
+@router.get("/me", response_model=Me, responses=ERRORS, tags=["auth"])
+def me(principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    return {"role": principal.role, "team": principal.team_name}

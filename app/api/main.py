@@ -1,0 +1,155 @@
+"""The application factory. ``create_app(settings)`` wires the API, the pages, the
+database (migrated at start-up) and the dispatcher (which re-queues unfinished jobs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+import evaluator
+from app.api import admin, errors, leaderboards, submissions
+from app.db.migrate import upgrade
+from app.db.models import QUEUED, Submission
+from app.db.session import make_engine, session_factory, session_scope
+from app.jobs.dispatcher import Dispatcher, make_dispatcher
+from app.services import recover_pending
+from app.settings import Settings, get_settings
+from app.web import pages
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Evaluation service for HECKTOR-style PET/CT challenges.
+
+Authenticate with `Authorization: Bearer <token>`: the organizer token (from
+`HECKTOR_ORGANIZER_TOKEN` or `hecktor-eval admin init`) or a team token (from
+`hecktor-eval admin team create`). Errors are JSON `{"detail": ..., "errors": [...]}`.
+"""
+
+
+async def _sweep(app: FastAPI, d: Dispatcher, interval: float) -> None:
+    """Submit ``queued`` rows that the dispatcher does not hold (queued by another process,
+    e.g. ``admin phase rescore``, or left behind by a failed dispatch)."""
+
+    def _queued() -> list[int]:
+        with session_scope(app.state.sessions) as s:
+            return list(
+                s.scalars(
+                    select(Submission.id)
+                    .where(Submission.status == QUEUED)
+                    .order_by(Submission.id)
+                    .limit(1000)
+                )
+            )
+
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            held = d.in_flight() or set()
+            for sid in await run_in_threadpool(_queued):
+                if sid not in held:
+                    log.info(
+                        "sweeper: submission %d is queued but not dispatched; dispatching", sid
+                    )
+                    d.submit(sid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sweeper failed; retrying in %.0f s", interval)
+
+
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None
+) -> FastAPI:
+    """Build the service. A ``dispatcher`` passed in is started/stopped by its owner."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        engine = make_engine(settings.db_url)
+        await run_in_threadpool(upgrade, engine)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        d = dispatcher or make_dispatcher(settings)
+        if dispatcher is None:
+            d.start()
+        app.state.dispatcher = d
+
+        def _recover() -> list[int]:
+            with session_scope(app.state.sessions) as s:
+                return recover_pending(s)
+
+        ids = await run_in_threadpool(_recover)
+        for sid in ids:
+            d.submit(sid)
+        if ids:
+            log.info("re-queued %d unfinished submission(s) at start-up", len(ids))
+        log.info(
+            "hecktor-eval service ready: data in %s, database %s, dispatcher %s",
+            settings.data_dir,
+            engine.url.render_as_string(hide_password=True),
+            d.name,
+        )
+        sweeper = (
+            asyncio.create_task(_sweep(app, d, settings.sweep_interval))
+            if settings.sweep_interval > 0 and d.in_flight() is not None
+            else None
+        )
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if dispatcher is None:
+                d.shutdown(wait=False)
+            engine.dispose()
+
+    app = FastAPI(
+        title="hecktor-eval",
+        version=evaluator.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN; the pages use no external assets
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(submissions.router)
+    app.include_router(leaderboards.router)
+    app.include_router(admin.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith(("/docs", "/redoc")):
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                "frame-ancestors 'none'",
+            )
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,225 @@
+"""Submissions: upload (streamed), status, per-case CSV, listing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import get_session, require_principal, require_team
+from app.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionPublic, SubmissionSummary
+from app.db.models import SCORED, VALID
+from app.db.session import session_scope
+from app.security import Principal
+from app.services import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    TooLarge,
+    get_submission,
+    list_submissions,
+    precheck_submission,
+    problem,
+    register_submission,
+    scores_hidden,
+    submission_cases,
+    submission_public,
+)
+from app.uploads import MultipartReceiver, boundary_of, human_size, sniff_type
+from evaluator.results import cases_csv
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["submissions"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
+}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "task", "phase"],
+                    "properties": {
+                        "phase": {"type": "string", "description": "phase name"},
+                        "task": {"type": "integer", "enum": [1, 2, 3]},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Task 1: .zip/.tar/.tar.gz of <PatientID>.nii.gz; "
+                            "Task 2/3: .csv/.json table or an archive holding one. "
+                            "Send phase and task before file so that refusals come early.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _parse_task(value: str | None) -> int:
+    try:
+        task = int(value or "")
+    except ValueError:
+        task = 0
+    if task not in (1, 2, 3):
+        msg = f"the form field 'task' must be 1, 2 or 3, not {value!r}"
+        raise BadRequest(msg, [problem(msg)])
+    return task
+
+
+def _parse_phase(value: str | None) -> str:
+    if not value:
+        msg = "the form field 'phase' (the phase name) is required"
+        raise BadRequest(msg, [problem(msg)])
+    return value
+
+
+@router.post(
+    "/submissions",
+    status_code=202,
+    response_model=SubmissionAccepted,
+    responses=ERRORS,
+    openapi_extra=UPLOAD_BODY,
+    summary="Upload a submission (multipart: file, task, phase); ?dry_run=true validates only",
+)
+async def create_submission(
+    request: Request,
+    dry_run: bool = Query(False, description="validate without scoring; uses no quota"),
+    principal: Principal = Depends(require_team),
+) -> dict[str, Any]:
+    settings = request.app.state.settings
+    sessions = request.app.state.sessions
+    cap = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap + (1 << 20):
+        msg = (
+            f"the upload ({human_size(int(declared))}) is larger than the limit of "
+            f"{human_size(cap)}; remove files that are not predictions, or ask the organizers"
+        )
+        raise TooLarge(msg, [problem(msg, kind="limit")])
+    boundary = boundary_of(request)
+
+    def _precheck(phase: str, task: int) -> None:
+        with session_scope(sessions) as s:
+            precheck_submission(s, principal, phase, task, dry_run=dry_run)
+
+    async def on_file_start(fields: dict[str, str]) -> None:
+        # the fields sent before the file: refuse before reading the upload
+        if fields.get("phase") and fields.get("task"):
+            await run_in_threadpool(
+                _precheck, _parse_phase(fields["phase"]), _parse_task(fields["task"])
+            )
+
+    receiver = MultipartReceiver(boundary, settings.incoming_dir, cap)
+    await receiver.receive(request, on_file_start)
+    upload = receiver.file
+    assert upload is not None
+    try:
+        phase = _parse_phase(receiver.fields.get("phase"))
+        task = _parse_task(receiver.fields.get("task"))
+        archive_type = sniff_type(upload.head, task)
+
+        def _register() -> int:
+            with sessions() as s:
+                return register_submission(
+                    s,
+                    settings,
+                    principal,
+                    phase_name=phase,
+                    task=task,
+                    dry_run=dry_run,
+                    upload_path=upload.path,
+                    archive_type=archive_type,
+                    filename=upload.filename,
+                    size=upload.size,
+                    sha256=upload.sha256,
+                )
+
+        sid = await run_in_threadpool(_register)
+    finally:
+        upload.path.unlink(missing_ok=True)  # moved away on success
+    try:
+        request.app.state.dispatcher.submit(sid)
+    except Exception:  # the row is committed: it is picked up again at the next start-up
+        log.exception("submission %d: could not be dispatched; stays queued", sid)
+    return {
+        "id": sid,
+        "status": "queued",
+        "dry_run": dry_run,
+        "phase": phase,
+        "task": task,
+        "sha256": upload.sha256,
+        "size_bytes": upload.size,
+        "url": f"/api/v1/submissions/{sid}",
+    }
+
+
+@router.get("/submissions", response_model=list[SubmissionSummary], responses=ERRORS)
+def submissions_index(
+    phase: str | None = None,
+    task: int | None = Query(None, ge=1, le=3),
+    limit: int = Query(100, ge=1, le=1000),
+    principal: Principal = Depends(require_principal),
+    session: Session = Depends(get_session),
+) -> list[dict[str, Any]]:
+    """The caller's team's submissions (all submissions for the organizer), newest first."""
+    subs = list_submissions(session, principal, phase=phase, task=task, limit=limit)
+    return [
+        {
+            "id": s.id,
+            "team": s.team.name,
+            "phase": s.phase.name,
+            "task": s.task,
+            "dry_run": s.dry_run,
+            "status": s.status,
+            "progress": {"done": s.progress_done, "total": s.progress_total},
+            "submitted_at": s.submitted_at,
+            "finished_at": s.finished_at,
+        }
+        for s in subs
+    ]
+
+
+@router.get("/submissions/{submission_id}", response_model=SubmissionPublic, responses=ERRORS)
+def submission_status(
+    submission_id: int,
+    principal: Principal = Depends(require_principal),
+    session: Session = Depends(get_session),
+) -> dict[str, Any]:
+    """Status, progress, and the result document or the errors. Own team or organizer."""
+    sub = get_submission(session, submission_id, principal)
+    return submission_public(session, sub, principal)
+
+
+@router.get(
+    "/submissions/{submission_id}/cases.csv",
+    response_class=PlainTextResponse,
+    responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+)
+def submission_cases_csv(
+    submission_id: int,
+    principal: Principal = Depends(require_principal),
+    session: Session = Depends(get_session),
+) -> PlainTextResponse:
+    """Per-case records of a scored submission as CSV."""
+    sub = get_submission(session, submission_id, principal)
+    if scores_hidden(sub, principal):
+        raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
+    if sub.status not in (SCORED, VALID):
+        raise Conflict(
+            f"submission {sub.id} is {sub.status}; per-case results exist once it is scored"
+        )
+    text = cases_csv(submission_cases(session, sub.id))
+    return PlainTextResponse(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="submission-{sub.id}-cases.csv"'},
+    )

@@ -1,0 +1,141 @@
+"""The participants' HTTP client (httpx): upload an archive, wait for its result.
+
+Used by ``hecktor-eval submit`` and by the demo, which goes through the same API.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+Progress = Callable[[int, int], None]
+FINAL = ("scored", "valid", "failed")
+
+
+class ApiError(Exception):
+    """An HTTP error answered by the service: its status, detail and error list."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+
+
+class _ProgressReader:
+    """A file wrapper that reports how many bytes httpx has read for the upload."""
+
+    def __init__(self, path: Path, progress: Progress | None) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        self._total = os.fstat(self._f.fileno()).st_size
+        self._done = 0
+        self._progress = progress
+        self.name = path.name
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._done += len(data)
+        if self._progress is not None:
+            self._progress(min(self._done, self._total), self._total)
+        return data
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = self._f.seek(offset, whence)
+        if offset == 0 and whence == 0:
+            self._done = 0
+        return pos
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def raise_for_api(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        detail = str(body.get("detail", response.reason_phrase))
+        errors = list(body.get("errors") or [])
+    except ValueError:
+        detail, errors = response.text[:500] or response.reason_phrase, []
+    raise ApiError(response.status_code, detail, errors)
+
+
+def make_client(server: str, token: str | None, *, timeout: float = 60.0) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(
+        base_url=server.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(timeout, write=None),
+    )
+
+
+def upload(
+    client: httpx.Client,
+    *,
+    phase: str,
+    task: int,
+    archive: Path,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """POST the archive (fields ``phase`` and ``task`` go first, then ``file``)."""
+    reader = _ProgressReader(Path(archive), progress)
+    try:
+        response = client.post(
+            "/api/v1/submissions",
+            params={"dry_run": "true"} if dry_run else None,
+            data={"phase": phase, "task": str(task)},
+            files={"file": (reader.name, reader, "application/octet-stream")},  # type: ignore[dict-item]
+        )
+    finally:
+        reader.close()
+    raise_for_api(response)
+    return response.json()  # type: ignore[no-any-return]
+
+
+def status(client: httpx.Client, submission_id: int) -> dict[str, Any]:
+    response = client.get(f"/api/v1/submissions/{submission_id}")
+    raise_for_api(response)
+    return response.json()  # type: ignore[no-any-return]
+
+
+def wait(
+    client: httpx.Client,
+    submission_id: int,
+    *,
+    progress: Progress | None = None,
+    timeout: float = 3600.0,
+    interval: float = 0.5,
+) -> dict[str, Any]:
+    """Poll until the submission is scored, valid or failed; returns its last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = status(client, submission_id)
+        if progress is not None:
+            p = doc.get("progress") or {}
+            progress(int(p.get("done", 0)), int(p.get("total", 0)))
+        if doc["status"] in FINAL:
+            return doc
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"submission {submission_id} is still {doc['status']} after {timeout:.0f} s"
+            )
+        time.sleep(interval)
+
+
+def leaderboard(client: httpx.Client, phase: str, task: int) -> dict[str, Any]:
+    response = client.get(f"/api/v1/leaderboards/{phase}/{task}")
+    raise_for_api(response)
+    return response.json()  # type: ignore[no-any-return]

@@ -1,0 +1,212 @@
+"""SQLAlchemy 2.0 models. The submission row is the source of truth for its state.
+
+States of a submission: ``queued -> running -> scored | failed`` (a dry run ends in
+``valid`` instead of ``scored``). Results and per-case rows are replaced together, in
+one transaction, by the judging job.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# plain JSON (not JSONB) on PostgreSQL: JSONB reorders keys, and the order of the
+# per-case columns and of the metrics is part of what a participant sees.
+JSONType = JSON()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Submission states
+QUEUED = "queued"
+RUNNING = "running"
+SCORED = "scored"
+VALID = "valid"  # a dry run that passed validation
+FAILED = "failed"
+RECEIVED = "received"
+STATES = (RECEIVED, QUEUED, RUNNING, SCORED, VALID, FAILED)
+PENDING_STATES = (QUEUED, RUNNING)
+
+
+class Phase(Base):
+    __tablename__ = "phases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # scores withheld from teams
+    leaderboard_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    daily_limit: Mapped[int] = mapped_column(Integer, default=5)
+    selection: Mapped[str] = mapped_column(String(16), default="best")  # best | latest
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tasks: Mapped[list[PhaseTask]] = relationship(
+        back_populates="phase", order_by="PhaseTask.task", cascade="all, delete-orphan"
+    )
+
+
+class PhaseTask(Base):
+    """One task of a phase with its imported ground truth and scoring protocol."""
+
+    __tablename__ = "phase_tasks"
+    __table_args__ = (UniqueConstraint("phase_id", "task", name="uq_phase_task"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id", ondelete="CASCADE"))
+    task: Mapped[int] = mapped_column(Integer)
+    gt_dir: Mapped[str] = mapped_column(Text)  # relative to the data dir
+    gt_sha256: Mapped[str] = mapped_column(String(64))
+    protocol_json: Mapped[str] = mapped_column(Text)
+    protocol_sha256: Mapped[str] = mapped_column(String(64))
+    n_cases: Mapped[int] = mapped_column(Integer)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    phase: Mapped[Phase] = relationship(back_populates="tasks")
+    cases: Mapped[list[GroundTruthCase]] = relationship(
+        cascade="all, delete-orphan", order_by="GroundTruthCase.patient_id"
+    )
+
+
+class GroundTruthCase(Base):
+    __tablename__ = "ground_truth_cases"
+    __table_args__ = (UniqueConstraint("phase_task_id", "patient_id", name="uq_gt_case"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phase_task_id: Mapped[int] = mapped_column(ForeignKey("phase_tasks.id", ondelete="CASCADE"))
+    patient_id: Mapped[str] = mapped_column(String(200))
+    center: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    file: Mapped[str | None] = mapped_column(Text, nullable=True)  # relative to the data dir
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token, stored only as its SHA-256. Role ``organizer`` or ``team``."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    team: Mapped[Team | None] = relationship()
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (
+        Index("ix_submissions_quota", "team_id", "phase_id", "task", "submitted_at"),
+        Index("ix_submissions_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id", ondelete="CASCADE"))
+    task: Mapped[int] = mapped_column(Integer)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default=RECEIVED)
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    archive_path: Mapped[str] = mapped_column(Text, default="")  # relative to the data dir
+    archive_type: Mapped[str] = mapped_column(String(16), default="")
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    team: Mapped[Team] = relationship()
+    phase: Mapped[Phase] = relationship()
+    result: Mapped[Result | None] = relationship(
+        back_populates="submission", uselist=False, cascade="all, delete-orphan"
+    )
+
+
+class Result(Base):
+    """The result document of a scored submission, without its cases."""
+
+    __tablename__ = "results"
+
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
+    )
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    protocol_sha256: Mapped[str] = mapped_column(String(64))
+    ground_truth_sha256: Mapped[str] = mapped_column(String(64))
+    evaluator_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    submission: Mapped[Submission] = relationship(back_populates="result")
+
+
+class CaseResult(Base):
+    __tablename__ = "case_results"
+    __table_args__ = (UniqueConstraint("submission_id", "idx", name="uq_case_result"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    idx: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[str] = mapped_column(String(200))
+    center: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSONType)

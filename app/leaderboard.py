@@ -1,0 +1,125 @@
+"""Leaderboards, derived from stored rows by a pure function (never edited in place).
+
+``build_leaderboard`` takes every scored, non-dry-run submission of one phase and task
+and returns the ranked rows: per team its best submission (best final HECKTOR rank
+among all scored submissions of the phase and task, earliest first on a tie) or its
+latest one, then ranked among themselves with :func:`evaluator.ranking.rank_rows`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from evaluator.ranking import rank_rows
+from evaluator.registry import metrics_of
+
+Selection = Literal["best", "latest"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    team: str
+    submission_id: int
+    metrics: Mapping[str, Any]
+    submitted_at: datetime
+    scored_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def select_entries(task: int, entries: Sequence[Entry], *, selection: Selection) -> list[Entry]:
+    """One entry per team: its best (by final rank among all entries) or its latest."""
+    if selection not in ("best", "latest"):
+        raise ValueError(f"selection must be 'best' or 'latest', not {selection!r}")
+    chosen: dict[str, tuple[tuple[Any, ...], Entry]] = {}
+    key: tuple[Any, ...]
+    if selection == "latest":
+        for e in entries:
+            key = (-e.submitted_at.timestamp(), -e.submission_id)
+            if e.team not in chosen or key < chosen[e.team][0]:
+                chosen[e.team] = (key, e)
+    else:
+        ranks = rank_rows(task, [e.metrics for e in entries])
+        for e, r in zip(entries, ranks, strict=True):
+            key = (r["final"], e.submitted_at.timestamp(), e.submission_id)
+            if e.team not in chosen or key < chosen[e.team][0]:
+                chosen[e.team] = (key, e)
+    return [e for _, e in chosen.values()]
+
+
+def build_leaderboard(
+    task: int, entries: Sequence[Entry], *, selection: Selection = "best"
+) -> list[dict[str, Any]]:
+    """Ranked leaderboard rows (``rank`` is the final HECKTOR rank, 1 = best)."""
+    chosen = select_entries(task, entries, selection=selection)
+    ranks = rank_rows(task, [e.metrics for e in chosen])
+    names = [m.name for m in metrics_of(task)]
+    rows = [
+        {
+            "rank": r["final"],
+            "team": e.team,
+            "submission_id": e.submission_id,
+            "metrics": {k: e.metrics[k] for k in names if k in e.metrics},
+            "ranks": r,
+            "submitted_at": _iso(e.submitted_at),
+            "scored_at": _iso(e.scored_at),
+        }
+        for e, r in zip(chosen, ranks, strict=True)
+    ]
+    rows.sort(key=lambda row: (row["rank"], row["team"], row["submission_id"]))
+    return rows
+
+
+def leaderboard_csv(task: int, rows: Sequence[Mapping[str, Any]]) -> str:
+    metric_names = [m.name for m in metrics_of(task)]
+    rank_names: list[str] = []
+    for row in rows:
+        for k in row["ranks"]:
+            if k not in rank_names:
+                rank_names.append(k)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(
+        [
+            "rank",
+            "team",
+            "submission_id",
+            *metric_names,
+            *[f"rank_{k}" for k in rank_names],
+            "submitted_at",
+            "scored_at",
+        ]
+    )
+    for row in rows:
+        w.writerow(
+            [
+                format_rank(row["rank"]),
+                row["team"],
+                row["submission_id"],
+                *[_num(row["metrics"].get(k)) for k in metric_names],
+                *[format_rank(row["ranks"].get(k)) for k in rank_names],
+                row["submitted_at"] or "",
+                row["scored_at"] or "",
+            ]
+        )
+    return out.getvalue()
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return ""
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def format_rank(r: float | None) -> str:
+    if r is None:
+        return ""
+    return str(int(r)) if float(r).is_integer() else f"{r:g}"

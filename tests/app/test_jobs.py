@@ -1,0 +1,62 @@
+"""The local dispatcher's failure handling and the job's limits."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from app.db.models import Submission
+from app.db.session import make_engine, session_factory
+from app.jobs.dispatcher import LocalDispatcher, make_dispatcher
+from app.jobs.runner import JobTimeout, _time_limit
+from tests.app.conftest import RecordingDispatcher, make_settings
+
+
+def test_time_limit_interrupts_a_job() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(JobTimeout), _time_limit(1):
+        time.sleep(5)
+    assert time.monotonic() - t0 < 3
+    with _time_limit(0):  # 0 = no limit
+        pass
+
+
+def _set(db_url: str, sid: int, **values: Any) -> None:
+    engine = make_engine(db_url)
+    with session_factory(engine)() as s:
+        s.execute(update(Submission).where(Submission.id == sid).values(**values))
+        s.commit()
+    engine.dispose()
+
+
+def test_a_crashed_judge_is_retried_once_then_failed(
+    sqlite_url: str, app_factory: Any, pool: ProcessPoolExecutor, challenge: Any
+) -> None:
+    api = app_factory(sqlite_url, dispatcher=RecordingDispatcher())
+    api.create_phase("p", tasks=[2])
+    tok = api.create_team("t")
+    a = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
+    b = api.submit_ok(tok, "p", 2, challenge.archive("poor", 2))
+    d = LocalDispatcher(api.settings, executor=pool)
+    d.start()
+    # a: its worker died on the first attempt -> queued again and judged
+    _set(sqlite_url, a, status="running", attempts=1)
+    d._after_crash(a)
+    assert api.wait(tok, a)["status"] == "scored"
+    # b: its worker died on the last allowed attempt -> failed, with a message
+    _set(sqlite_url, b, status="running", attempts=2)
+    d._after_crash(b)
+    doc = api.status(tok, b)
+    assert doc["status"] == "failed" and "stopped unexpectedly" in doc["errors"][0]["message"]
+    d.shutdown(wait=True)
+
+
+def test_celery_dispatcher_is_an_explicit_error(tmp_path: Any) -> None:
+    settings = make_settings(tmp_path, "sqlite://", dispatcher="celery")
+    with pytest.raises(RuntimeError, match="no Celery dispatcher is installed"):
+        make_dispatcher(settings)
+    assert isinstance(make_dispatcher(make_settings(tmp_path, "sqlite://")), LocalDispatcher)
