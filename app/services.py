@@ -314,6 +314,11 @@ def _gt_records(task: int, gt: Any) -> tuple[list[tuple[Path, Path]], list[dict[
     return files, records
 
 
+def prepared_dir(task_dir: Path) -> Path:
+    """Where the prepared form of a phase task's ground truth lives (Task 1)."""
+    return task_dir.parent / f"{task_dir.name}.prepared"
+
+
 def import_ground_truth(
     session: Session,
     settings: Settings,
@@ -361,7 +366,14 @@ def import_ground_truth(
             task_dir = dest_root / TASK_FOLDERS[task]
             for src, relpath in files:
                 atomic_copy(src, task_dir / relpath)
-            copy = load_ground_truth(task, task_dir, protocol=proto)
+            # Task 1: the copy is read once more and its prepared form written beside it
+            # (foreground crops + manifest), so that judges decode only predictions
+            copy = load_ground_truth(
+                task,
+                task_dir,
+                protocol=proto,
+                cache_dir=prepared_dir(task_dir) if task == 1 else None,
+            )
             if copy.sha256 != gt.sha256:
                 raise Conflict(
                     f"Task {task}: the copy of the ground truth hashes to {copy.sha256}, "

@@ -13,6 +13,7 @@ import pytest
 
 from evaluator.cli import main
 from evaluator.errors import GroundTruthError, SubmissionRejected
+from evaluator.io.ground_truth import load_prepared_task1
 from evaluator.protocol import Protocol
 from evaluator.scoring import load_ground_truth, score_submission
 from tests.builders import affine_for, make_tar, make_zip, nifti_bytes, write_nifti
@@ -154,6 +155,16 @@ def test_workers_give_identical_documents(tmp_path, challenge) -> None:
     assert all(c.crop_path is not None for c in prepared.cases.values() if c.bbox is not None)
     three = score_submission(1, prepared, sub, workers=2)
     assert json.dumps(one, sort_keys=True) == json.dumps(three, sort_keys=True)
+    # ... and so does the prepared form loaded back from its manifest, without decoding
+    reloaded = load_prepared_task1(tmp_path / "cache")
+    assert reloaded.sha256 == gt.sha256 and reloaded.case_ids == gt.case_ids
+    four = score_submission(1, reloaded, sub)
+    assert json.dumps(one, sort_keys=True) == json.dumps(four, sort_keys=True)
+    # a crop changed on disk is noticed
+    crop = next(c.crop_path for c in reloaded.cases.values() if c.crop_path is not None)
+    crop.write_bytes(crop.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(ValueError, match="changed on disk"):
+        score_submission(1, reloaded, sub)
 
 
 def test_every_problem_listed_at_once(tmp_path, challenge, capsys) -> None:

@@ -89,7 +89,9 @@ def _error(kind: str, message: str, case: str = "") -> dict[str, str]:
 
 def _load_ground_truth(settings: Settings, pt: dict[str, Any]) -> Any:
     """The phase task's ground truth from its copy in the data dir, checked against its hash."""
+    from app.services import prepared_dir
     from evaluator.errors import GroundTruthError
+    from evaluator.io.ground_truth import MANIFEST, load_prepared_task1
     from evaluator.protocol import Protocol
     from evaluator.scoring import load_ground_truth
 
@@ -98,7 +100,12 @@ def _load_ground_truth(settings: Settings, pt: dict[str, Any]) -> Any:
     if gt is not None:
         return gt
     protocol = Protocol.from_json(pt["protocol_json"])
-    gt = load_ground_truth(pt["task"], absolute(settings, pt["gt_dir"]), protocol=protocol)
+    gt_dir = absolute(settings, pt["gt_dir"])
+    prepared = prepared_dir(gt_dir)
+    if pt["task"] == 1 and (prepared / MANIFEST).is_file():
+        gt = load_prepared_task1(prepared)  # no image decoded; crops hash-checked on use
+    else:
+        gt = load_ground_truth(pt["task"], gt_dir, protocol=protocol)
     if gt.sha256 != pt["gt_sha256"]:
         raise GroundTruthError(
             [

@@ -13,6 +13,10 @@ file. The whole ground truth gets one SHA-256 over the sorted per-case hashes.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +56,7 @@ class GtCase:
     bbox: Bbox | None
     sha256: str
     crop_path: Path | None = None  # prepared form: the foreground crop as .npy
+    crop_sha256: str | None = None
 
     def load_crop(self, *, max_voxels: int) -> npt.NDArray[np.uint8] | None:
         """The label map cropped to ``bbox`` (None when empty), from the prepared
@@ -59,7 +64,10 @@ class GtCase:
         if self.bbox is None:
             return None
         if self.crop_path is not None:
-            arr = np.load(self.crop_path, allow_pickle=False)
+            data = self.crop_path.read_bytes()
+            if self.crop_sha256 and hashlib.sha256(data).hexdigest() != self.crop_sha256:
+                raise ValueError(f"prepared ground truth {self.crop_path} was changed on disk")
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
             expected = tuple(b - a for a, b in self.bbox)
             if arr.shape != expected or arr.dtype != np.uint8:
                 raise ValueError(f"prepared ground truth {self.crop_path} is inconsistent")
@@ -124,14 +132,25 @@ def _read_case(pid: str, path: Path, max_voxels: int, cache_dir: Path | None) ->
         lm = read_label_map(path, max_voxels=max_voxels, name=str(path))
     except SubmissionError as exc:
         return f"{pid}: {exc.message}"
-    crop_path = None
+    crop_path = crop_sha = None
     if cache_dir is not None and lm.bbox is not None:
+        buf = io.BytesIO()
+        np.save(buf, np.asfortranarray(crop(lm.array, lm.bbox)))
         crop_path = cache_dir / f"{pid}.npy"
-        tmp = cache_dir / f".{pid}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, np.asfortranarray(crop(lm.array, lm.bbox)))
-        tmp.replace(crop_path)
-    return GtCase(pid, center_of(pid), path, lm.header, lm.bbox, sha256_file(path), crop_path)
+        _atomic_write(crop_path, buf.getvalue())
+        crop_sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    return GtCase(
+        pid, center_of(pid), path, lm.header, lm.bbox, sha256_file(path), crop_path, crop_sha
+    )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def read_task1_ground_truth(
@@ -185,4 +204,84 @@ def read_task1_ground_truth(
     if problems:
         raise GroundTruthError(problems)
     sha = combine_hashes((pid, c.sha256) for pid, c in cases.items())
-    return Task1GroundTruth(root, cases, sha, tuple(ignored))
+    gt = Task1GroundTruth(root, cases, sha, tuple(ignored))
+    if cache_dir is not None:
+        _atomic_write(cache_dir / MANIFEST, json.dumps(_manifest(gt, cache_dir)).encode())
+    return gt
+
+
+MANIFEST = "manifest.json"
+
+
+def _manifest(gt: Task1GroundTruth, cache_dir: Path) -> dict[str, object]:
+    def header(h: NiftiHeader) -> dict[str, object]:
+        return {
+            "shape": list(h.shape),
+            "affine": h.affine.tolist(),
+            "zooms": list(h.zooms),
+            "dtype": h.dtype.str,
+            "vox_offset": h.vox_offset,
+            "slope": h.slope,
+            "inter": h.inter,
+            "gzipped": h.gzipped,
+        }
+
+    return {
+        "format": 1,
+        "sha256": gt.sha256,
+        "root": str(gt.root),
+        "cases": [
+            {
+                "patient_id": c.patient_id,
+                "center": c.center,
+                "path": str(c.path),
+                "header": header(c.header),
+                "bbox": None if c.bbox is None else [list(b) for b in c.bbox],
+                "sha256": c.sha256,
+                "crop": None if c.crop_path is None else c.crop_path.name,
+                "crop_sha256": c.crop_sha256,
+            }
+            for c in gt.cases.values()
+        ],
+    }
+
+
+def load_prepared_task1(cache_dir: Path) -> Task1GroundTruth:
+    """The Task 1 ground truth from its prepared form (written by
+    ``read_task1_ground_truth(..., cache_dir=...)``) without decoding any image.
+
+    The manifest's overall hash is recomputed from its per-case hashes; each crop is
+    checked against its own hash when it is loaded.
+    """
+    data = json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8"))
+    if data.get("format") != 1:
+        raise ValueError(f"{cache_dir / MANIFEST}: unknown prepared ground-truth format")
+    cases: dict[str, GtCase] = {}
+    for c in data["cases"]:
+        h = c["header"]
+        header = NiftiHeader(
+            shape=(int(h["shape"][0]), int(h["shape"][1]), int(h["shape"][2])),
+            affine=np.asarray(h["affine"], dtype=np.float64),
+            zooms=(float(h["zooms"][0]), float(h["zooms"][1]), float(h["zooms"][2])),
+            dtype=np.dtype(h["dtype"]),
+            vox_offset=int(h["vox_offset"]),
+            slope=h["slope"],
+            inter=h["inter"],
+            gzipped=bool(h["gzipped"]),
+        )
+        b = c["bbox"]
+        bbox = None if b is None else ((b[0][0], b[0][1]), (b[1][0], b[1][1]), (b[2][0], b[2][1]))
+        cases[c["patient_id"]] = GtCase(
+            c["patient_id"],
+            c["center"],
+            Path(c["path"]),
+            header,
+            bbox,
+            c["sha256"],
+            None if c["crop"] is None else cache_dir / c["crop"],
+            c["crop_sha256"],
+        )
+    sha = combine_hashes((pid, c.sha256) for pid, c in cases.items())
+    if sha != data["sha256"]:
+        raise ValueError(f"{cache_dir / MANIFEST}: the case hashes do not match the recorded hash")
+    return Task1GroundTruth(Path(data["root"]), cases, sha)

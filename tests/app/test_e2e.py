@@ -155,3 +155,24 @@ def test_sweeper_picks_up_rows_queued_by_another_process(
     engine.dispose()
     doc = api.wait(tok, sid)
     assert doc["status"] == "scored" and doc["started_at"] is not None
+
+
+def test_phase_import_prepares_task1_and_judges_use_it(
+    sqlite_url: str, app_factory: Any, challenge: Any
+) -> None:
+    # the import writes the prepared form (crops + manifest); a judge then scores from
+    # it without the NIfTI copies: removing them changes nothing in the result
+    from app.jobs.runner import run_job
+
+    api = app_factory(sqlite_url, dispatcher=RecordingDispatcher())
+    api.create_phase("prep")
+    manifests = list(api.settings.ground_truth_dir.glob("*/Task 1.prepared/manifest.json"))
+    assert len(manifests) == 1
+    for f in manifests[0].parent.parent.glob("Task 1/**/*.nii.gz"):
+        f.unlink()
+    token = api.create_team("good")
+    sid = api.submit_ok(token, "prep", 1, challenge.archive("good", 1))
+    run_job(sid, api.settings.to_dict())
+    doc = api.status(token, sid)
+    assert doc["status"] == "scored", doc["errors"]
+    assert doc["result"]["metrics"]["gtvp_dsc_mean"] < 1.0
