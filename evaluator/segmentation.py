@@ -80,6 +80,11 @@ def _nonzero_bbox(arr: npt.NDArray[Any]) -> Bbox | None:
     return foreground_bbox(arr)
 
 
+def _crop(arr: npt.NDArray[np.uint8], box: Bbox) -> npt.NDArray[np.uint8]:
+    (x0, x1), (y0, y1), (z0, z1) = box
+    return arr[x0:x1, y0:y1, z0:z1]
+
+
 def lesion_detection(
     gt_lesions: npt.NDArray[np.bool_],
     pred_lesions: npt.NDArray[np.bool_],
@@ -153,29 +158,17 @@ def case_statistics(
     connectivity: Literal[6, 18, 26] = 26,
     iou_threshold: Fraction = Fraction(3, 10),
     iou_strict: bool = False,
-    gt_bbox: Bbox | None = None,
-    pred_bbox: Bbox | None = None,
-    bboxes_known: bool = False,
 ) -> CaseStats:
-    """Sufficient statistics of one case from two label maps of the same shape.
-
-    ``gt`` and ``pred`` hold labels {0, 1, 2}. With ``bboxes_known`` the given
-    bounding boxes of the non-zero voxels are trusted (None meaning empty) instead
-    of being recomputed.
-    """
+    """Sufficient statistics of one case from two label maps (labels {0, 1, 2}) of
+    the same shape."""
     if gt.shape != pred.shape:
         raise ValueError(f"shapes differ: {gt.shape} vs {pred.shape}")
-    if not bboxes_known:
-        gt_bbox, pred_bbox = _nonzero_bbox(gt), _nonzero_bbox(pred)
-    box = _bbox_union(gt_bbox, pred_bbox)
-    if box is None:
-        return CaseStats(0, 0, 0, 0, 0, 0, 0, 0, 0, float(voxel_volume_mm3))
-    (x0, x1), (y0, y1), (z0, z1) = box
-    g = np.asfortranarray(gt[x0:x1, y0:y1, z0:z1], dtype=np.uint8)
-    p = np.asfortranarray(pred[x0:x1, y0:y1, z0:z1], dtype=np.uint8)
-    return crop_statistics(
-        g,
-        p,
+    gt_bbox = _nonzero_bbox(gt)
+    return statistics_from_crops(
+        None if gt_bbox is None else _crop(gt, gt_bbox),
+        gt_bbox,
+        pred,
+        _nonzero_bbox(pred),
         voxel_volume_mm3=voxel_volume_mm3,
         connectivity=connectivity,
         iou_threshold=iou_threshold,
