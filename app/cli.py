@@ -50,6 +50,25 @@ def register(subparsers: Any) -> None:
     sv.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     sv.set_defaults(func=run, app_command="serve")
 
+    wk = subparsers.add_parser(
+        "worker", help="run a Celery judging worker (HECKTOR_DISPATCHER=celery, PostgreSQL, Redis)"
+    )
+    _settings_args(wk)
+    wk.add_argument(
+        "--concurrency",
+        type=int,
+        help="judging processes (default: $HECKTOR_WORKERS, else one per core)",
+    )
+    wk.add_argument(
+        "--loglevel",
+        "--log-level",
+        dest="loglevel",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+    )
+    wk.add_argument("--hostname", help="node name, unique per worker (default celery@<host>)")
+    wk.set_defaults(func=run, app_command="worker")
+
     ad = subparsers.add_parser("admin", help="organizer operations on the service's database")
     _settings_args(ad)
     ads = ad.add_subparsers(dest="admin_command", required=True)
@@ -63,6 +82,14 @@ def register(subparsers: Any) -> None:
         help="revoke stored organizer tokens, issue a new one",
     )
     init.set_defaults(func=run, app_command="admin.init")
+
+    mg = ads.add_parser(
+        "migrate", help="create or upgrade the database schema (Alembic migrations), then exit"
+    )
+    mg.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the database (default 30)"
+    )
+    mg.set_defaults(func=run, app_command="admin.migrate")
 
     ph = ads.add_parser("phase", help="create, open, close, re-score phases")
     phs = ph.add_subparsers(dest="phase_command", required=True)
@@ -108,6 +135,19 @@ def register(subparsers: Any) -> None:
     pr.set_defaults(func=run, app_command="admin.phase.rescore")
     pl = phs.add_parser("list", help="list phases")
     pl.set_defaults(func=run, app_command="admin.phase.list")
+    pf = phs.add_parser(
+        "freeze", help="freeze a phase's leaderboards (served unchanged until unfrozen)"
+    )
+    pf.add_argument("--name", required=True)
+    pf.add_argument("--refreeze", action="store_true", help="replace the current snapshot")
+    pf.add_argument("--force", action="store_true", help="even while submissions are judged")
+    pf.add_argument("--note", default="", help="stored with the snapshot")
+    pf.add_argument("--resamples", type=int, help="bootstrap resamples (default: the phase's)")
+    pf.add_argument("--seed", type=int, help="bootstrap seed (default: the phase's)")
+    pf.set_defaults(func=run, app_command="admin.phase.freeze")
+    pu = phs.add_parser("unfreeze", help="serve a phase's live leaderboards again")
+    pu.add_argument("--name", required=True)
+    pu.set_defaults(func=run, app_command="admin.phase.unfreeze")
 
     tm = ads.add_parser("team", help="create teams and their tokens")
     tms = tm.add_subparsers(dest="team_command", required=True)
@@ -127,11 +167,18 @@ def register(subparsers: Any) -> None:
     le.add_argument("--task", type=int, choices=(1, 2, 3), required=True)
     le.add_argument("--output", type=Path, required=True, help="CSV file ('-' for stdout)")
     le.add_argument("--selection", choices=("best", "latest"))
+    le.add_argument(
+        "--per-center",
+        action="store_true",
+        help="one line per team and centre, every metric per centre",
+    )
+    le.add_argument("--live", action="store_true", help="the live board of a frozen phase")
     le.set_defaults(func=run, app_command="admin.leaderboard.export")
     ls = lbs.add_parser("show", help="print a leaderboard")
     ls.add_argument("--phase", required=True)
     ls.add_argument("--task", type=int, choices=(1, 2, 3), required=True)
     ls.add_argument("--selection", choices=("best", "latest"))
+    ls.add_argument("--live", action="store_true", help="the live board of a frozen phase")
     ls.set_defaults(func=run, app_command="admin.leaderboard.show")
 
     sb = subparsers.add_parser("submit", help="upload a prediction archive and wait for its score")
@@ -164,6 +211,22 @@ def register(subparsers: Any) -> None:
     dm.add_argument("--workers", type=int, help="judging processes (default: one per core)")
     dm.add_argument("--exit", action="store_true", help="exit after printing (also DEMO_EXIT=1)")
     dm.set_defaults(func=run, app_command="demo")
+
+    rp = subparsers.add_parser(
+        "report",
+        help="write a phase's report (leaderboards, intervals, plots) as one HTML file",
+    )
+    _settings_args(rp)
+    rp.add_argument("--phase", required=True)
+    rp.add_argument(
+        "--output", type=Path, help="HTML file (default report-<phase>.html; '-' for stdout)"
+    )
+    rp.add_argument("--resamples", type=int, help="bootstrap resamples (default: the phase's)")
+    rp.add_argument("--seed", type=int, help="bootstrap seed (default: the phase's)")
+    rp.add_argument(
+        "--live", action="store_true", help="the live leaderboards even if the phase is frozen"
+    )
+    rp.set_defaults(func=run, app_command="report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
     cmd = getattr(args, "app_command", None)
     handlers = {
         "serve": cmd_serve,
+        "worker": cmd_worker,
+        "admin.migrate": cmd_migrate,
         "admin.init": cmd_init,
         "admin.phase.create": cmd_phase_create,
         "admin.phase.open": cmd_phase_open_close,
@@ -239,6 +304,9 @@ def run(args: argparse.Namespace) -> int:
         "admin.team.list": cmd_team_list,
         "admin.leaderboard.export": cmd_leaderboard_export,
         "admin.leaderboard.show": cmd_leaderboard_show,
+        "admin.phase.freeze": cmd_phase_freeze,
+        "admin.phase.unfreeze": cmd_phase_unfreeze,
+        "report": cmd_report,
         "submit": cmd_submit,
         "demo": cmd_demo,
     }
@@ -246,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if handler is None:
         _err(f"unknown command {cmd!r}")
         return EXIT_ERROR
-    if cmd not in ("serve", "demo"):
+    if cmd not in ("serve", "demo", "worker"):
         _logging(getattr(args, "verbose", False))
     try:
         return handler(args)
@@ -268,6 +336,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(f"hecktor-eval: serving http://{args.host}:{args.port}/ (data in {settings.data_dir})")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.jobs.celery_app import make_celery_app
+    from app.jobs.celery_dispatcher import require_postgresql
+
+    _logging(getattr(args, "verbose", False), args.loglevel)
+    settings = _settings(args)
+    try:
+        require_postgresql(settings)
+    except RuntimeError as exc:
+        _err(str(exc))
+        return EXIT_ERROR
+    for mod in ("evaluator.scoring", "evaluator.task1", "evaluator.tabular"):
+        __import__(mod)  # once, before the pool forks: every judging process starts warm
+    celery = make_celery_app(settings)
+    argv = [
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={args.concurrency or settings.n_workers}",
+        f"--loglevel={args.loglevel.upper()}",
+        f"--queues={settings.celery_queue}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    celery.worker_main(argv)
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import OperationalError
+
+    from app.db.migrate import upgrade
+    from app.db.session import make_engine
+
+    settings = _settings(args)
+    settings.ensure_dirs()
+    engine = make_engine(settings.db_url)
+    deadline = time.monotonic() + max(0.0, args.wait)
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    break
+            except OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    _err(f"cannot reach the database: {exc}")
+                    return EXIT_ERROR
+                time.sleep(1.0)
+        upgrade(engine)
+        with engine.connect() as conn:
+            rev = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    print(f"database {engine.url.render_as_string(hide_password=True)} at revision {rev}")
     return EXIT_OK
 
 
@@ -364,6 +491,17 @@ def cmd_phase_rescore(args: argparse.Namespace) -> int:
     print(f"queued {len(ids)} submission(s) of phase {args.name!r} for re-scoring")
     if not ids:
         return EXIT_OK
+    if not args.run and settings.dispatcher == "celery":
+        from app.jobs.celery_dispatcher import CeleryDispatcher
+
+        d = CeleryDispatcher(settings)
+        for sid in ids:
+            d.submit(sid)
+        if d.unsent:
+            _err(f"could not publish {len(d.unsent)} job(s); the server sends them at its start")
+            return EXIT_ERROR
+        print(f"published {len(ids)} job(s) to the Celery workers")
+        return EXIT_OK
     if not args.run:
         print("a running server picks them up within its sweep interval (or at its next start)")
         return EXIT_OK
@@ -428,13 +566,22 @@ def _board(args: argparse.Namespace) -> dict[str, Any]:
     from app.services import leaderboard
 
     with _db(_settings(args))() as s:
-        return leaderboard(s, args.phase, args.task, Principal(ORGANIZER), selection=args.selection)
+        return leaderboard(
+            s,
+            args.phase,
+            args.task,
+            Principal(ORGANIZER),
+            selection=args.selection,
+            live=getattr(args, "live", False),
+        )
 
 
 def cmd_leaderboard_export(args: argparse.Namespace) -> int:
     from app.leaderboard import leaderboard_csv
     from app.services import atomic_write_text
 
+    if getattr(args, "per_center", False):
+        return _export_per_center(args)
     board = _board(args)
     text = leaderboard_csv(args.task, board["rows"])
     if str(args.output) == "-":
@@ -566,6 +713,78 @@ def cmd_demo(args: argparse.Namespace) -> int:
         exit_after=exit_after,
         started=t0,
     )
+
+
+def _export_per_center(args: argparse.Namespace) -> int:
+    from app.analysis import leaderboard_centers, per_center_csv
+    from app.security import ORGANIZER, Principal
+    from app.services import atomic_write_text
+
+    with _db(_settings(args))() as s:
+        doc = leaderboard_centers(
+            s, args.phase, args.task, Principal(ORGANIZER), selection=args.selection, live=args.live
+        )
+    text = per_center_csv(args.task, doc["rows"])
+    if str(args.output) == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.output, text)
+        print(
+            f"wrote the per-centre results of {len(doc['rows'])} row(s), "
+            f"{len(doc['centers'])} centre(s) to {args.output}"
+        )
+    return EXIT_OK
+
+
+def cmd_phase_freeze(args: argparse.Namespace) -> int:
+    from app.freeze import freeze_phase_commit
+
+    with _db(_settings(args))() as s:
+        created = freeze_phase_commit(
+            s,
+            args.name,
+            refreeze=args.refreeze,
+            force=args.force,
+            note=args.note,
+            n_resamples=args.resamples,
+            seed=args.seed,
+        )
+        print(f"phase {args.name!r}: leaderboards frozen")
+        for snap in created:
+            analysis = snap.analysis or {}
+            print(
+                f"  task {snap.task}: {len(snap.board.get('rows', []))} row(s), "
+                f"{analysis.get('n_resamples', 0)} resamples (seed {analysis.get('seed', 0)}), "
+                f"snapshot {snap.content_sha256[:16]}…"
+            )
+    return EXIT_OK
+
+
+def cmd_phase_unfreeze(args: argparse.Namespace) -> int:
+    from app.freeze import unfreeze_phase
+
+    with _db(_settings(args))() as s:
+        done = unfreeze_phase(s, args.name)
+        s.commit()
+    print(f"phase {args.name!r}: unfrozen ({len(done)} snapshot(s) kept as history)")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from app.phase_report import build_phase_report
+    from app.services import atomic_write_text
+
+    with _db(_settings(args))() as s:
+        html = build_phase_report(
+            s, args.phase, live=args.live, n_resamples=args.resamples, seed=args.seed
+        )
+    output = args.output or Path(f"report-{args.phase}.html")
+    if str(output) == "-":
+        sys.stdout.write(html)
+    else:
+        atomic_write_text(output, html)
+        print(f"wrote the report of phase {args.phase!r} to {output} ({len(html) // 1024} KiB)")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _frozen_at(board: Mapping[str, Any]) -> str:
+    t = board.get("frozen_at")
+    return t.strftime("%Y-%m-%d %H:%M UTC") if hasattr(t, "strftime") else str(t or "")
+
+
 def leaderboard_table(board: Mapping[str, Any]) -> Table:
     task = int(board["task"])
     ranked = [m.name for m in ranked_metrics(task)]
@@ -49,7 +54,8 @@ def leaderboard_table(board: Mapping[str, Any]) -> Table:
     table = Table(
         title=f"{board['phase']} · {TASK_TITLES.get(task, f'Task {task}')}",
         title_justify="left",
-        caption=f"{board.get('selection', 'best')} submission per team; ties share the average rank",
+        caption=f"{board.get('selection', 'best')} submission per team; ties share the average rank"
+        + (f"; frozen {_frozen_at(board)}" if board.get("frozen") else ""),
     )
     table.add_column("Rank", justify="right", style="bold")
     table.add_column("Team", no_wrap=True)

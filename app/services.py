@@ -7,6 +7,8 @@ caller owns the unit of work.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.db.models import (
     FAILED,
@@ -27,6 +29,7 @@ from app.db.models import (
     RECEIVED,
     RUNNING,
     SCORED,
+    AnalysisCache,
     ApiToken,
     CaseResult,
     GroundTruthCase,
@@ -203,7 +206,21 @@ def get_submission(session: Session, submission_id: int, principal: Principal | 
     """A submission the principal may read; a team gets 404 for other teams' ones."""
     if principal is None:
         raise Unauthorized("a bearer token is required to read a submission")
-    sub = session.get(Submission, submission_id)
+    # ids beyond 64 bits exist nowhere (and overflow SQLite's integer)
+    sub = (
+        session.get(
+            Submission,
+            submission_id,
+            # what every reader of a submission shows, in the same query
+            options=[
+                joinedload(Submission.team),
+                joinedload(Submission.phase),
+                joinedload(Submission.result),
+            ],
+        )
+        if 0 < submission_id < 1 << 63
+        else None
+    )
     if sub is None or (not principal.is_organizer and sub.team_id != principal.team_id):
         raise NotFound(f"no submission {submission_id} for this token")
     return sub
@@ -433,6 +450,8 @@ def create_phase(
     selection: str = "best",
     is_open: bool = True,
     protocol: Protocol | dict[str, Any] | None = None,
+    analysis_resamples: int | None = None,
+    analysis_seed: int | None = None,
 ) -> Phase:
     if not NAME_RE.match(name or ""):
         raise BadRequest(
@@ -453,15 +472,36 @@ def create_phase(
         selection=selection,
         is_open=is_open,
     )
+    _check_analysis_settings(analysis_resamples, analysis_seed)
+    if analysis_resamples is not None:
+        phase.analysis_resamples = analysis_resamples
+    if analysis_seed is not None:
+        phase.analysis_seed = analysis_seed
     session.add(phase)
     session.flush()
     import_ground_truth(session, settings, phase, ground_truth, parse_tasks(tasks), protocol)
     return phase
 
 
+MAX_ANALYSIS_RESAMPLES = 20_000
+MAX_ANALYSIS_SEED = 2**63 - 1
+
+
+def _check_analysis_settings(n_resamples: int | None, seed: int | None) -> None:
+    if n_resamples is not None and not (0 <= n_resamples <= MAX_ANALYSIS_RESAMPLES):
+        raise BadRequest(
+            f"analysis_resamples must be between 0 (no bootstrap) and {MAX_ANALYSIS_RESAMPLES}, "
+            f"not {n_resamples}"
+        )
+    if seed is not None and not (0 <= seed <= MAX_ANALYSIS_SEED):
+        raise BadRequest(f"analysis_seed must be between 0 and 2**63 - 1, not {seed}")
+
+
 def update_phase(session: Session, name: str, **changes: Any) -> Phase:
     phase = get_phase(session, name)
     allowed = {"is_open", "hidden", "leaderboard_public", "daily_limit", "selection", "title"}
+    allowed |= {"analysis_resamples", "analysis_seed"}
+    _check_analysis_settings(changes.get("analysis_resamples"), changes.get("analysis_seed"))
     for key, value in changes.items():
         if value is None:
             continue
@@ -492,6 +532,8 @@ def phase_public(phase: Phase) -> dict[str, Any]:
 def phase_detail(phase: Phase) -> dict[str, Any]:
     """Organizer view: adds the ground-truth and protocol records of each task."""
     d = phase_public(phase)
+    d["analysis_resamples"] = phase.analysis_resamples
+    d["analysis_seed"] = phase.analysis_seed
     d["task_details"] = [
         {
             "task": t.task,
@@ -778,13 +820,25 @@ def leaderboard(
     principal: Principal | None,
     *,
     selection: str | None = None,
+    live: bool = False,
 ) -> dict[str, Any]:
+    """The leaderboard of a phase and task. While the phase is frozen, its snapshot is
+    served as stored (``frozen`` true); ``live`` (organizers only) derives the current
+    board from the stored rows instead."""
     phase = get_phase(session, phase_name)
     if not can_see_leaderboard(phase, principal):
         if principal is None:
             raise Unauthorized(f"the leaderboard of phase {phase.name!r} is for organizers only")
         raise Forbidden(f"the leaderboard of phase {phase.name!r} is for organizers only")
+    if live and (principal is None or not principal.is_organizer):
+        raise Forbidden("only organizers can see the live leaderboard (live=true)")
     pt = get_phase_task(session, phase, task)
+    if not live:
+        from app.freeze import active_snapshot, frozen_board
+
+        snap = active_snapshot(session, phase.id, task)
+        if snap is not None:
+            return frozen_board(snap, selection=selection)
     sel = selection or phase.selection
     if sel not in ("best", "latest"):
         raise BadRequest(f"selection must be 'best' or 'latest', not {sel!r}")
@@ -796,12 +850,15 @@ def leaderboard(
         "protocol_sha256": pt.protocol_sha256,
         "ground_truth_sha256": pt.gt_sha256,
         "rows": rows,
+        "frozen": False,
     }
 
 
 # -- jobs' bookkeeping (used by app.jobs) -----------------------------------------------
 def replace_result(session: Session, submission_id: int, doc: dict[str, Any]) -> None:
-    """Delete the old result and per-case rows of a submission and write the new ones."""
+    """Delete the old result and per-case rows of a submission and write the new ones
+    (and, in the same transaction, drop the cached analyses of its phase and task)."""
+    invalidate_analysis(session, submission_id)
     session.execute(delete(CaseResult).where(CaseResult.submission_id == submission_id))
     session.execute(delete(Result).where(Result.submission_id == submission_id))
     cases = list(doc.get("cases") or [])
@@ -815,6 +872,7 @@ def replace_result(session: Session, submission_id: int, doc: dict[str, Any]) ->
             protocol_sha256=str(proto.get("sha256", "")),
             ground_truth_sha256=str(body.get("ground_truth_sha256", "")),
             evaluator_version=str(body.get("evaluator_version", "")),
+            sha256=result_sha256(doc),
         )
     )
     session.add_all(
@@ -829,7 +887,29 @@ def replace_result(session: Session, submission_id: int, doc: dict[str, Any]) ->
     )
 
 
+def result_sha256(doc: dict[str, Any]) -> str:
+    """SHA-256 of a result document (with its cases) as canonical JSON."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def invalidate_analysis(session: Session, submission_id: int) -> None:
+    """Drop the cached ranking analyses of the submission's phase and task. Called in
+    the transaction that writes or deletes its result; the cache key covers the result
+    hashes as well, so an entry can never outlive the rows it was computed from."""
+    row = session.execute(
+        select(Submission.phase_id, Submission.task).where(Submission.id == submission_id)
+    ).first()
+    if row is not None:
+        session.execute(
+            delete(AnalysisCache).where(
+                AnalysisCache.phase_id == row.phase_id, AnalysisCache.task == row.task
+            )
+        )
+
+
 def delete_results(session: Session, submission_id: int) -> None:
+    invalidate_analysis(session, submission_id)
     session.execute(delete(CaseResult).where(CaseResult.submission_id == submission_id))
     session.execute(delete(Result).where(Result.submission_id == submission_id))
 

@@ -33,10 +33,36 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * GIB, gt=0)
     daily_limit: int = Field(default=5, ge=0, description="default per team, phase, task and day")
     progress_interval: float = Field(default=0.5, ge=0.0, description="seconds between writes")
-    job_timeout_seconds: int = Field(default=3 * 3600, ge=0, description="0 = no limit")
-    job_memory_mb: int = Field(default=0, ge=0, description="address-space cap per job; 0 = off")
+    job_timeout_seconds: int = Field(
+        default=1800, ge=0, description="wall time per job (in its own process); 0 = no limit"
+    )
+    job_memory_mb: int = Field(
+        default=8192, ge=0, description="address space (RLIMIT_AS) per job, in MB; 0 = no limit"
+    )
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (dispatcher=celery)"
+    )
+    celery_queue: str = Field(default="hecktor-judge", min_length=1)
+    broker_key_prefix: str = Field(
+        default="", description="prefix of every Redis key of the broker (to share a Redis)"
+    )
+    broker_visibility_timeout: int = Field(
+        default=0,
+        ge=0,
+        description="seconds before an unacknowledged job is re-delivered (must exceed the job "
+        "time limit); 0 = job_timeout_seconds + 10 min",
+    )
+    broker_restore_interval: int = Field(
+        default=10, ge=1, description="seconds between a worker's looks for jobs to re-deliver"
+    )
     sweep_interval: float = Field(
         default=10.0, ge=0.0, description="seconds between looks for queued rows; 0 = off"
+    )
+    auth_failure_limit: int = Field(
+        default=20, ge=0, description="failed token checks per client/token prefix; 0 = off"
+    )
+    auth_failure_window: float = Field(
+        default=60.0, gt=0.0, description="seconds over which auth_failure_limit counts"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     public_url: str = "http://127.0.0.1:8000"
@@ -59,7 +85,25 @@ class Settings(BaseSettings):
                 raise ValueError("in production HECKTOR_PUBLIC_URL must be https://")
         return self
 
+    @model_validator(mode="after")
+    def _check_broker(self) -> Settings:
+        v, t = self.broker_visibility_timeout, self.job_timeout_seconds
+        if v and (t == 0 or v <= t):
+            raise ValueError(
+                f"HECKTOR_BROKER_VISIBILITY_TIMEOUT ({v} s) must be longer than the job time "
+                f"limit HECKTOR_JOB_TIMEOUT_SECONDS ({t or 'none'}), or a job still running "
+                "would be handed to a second worker; leave it 0 for the job limit + 10 min"
+            )
+        return self
+
     # -- derived ------------------------------------------------------------------
+    @property
+    def visibility_timeout(self) -> int:
+        """Seconds the broker waits before re-delivering an unacknowledged job."""
+        if self.broker_visibility_timeout:
+            return self.broker_visibility_timeout
+        return self.job_timeout_seconds + 600 if self.job_timeout_seconds else 7 * 24 * 3600
+
     @property
     def db_url(self) -> str:
         if self.database_url:

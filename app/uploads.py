@@ -11,10 +11,12 @@ The archive type is checked by its magic bytes, never by its name.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import os
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import IO
 
 from anyio import to_thread
 from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -79,6 +82,16 @@ def _looks_like_text(head: bytes) -> bool:
     return True
 
 
+def _gunzip_head(head: bytes) -> tuple[bytes, bool]:
+    """What the first bytes of a gzip stream decompress to (as much as they hold), and
+    whether that is the whole stream."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        return d.decompress(head, 4096), d.eof
+    except zlib.error:
+        return b"", False
+
+
 def sniff_type(head: bytes, task: int) -> str:
     """``zip``, ``tar``, ``tar.gz`` or, for Task 2/3, ``csv``/``json`` — from magic bytes.
 
@@ -87,7 +100,22 @@ def sniff_type(head: bytes, task: int) -> str:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head.startswith(b"\x1f\x8b"):
-        return "tar.gz"
+        inner, whole = _gunzip_head(head)
+        if len(inner) >= 348 and inner[344:347] in (b"n+1", b"ni1"):
+            found = "a single gzip-compressed NIfTI image"
+        elif len(inner) >= 512 and not inner[:512].strip(b"\0"):
+            found = "an empty .tar.gz archive"
+        elif (whole or len(inner) >= 262) and inner[257:262] != b"ustar":
+            found = "a gzip-compressed file that is not a tar archive"
+        else:  # a tar.gz, or too little to tell: extraction decides
+            return "tar.gz"
+        todo = (
+            "put the <PatientID>.nii.gz files of all cases in one .zip or .tar.gz archive"
+            if task == 1
+            else "upload the table itself (.csv or .json), or a .zip/.tar.gz holding it"
+        )
+        msg = f"Task {task}: the upload is {found}; {todo}."
+        raise UnsupportedType(msg, [problem(msg, kind="archive")])
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     expected = (
@@ -98,9 +126,16 @@ def sniff_type(head: bytes, task: int) -> str:
     other = next(
         (what for off, magic, what in _OTHER_MAGIC if head[off : off + len(magic)] == magic), None
     )
-    if other is None and task in (2, 3) and _looks_like_text(head):
-        text = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
-        return "json" if text.startswith(("{", "[")) else "csv"
+    if other is None and task in (2, 3):
+        # text of any encoding goes to the table reader, which says what is wrong with it
+        text: str | None = None
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            text = head[: len(head) // 2 * 2].decode("utf-16", errors="ignore")
+        elif head and b"\x00" not in head:
+            text = head.decode("utf-8", errors="ignore")
+        if text is not None:
+            text = text.lstrip("\ufeff \t\r\n")
+            return "json" if text.startswith(("{", "[")) else "csv"
     if other is not None:
         found = other
     elif not head:
@@ -294,6 +329,13 @@ class MultipartReceiver:
         except _BadForm as e:
             self.cleanup()
             raise BadRequest(str(e), [problem(str(e))]) from None
+        except MultipartParseError as e:
+            self.cleanup()
+            msg = (
+                f"the multipart/form-data body is malformed ({e}); send the fields phase, "
+                "task and file as a standard form upload (e.g. curl -F)"
+            )
+            raise BadRequest(msg, [problem(msg)]) from None
         except ClientDisconnect:
             self.cleanup()
             raise
@@ -311,6 +353,24 @@ class MultipartReceiver:
             sha256=self._sha.hexdigest(),
             head=bytes(self._head),
         )
+
+
+def remove_stale_parts(incoming: Path, *, older_than: float = 3600.0) -> int:
+    """Delete partial uploads (``incoming/*.part``) untouched for ``older_than`` seconds:
+    left by a crash or a killed process. Never visible as submissions (those are rows
+    whose file was renamed into ``submissions/<id>/``); this only frees the disk.
+    A live upload writes at least every few seconds, so other servers sharing the data
+    folder lose nothing."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than
+    for part in incoming.glob("*.part"):
+        with contextlib.suppress(OSError):
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+    return removed
 
 
 def boundary_of(request: Request) -> bytes:

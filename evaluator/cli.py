@@ -89,7 +89,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     except SubmissionRejected as exc:
         doc = exc.as_document()
         _write_json(doc, args.output)
-        print(f"Submission rejected: {len(exc.problems)} problem(s):", file=sys.stderr)
+        print(f"Submission rejected: {exc.n_problems} problem(s):", file=sys.stderr)
         for p in exc.problems:
             print(f"  - {p}", file=sys.stderr)
         return EXIT_REJECTED

@@ -82,17 +82,34 @@ class LimitError(SubmissionError):
     kind = "limit"
 
 
+MAX_LISTED_PROBLEMS = 200
+
+
 class SubmissionRejected(EvaluatorError):
     """The submission failed validation; nothing was scored.
 
-    ``problems`` lists every problem found, in a stable order.
+    ``problems`` lists every problem found, in a stable order, up to
+    :data:`MAX_LISTED_PROBLEMS`: beyond that the last entry says how many more there
+    are (a hostile table of a million unknown ids must not become a million-line
+    error document). ``n_problems`` is the true count.
     """
 
     def __init__(self, problems: Iterable[SubmissionError]) -> None:
-        self.problems: list[SubmissionError] = list(problems)
-        if not self.problems:
+        found: list[SubmissionError] = list(problems)
+        if not found:
             raise ValueError("SubmissionRejected needs at least one problem")
-        n = len(self.problems)
+        n = self.n_problems = len(found)
+        if n > MAX_LISTED_PROBLEMS:
+            keep = MAX_LISTED_PROBLEMS - 1
+            found = [
+                *found[:keep],
+                SubmissionError(
+                    "",
+                    f"... and {n - keep:,} more problems like the ones above (not listed); "
+                    "fix these and try again",
+                ),
+            ]
+        self.problems: list[SubmissionError] = found
         head = "; ".join(str(p) for p in self.problems[:3])
         more = f" (and {n - 3} more)" if n > 3 else ""
         super().__init__(f"submission rejected, {n} problem(s): {head}{more}")

@@ -147,5 +147,6 @@ class Limits:
     max_member_bytes: int = 1 << 30  # one extracted file
     max_total_bytes: int = 8 << 30  # all extracted files
     max_ratio: int = 2000  # uncompressed / compressed, per member (label maps compress ~500x)
-    max_table_bytes: int = 64 << 20  # a Task 2/3 prediction table
+    max_table_bytes: int = 16 << 20  # a Task 2/3 prediction table (~100 kB for 1000 cases)
+    max_table_rows: int = 100_000  # rows (or JSON entries) of a prediction table
     max_nesting: int = 32  # JSON depth in tables

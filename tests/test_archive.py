@@ -157,8 +157,10 @@ def test_non_utf8_names(tmp_path) -> None:
         info = tarfile.TarInfo("caf\xe9.nii.gz")
         info.size = 1
         tf.addfile(info, io.BytesIO(b"1"))
-    files = extract(p)  # decoded with surrogate escapes, stays inside the folder
-    assert len(files) == 1
+    # refused with a message that can be stored and sent as JSON (no lone surrogates)
+    (msg,) = rejected(p)
+    assert "caf\\xe9.nii.gz" in msg and "not valid UTF-8" in msg
+    msg.encode("utf-8")
 
 
 def test_empty_archive(tmp_path) -> None:

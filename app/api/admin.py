@@ -71,6 +71,8 @@ def phase_create(
         selection=body.selection,
         is_open=body.is_open,
         protocol=body.protocol,
+        analysis_resamples=body.analysis_resamples,
+        analysis_seed=body.analysis_seed,
     )
     session.commit()
     session.refresh(phase)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 
-from app.api.deps import get_session, optional_principal, require_principal
+from app.api.deps import get_read_session, get_session, optional_principal, require_principal
 from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
 from app.api.submissions import ERRORS
 from app.leaderboard import leaderboard_csv
@@ -21,20 +21,35 @@ router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
 @router.get(
     "/leaderboards/{phase}/{task}",
     response_model=Leaderboard,
+    response_model_exclude_unset=True,
     responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
 )
 def leaderboard_json(
+    request: Request,
     phase: str,
     task: int = Path(ge=1, le=3),
     selection: Literal["best", "latest"] | None = Query(
         None, description="default: the phase's setting (best per team)"
     ),
     format: Literal["json", "csv"] = "json",
+    live: bool = Query(
+        False, description="organizers: the live leaderboard even while the phase is frozen"
+    ),
     principal: Principal | None = Depends(optional_principal),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> Any:
-    """Ranked rows (HECKTOR ranks, average on ties). Public, or organizer-only per phase."""
-    board = leaderboard(session, phase, task, principal, selection=selection)
+    """Ranked rows (HECKTOR ranks, average on ties). Public, or organizer-only per phase.
+    While the phase is frozen, the stored snapshot (``frozen`` true, each row with its
+    submission, ground-truth and protocol hashes and evaluator version)."""
+    board = request.app.state.board_cache.get(
+        session,
+        principal,
+        phase=phase,
+        task=task,
+        selection=selection,
+        live=live,
+        build=lambda: leaderboard(session, phase, task, principal, selection=selection, live=live),
+    )
     if format == "csv":
         return PlainTextResponse(
             leaderboard_csv(task, board["rows"]),

@@ -6,22 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 import evaluator
-from app.api import admin, errors, leaderboards, submissions
+from app.api import admin, analysis, errors, leaderboards, submissions
+from app.api.middleware import SecurityHeaders
+from app.board_cache import BoardCache
 from app.db.migrate import upgrade
 from app.db.models import QUEUED, Submission
-from app.db.session import make_engine, session_factory, session_scope
+from app.db.session import make_engine, read_only, session_factory, session_scope
 from app.jobs.dispatcher import Dispatcher, make_dispatcher
-from app.services import recover_pending
+from app.ratelimit import AuthFailureLimiter
 from app.settings import Settings, get_settings
+from app.uploads import remove_stale_parts
 from app.web import pages
 
 log = logging.getLogger(__name__)
@@ -75,10 +78,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
+        if n_parts := remove_stale_parts(settings.incoming_dir):
+            log.info("removed %d partial upload(s) left by an earlier process", n_parts)
         engine = make_engine(settings.db_url)
         await run_in_threadpool(upgrade, engine)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.read_sessions = session_factory(read_only(engine))
         d = dispatcher or make_dispatcher(settings)
         if dispatcher is None:
             d.start()
@@ -86,7 +92,7 @@ def create_app(
 
         def _recover() -> list[int]:
             with session_scope(app.state.sessions) as s:
-                return recover_pending(s)
+                return d.recover_pending(s)
 
         ids = await run_in_threadpool(_recover)
         for sid in ids:
@@ -125,28 +131,20 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.auth_limiter = AuthFailureLimiter(
+        settings.auth_failure_limit, settings.auth_failure_window
+    )
+    app.state.board_cache = BoardCache()
     errors.install(app)
     app.include_router(submissions.router)
     app.include_router(leaderboards.router)
     app.include_router(admin.router)
+    app.include_router(analysis.router)
+    app.include_router(analysis.admin)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith(("/docs", "/redoc")):
-            response.headers.setdefault("X-Frame-Options", "DENY")
-            response.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                "frame-ancestors 'none'",
-            )
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

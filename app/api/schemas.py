@@ -81,6 +81,13 @@ class LeaderboardEntry(BaseModel):
     ranks: dict[str, float]
     submitted_at: str | None
     scored_at: str | None
+    # frozen leaderboards: what each row's result was computed from
+    submission_sha256: str | None = None
+    ground_truth_sha256: str | None = None
+    protocol_sha256: str | None = None
+    protocol: dict[str, Any] | None = None
+    evaluator_version: str | None = None
+    result_sha256: str | None = None
 
 
 class Leaderboard(BaseModel):
@@ -90,6 +97,12 @@ class Leaderboard(BaseModel):
     protocol_sha256: str
     ground_truth_sha256: str
     rows: list[LeaderboardEntry]
+    frozen: bool = Field(
+        default=False, description="true: the snapshot stored when an organizer froze the phase"
+    )
+    frozen_at: datetime | None = None
+    snapshot_id: int | None = None
+    snapshot_sha256: str | None = None
 
 
 class PhasePublic(BaseModel):
@@ -115,6 +128,8 @@ class TaskDetail(BaseModel):
 
 class PhaseDetail(PhasePublic):
     task_details: list[TaskDetail]
+    analysis_resamples: int = 1000
+    analysis_seed: int = 0
 
 
 class PhaseCreate(BaseModel):
@@ -134,6 +149,10 @@ class PhaseCreate(BaseModel):
     selection: Literal["best", "latest"] = "best"
     is_open: bool = True
     protocol: dict[str, Any] | None = None
+    analysis_resamples: int | None = Field(
+        default=None, ge=0, le=20_000, description="bootstrap resamples (default 1000)"
+    )
+    analysis_seed: int | None = Field(default=None, ge=0, description="bootstrap seed")
 
 
 class PhaseUpdate(BaseModel):
@@ -145,6 +164,8 @@ class PhaseUpdate(BaseModel):
     leaderboard_public: bool | None = None
     daily_limit: int | None = Field(default=None, ge=0)
     selection: Literal["best", "latest"] | None = None
+    analysis_resamples: int | None = Field(default=None, ge=0, le=20_000)
+    analysis_seed: int | None = Field(default=None, ge=0)
 
 
 class GroundTruthImport(BaseModel):
@@ -189,3 +210,107 @@ class TeamPublic(BaseModel):
 class Me(BaseModel):
     role: Literal["organizer", "team"]
     team: str | None
+
+
+# -- ranking analysis, per-centre results, frozen leaderboards (issue 8) ----------------
+class CenterMetrics(BaseModel):
+    center: str
+    n_cases: int
+    metrics: dict[str, float | int | None]
+    undefined: dict[str, str] = Field(
+        default_factory=dict, description="metric -> why it is undefined on this centre"
+    )
+
+
+class CenterCount(BaseModel):
+    center: str
+    n_cases: int
+
+
+class AnalysisTeam(BaseModel):
+    team: str
+    submission_id: int
+    rank: float | None = None
+
+
+class LeaderboardAnalysis(BaseModel):
+    phase: str
+    task: int
+    selection: Literal["best", "latest"]
+    frozen: bool
+    frozen_at: datetime | None = None
+    protocol_sha256: str
+    ground_truth_sha256: str
+    cache: dict[str, Any] = Field(description="key, hit, source (computed | cache | snapshot)")
+    n_resamples: int
+    seed: int
+    alpha: float
+    computed_at: str | None = None
+    evaluator_version: str | None = None
+    teams: list[AnalysisTeam]
+    bootstrap: dict[str, Any] | None = Field(
+        description="per team and metric: estimate, percentile interval (low, high), mean, "
+        "std; per team: final-rank distribution (median, interval, counts per rank value, "
+        "first-place share); Kendall's tau; beats[a][b]"
+    )
+    bootstrap_error: str | None = None
+    kendall_tau: dict[str, Any] | None = None
+    centers: list[CenterCount]
+    per_center: dict[str, dict[str, CenterMetrics]] = Field(description="team -> centre -> metrics")
+    per_case: dict[str, list[dict[str, Any]]] = Field(
+        description="Task 1: team -> per-case GTVp DSC (None when both sides are empty)"
+    )
+
+
+class LeaderboardCenterRow(BaseModel):
+    rank: float
+    team: str
+    submission_id: int
+    centers: dict[str, CenterMetrics]
+
+
+class LeaderboardCenters(BaseModel):
+    phase: str
+    task: int
+    selection: Literal["best", "latest"]
+    frozen: bool
+    frozen_at: datetime | None = None
+    centers: list[CenterCount]
+    rows: list[LeaderboardCenterRow]
+
+
+class SubmissionCenters(BaseModel):
+    submission_id: int
+    task: int
+    centers: list[CenterMetrics]
+
+
+class FreezeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refreeze: bool = Field(default=False, description="replace the current snapshot")
+    force: bool = Field(default=False, description="freeze even while submissions are judged")
+    note: str = Field(default="", max_length=2000)
+    n_resamples: int | None = Field(default=None, ge=0, le=20_000)
+    seed: int | None = Field(default=None, ge=0)
+
+
+class SnapshotSummary(BaseModel):
+    id: int
+    task: int
+    selection: str
+    active: bool
+    frozen_at: datetime
+    unfrozen_at: datetime | None
+    note: str
+    n_rows: int
+    n_resamples: int | None
+    seed: int | None
+    content_sha256: str
+    evaluator_version: str
+
+
+class FreezeResult(BaseModel):
+    phase: str
+    frozen: bool
+    snapshots: list[SnapshotSummary]

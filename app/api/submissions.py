@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_session, require_principal, require_team
+from app.api.deps import get_read_session, get_session, require_principal, require_team
 from app.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionPublic, SubmissionSummary
 from app.db.models import SCORED, VALID
 from app.db.session import session_scope
@@ -192,7 +192,7 @@ def submissions_index(
 def submission_status(
     submission_id: int,
     principal: Principal = Depends(require_principal),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> dict[str, Any]:
     """Status, progress, and the result document or the errors. Own team or organizer."""
     sub = get_submission(session, submission_id, principal)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -82,6 +83,9 @@ class Phase(Base):
     daily_limit: Mapped[int] = mapped_column(Integer, default=5)
     selection: Mapped[str] = mapped_column(String(16), default="best")  # best | latest
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # ranking analysis (issue 8): bootstrap resamples and seed, chosen by the organizers
+    analysis_resamples: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
+    analysis_seed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tasks: Mapped[list[PhaseTask]] = relationship(
         back_populates="phase", order_by="PhaseTask.task", cascade="all, delete-orphan"
@@ -194,6 +198,9 @@ class Result(Base):
     ground_truth_sha256: Mapped[str] = mapped_column(String(64))
     evaluator_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # SHA-256 of the canonical JSON of the whole document with its cases (None: written
+    # before revision 0002); part of the analysis cache key
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     submission: Mapped[Submission] = relationship(back_populates="result")
 
@@ -210,3 +217,64 @@ class CaseResult(Base):
     patient_id: Mapped[str] = mapped_column(String(200))
     center: Mapped[str | None] = mapped_column(String(100), nullable=True)
     record: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class AnalysisCache(Base):
+    """A computed ranking analysis of one phase and task (bootstrap, rank stability,
+    per-centre results), derived from stored per-case rows only.
+
+    ``key_sha256`` hashes everything the analysis depends on: the leaderboard's
+    submission ids with their result hashes, the ground-truth and protocol hashes, the
+    number of resamples, the seed and the analysis code's version. A lookup recomputes
+    the key from the current rows, so a stale entry can never match; entries of a phase
+    and task are also deleted in the transaction that writes a result of that phase and
+    task (``app.services.replace_result``), which keeps the table small.
+    """
+
+    __tablename__ = "analysis_cache"
+    __table_args__ = (
+        UniqueConstraint("phase_id", "task", "key_sha256", name="uq_analysis_cache_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id", ondelete="CASCADE"))
+    task: Mapped[int] = mapped_column(Integer)
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    selection: Mapped[str] = mapped_column(String(16))
+    n_resamples: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeaderboardSnapshot(Base):
+    """A frozen leaderboard of one phase and task: the rows (each with its submission,
+    ground-truth and protocol hashes and evaluator version) and the analysis, as they
+    were when an organizer froze the phase. Served instead of the live board while
+    ``active``; never edited afterwards (unfreezing only clears ``active``).
+    """
+
+    __tablename__ = "leaderboard_snapshots"
+    __table_args__ = (
+        Index(
+            "uq_leaderboard_snapshot_active",
+            "phase_id",
+            "task",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id", ondelete="CASCADE"), index=True)
+    task: Mapped[int] = mapped_column(Integer)
+    selection: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    frozen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    unfrozen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    board: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    evaluator_version: Mapped[str] = mapped_column(String(32))

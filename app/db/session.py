@@ -1,4 +1,5 @@
-"""Engines and sessions. SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``.
+"""Engines and sessions. SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``
+(``BEGIN DEFERRED`` on the :func:`read_only` view of an engine).
 
 SQLite is shared by the web process and the judging processes: WAL lets readers run
 beside the writer, ``BEGIN IMMEDIATE`` takes the write lock at the start of a
@@ -8,6 +9,7 @@ busy timeout makes the others wait instead of failing.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,10 +52,26 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # read-only work (see read_only()) takes no write lock: in WAL mode it runs
+            # beside the writer instead of queueing behind it
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN DEFERRED")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+READ_ONLY = "hecktor_read_only"
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine (same pool) for transactions that only read. On SQLite they begin
+    DEFERRED: a reader never waits for the write lock (which BEGIN IMMEDIATE takes so
+    that read-then-write transactions cannot fail on a lock upgrade). A transaction on
+    it must not write. Other databases are not affected."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def get_engine(url: str) -> Engine:
@@ -71,6 +89,26 @@ def dispose_engines() -> None:
         for eng in _ENGINES.values():
             eng.dispose()
         _ENGINES.clear()
+
+
+_INHERITED: list[Engine] = []
+
+
+def _forget_engines_after_fork() -> None:
+    """In a forked child: set the parent's engines aside, untouched and never closed.
+
+    Their pooled connections (sockets, SQLite handles) belong to the parent; the child
+    opens its own on first use. They are kept referenced so that no finaliser runs on
+    them (a psycopg connection closed here would end the parent's session).
+    """
+    global _LOCK
+    _INHERITED.extend(_ENGINES.values())
+    _ENGINES.clear()
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_engines_after_fork)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

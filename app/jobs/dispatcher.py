@@ -3,12 +3,14 @@
 
 ``local`` (implemented here): a bounded process pool inside the service.
 
-``celery`` (not in this build): a class implementing :class:`Dispatcher` whose
-``submit`` sends ``run_job(submission_id, settings.to_dict())`` to a Celery task, in a
-module ``app.jobs.celery_dispatcher`` exposing ``CeleryDispatcher(settings)``.
-Correctness does not depend on the dispatcher: the database row is the source of
-truth, jobs claim their row (``queued -> running``) and are safe to run twice, and
-the service re-queues ``queued``/``running`` rows on start-up.
+``celery`` (:mod:`app.jobs.celery_dispatcher`): ``CeleryDispatcher(settings)``
+publishes the submission id to Redis; ``hecktor-eval worker`` processes judge.
+
+Either way every job runs in a child process of its own with the memory and time
+limits (:mod:`app.jobs.isolation`). Correctness does not depend on the dispatcher: the
+database row is the source of truth, jobs claim their row (``queued -> running``, or a
+``running`` row whose judge is gone) and are safe to run twice, and the service
+recovers unfinished rows on start-up (:meth:`Dispatcher.recover_pending`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from app.db.models import FAILED, QUEUED, RUNNING, Submission, utcnow
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs.runner import run_job, warm_up
+from app.services import recover_pending
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,12 @@ class Dispatcher(abc.ABC):
         queued by ``admin phase rescore`` from another process); None turns it off.
         """
         return None
+
+    def recover_pending(self, session: Session) -> list[int]:
+        """Start-up: the ids to submit again. By default rows left ``running`` (by this
+        service's own judges, which died with it) go back to ``queued``, and every
+        ``queued`` row is returned."""
+        return recover_pending(session)
 
 
 class LocalDispatcher(Dispatcher):
@@ -226,12 +236,11 @@ def make_dispatcher(settings: Settings) -> Dispatcher:
         return LocalDispatcher(settings)
     if settings.dispatcher == "celery":
         try:
-            from app.jobs.celery_dispatcher import CeleryDispatcher  # type: ignore[import-not-found]
+            from app.jobs.celery_dispatcher import CeleryDispatcher
         except ImportError as e:
             raise RuntimeError(
-                "HECKTOR_DISPATCHER=celery: no Celery dispatcher is installed in this build "
-                "(expected app.jobs.celery_dispatcher.CeleryDispatcher implementing "
-                "app.jobs.dispatcher.Dispatcher); use HECKTOR_DISPATCHER=local"
+                f"HECKTOR_DISPATCHER=celery needs the worker extra ({e}); install "
+                "hecktor-eval[worker], or use HECKTOR_DISPATCHER=local"
             ) from e
-        return CeleryDispatcher(settings)  # type: ignore[no-any-return]
+        return CeleryDispatcher(settings)
     raise RuntimeError(f"unknown dispatcher {settings.dispatcher!r}")

@@ -3,18 +3,27 @@
 Module-level and picklable, so any dispatcher can run it: a process of the local pool,
 a Celery worker, or a plain call in a test. It takes only the submission id (and the
 settings to find the database and data dir), loads everything else, and is safe to run
-twice:
+twice, or N times at once on M machines:
 
-- it claims the submission with a conditional update ``queued -> running`` (also
-  bumping ``attempts``); if that changes no row, someone else has it and it returns;
+- it takes the submission's job lock (:mod:`app.jobs.locks`, PostgreSQL) and then
+  claims the row with a conditional update (also bumping ``attempts``): ``queued ->
+  running``, or ``running -> running`` when it holds the lock, which proves that the
+  job that set ``running`` is gone (a worker killed mid-job, its message re-delivered).
+  No lock, or no row changed: someone else has it, and the job returns ``skipped``;
+- it scores in a child process with the per-job memory and time limits
+  (:mod:`app.jobs.isolation`); going over either fails the submission with a message
+  naming the limit, and the calling process goes on serving;
 - it writes progress, and at the end the result plus the per-case rows, only while
   the row is still ``running`` with its own attempt number, all in one transaction.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -27,7 +36,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import FAILED, QUEUED, RUNNING, SCORED, VALID, PhaseTask, Submission, utcnow
-from app.db.session import get_engine, session_factory, session_scope
+from app.db.session import dispose_engines, get_engine, session_factory, session_scope
+from app.jobs.isolation import (
+    CAN_FORK,
+    EXIT_ERROR,
+    EXIT_MEMORY,
+    ChildOutcome,
+    format_duration,
+    run_in_child,
+    set_memory_limit,
+)
+from app.jobs.locks import submission_lock
 from app.services import absolute, delete_results, replace_result
 from app.settings import Settings
 
@@ -36,6 +55,18 @@ log = logging.getLogger(__name__)
 CLAIMED = "claimed"
 SKIPPED = "skipped"
 SUPERSEDED = "superseded"
+
+# A `running` row is claimed again only when its job is gone; after this many claims
+# (the judge died each time, e.g. its machine was lost) the submission is failed.
+MAX_ATTEMPTS = 3
+# How long a re-delivered job waits for the job lock of a `running` row: PostgreSQL
+# frees a dead worker's lock when it sees the connection end, a moment after the
+# broker may already have handed the message to another worker.
+LOCK_WAIT_SECONDS = 2.0
+# Test-only: path of a JSON file {"<submission id>": {"allocate_mb": n, "sleep": s,
+# "signal": "SIGSEGV"}} whose actions run inside the job's limits, before scoring.
+# Never set in production.
+TEST_HOOKS_ENV = "HECKTOR_TEST_HOOKS"
 
 _GT_CACHE: dict[tuple[str, int, str, str], Any] = {}
 _GT_CACHE_MAX = 8
@@ -66,21 +97,47 @@ def _time_limit(seconds: int) -> Iterator[None]:
 
 @contextmanager
 def _memory_limit(megabytes: int) -> Iterator[None]:
-    """RLIMIT_AS for the duration of the job, only inside a worker process."""
-    if megabytes <= 0 or multiprocessing.parent_process() is None:
+    """RLIMIT_AS (soft) for the duration of the block; the previous value afterwards."""
+    if megabytes <= 0:
         yield
         return
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    want = megabytes << 20
-    if hard != resource.RLIM_INFINITY:
-        want = min(want, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+    set_memory_limit(megabytes)
     try:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def memory_message(megabytes: int) -> str:
+    if megabytes <= 0:
+        return "judging ran out of memory; check the image sizes and data types of the predictions"
+    return (
+        f"judging used more than {megabytes} MB of memory (the limit per submission) and was "
+        "stopped; check the image sizes and data types of the predictions (3-D integer label "
+        "maps on the CT grid)"
+    )
+
+
+def time_message(seconds: float) -> str:
+    return (
+        f"judging took longer than {format_duration(seconds)} (the time limit per submission) "
+        "and was stopped; check that the archive holds only the expected predictions"
+    )
+
+
+def crash_message(outcome: ChildOutcome, megabytes: int) -> str:
+    msg = (
+        f"the judging process stopped unexpectedly ({outcome.ended}) while scoring this submission"
+    )
+    if megabytes > 0:
+        return (
+            f"{msg}; it most likely used more than {megabytes} MB of memory (the limit per "
+            "submission): check the image sizes and data types of the predictions"
+        )
+    return f"{msg}; check the image sizes and data types of the predictions"
 
 
 def _error(kind: str, message: str, case: str = "") -> dict[str, str]:
@@ -119,11 +176,52 @@ def _load_ground_truth(settings: Settings, pt: dict[str, Any]) -> Any:
     return gt
 
 
-def _claim(sf: sessionmaker[Session], submission_id: int) -> dict[str, Any] | None:
+def _status(sf: sessionmaker[Session], submission_id: int) -> str | None:
     with session_scope(sf) as s:
+        return s.scalar(select(Submission.status).where(Submission.id == submission_id))
+
+
+def _claim(
+    sf: sessionmaker[Session], submission_id: int, *, reclaim: bool = False
+) -> dict[str, Any] | None:
+    """Take the row: ``queued -> running``, and with ``reclaim`` (the caller holds the job
+    lock, so a ``running`` row's job is gone) also ``running -> running``. Returns what
+    the job needs, ``{"gave_up": ...}`` when a reclaimed row ran out of attempts, or None
+    when there is nothing to do."""
+    with session_scope(sf) as s:
+        before = s.execute(
+            select(Submission.status, Submission.attempts).where(Submission.id == submission_id)
+        ).first()
+        if before is None:
+            return None
+        if reclaim and before.status == RUNNING and before.attempts >= MAX_ATTEMPTS:
+            res = s.execute(
+                update(Submission)
+                .where(Submission.id == submission_id, Submission.status == RUNNING)
+                .values(
+                    status=FAILED,
+                    finished_at=utcnow(),
+                    errors=[
+                        _error(
+                            "limit",
+                            f"the judging process stopped unexpectedly {before.attempts} times "
+                            "while scoring this submission (a worker crashed or was lost); the "
+                            "organizers have been notified",
+                        )
+                    ],
+                )
+            )
+            if res.rowcount == 1:
+                delete_results(s, submission_id)
+                log.error(
+                    "submission %d: its judge died %d times; failed", submission_id, before.attempts
+                )
+                return {"gave_up": True}
+            return None
+        states = (QUEUED, RUNNING) if reclaim else (QUEUED,)
         res = s.execute(
             update(Submission)
-            .where(Submission.id == submission_id, Submission.status == QUEUED)
+            .where(Submission.id == submission_id, Submission.status.in_(states))
             .values(
                 status=RUNNING,
                 started_at=utcnow(),
@@ -137,6 +235,13 @@ def _claim(sf: sessionmaker[Session], submission_id: int) -> dict[str, Any] | No
             return None
         sub = s.get(Submission, submission_id)
         assert sub is not None
+        if before.status == RUNNING:
+            log.warning(
+                "submission %d: its judge (attempt %d) is gone; claimed it again (attempt %d)",
+                submission_id,
+                before.attempts,
+                sub.attempts,
+            )
         pt = s.scalars(
             select(PhaseTask).where(PhaseTask.phase_id == sub.phase_id, PhaseTask.task == sub.task)
         ).first()
@@ -188,6 +293,8 @@ class _Progress:
                     .where(_mine(self.sid, self.attempt))
                     .values(progress_done=int(done), progress_total=int(total))
                 )
+        except MemoryError:
+            raise
         except Exception:  # progress is best effort; never fail a job on it
             log.warning("submission %d: could not store progress", self.sid, exc_info=True)
 
@@ -224,32 +331,50 @@ def _fail_unclaimable(
     _finish(sf, submission_id, attempt, status=FAILED, errors=[_error("internal", msg)])
 
 
-def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
-    """Judge one submission. Returns ``scored``, ``valid``, ``failed``, ``skipped`` or
-    ``superseded``; every failure is stored on the row, never raised."""
-    settings = Settings.from_dict(settings_dict)
-    sf = session_factory(get_engine(settings.db_url))
-    claim = _claim(sf, submission_id)
-    if claim is None:
-        log.info("submission %d: not queued (already claimed or finished); skipped", submission_id)
-        return SKIPPED
-    attempt = claim["attempt"]
-    pt = claim["pt"]
-    if pt is None:
-        _fail_unclaimable(sf, submission_id, attempt, "the phase has no ground truth for this task")
-        return FAILED
+def _run_test_hooks(submission_id: int) -> None:
+    """Test-only actions for this submission (see ``TEST_HOOKS_ENV``); a no-op unless set."""
+    path = os.environ.get(TEST_HOOKS_ENV)
+    if not path:
+        return
+    try:
+        hooks = json.loads(Path(path).read_text()).get(str(submission_id)) or {}
+    except (OSError, ValueError):
+        return
+    if hooks.get("allocate_mb"):
+        ballast = bytearray(int(hooks["allocate_mb"]) << 20)  # MemoryError over RLIMIT_AS
+        del ballast
+    if hooks.get("sleep"):
+        time.sleep(float(hooks["sleep"]))
+    if hooks.get("signal"):  # a crash in native code
+        os.kill(os.getpid(), getattr(signal, str(hooks["signal"])))
 
-    from evaluator.errors import GroundTruthError, ScoringError, SubmissionRejected
+
+def _score(
+    sf: sessionmaker[Session],
+    settings: Settings,
+    submission_id: int,
+    claim: dict[str, Any],
+    gt: Any,
+    *,
+    limits_here: bool,
+) -> str:
+    """Validate and score a claimed submission and store the outcome. With ``limits_here``
+    the memory limit (and, without a parent to enforce it, the time limit) applies to
+    this process around the scorer."""
+    from evaluator.errors import ScoringError, SubmissionRejected
     from evaluator.protocol import Limits, Protocol
     from evaluator.scoring import score_submission
 
+    attempt = claim["attempt"]
+    pt = claim["pt"]
     started = time.monotonic()
     progress = _Progress(sf, submission_id, attempt, settings.progress_interval)
+    progress(0, len(gt.case_ids))  # also opens this process's connection, outside the limit
+    mb = settings.job_memory_mb if limits_here else 0
     status, doc, errors = FAILED, None, None
     try:
-        with _time_limit(settings.job_timeout_seconds), _memory_limit(settings.job_memory_mb):
-            gt = _load_ground_truth(settings, pt)
-            progress(0, len(gt.case_ids))
+        with _memory_limit(mb):
+            _run_test_hooks(submission_id)
             archive = absolute(settings, claim["archive_path"])
             doc = score_submission(
                 claim["task"],
@@ -265,26 +390,10 @@ def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
     except SubmissionRejected as e:
         errors = [p.as_dict() for p in e.problems]
     except JobTimeout:
-        errors = [
-            _error(
-                "limit",
-                f"scoring took longer than the limit of {settings.job_timeout_seconds} s and was "
-                "stopped; check that the archive holds only the expected predictions",
-            )
-        ]
+        errors = [_error("limit", time_message(settings.job_timeout_seconds))]
     except MemoryError:
-        errors = [
-            _error("limit", "scoring ran out of memory; check the image sizes of the predictions")
-        ]
-    except GroundTruthError as e:
-        log.error("submission %d: ground truth unusable: %s", submission_id, e)
-        errors = [
-            _error(
-                "internal",
-                "the ground truth of this phase could not be loaded; the organizers have been "
-                f"notified (reference: submission {submission_id})",
-            )
-        ]
+        log.warning("submission %d: over the memory limit of %d MB", submission_id, mb)
+        errors = [_error("limit", memory_message(mb or settings.job_memory_mb))]
     except ScoringError as e:
         errors = [_error("scoring", str(e))]
     except Exception:
@@ -313,6 +422,104 @@ def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
         attempt,
     )
     return status
+
+
+def _score_in_child(
+    settings: Settings, submission_id: int, claim: dict[str, Any], gt: Any
+) -> dict[str, Any]:
+    """The child's side: its own engine (the parent's were set aside at fork), closed
+    before the child leaves."""
+    try:
+        sf = session_factory(get_engine(settings.db_url))
+        return {"status": _score(sf, settings, submission_id, claim, gt, limits_here=True)}
+    finally:
+        dispose_engines()
+
+
+def _judge(
+    sf: sessionmaker[Session], settings: Settings, submission_id: int, claim: dict[str, Any]
+) -> str:
+    from evaluator.errors import GroundTruthError
+
+    attempt = claim["attempt"]
+    pt = claim["pt"]
+    if pt is None:
+        _fail_unclaimable(sf, submission_id, attempt, "the phase has no ground truth for this task")
+        return FAILED
+    try:  # trusted input, outside the limits; cached in this process for the next jobs
+        gt = _load_ground_truth(settings, pt)
+    except Exception as e:
+        if isinstance(e, GroundTruthError):
+            log.error("submission %d: ground truth unusable: %s", submission_id, e)
+        else:
+            log.exception("submission %d: could not load the ground truth", submission_id)
+        _fail_unclaimable(
+            sf,
+            submission_id,
+            attempt,
+            "the ground truth of this phase could not be loaded; the organizers have been "
+            f"notified (reference: submission {submission_id})",
+        )
+        return FAILED
+    if not CAN_FORK:  # in-process fallback: limits only inside a pool worker process
+        in_worker = multiprocessing.parent_process() is not None
+        with _time_limit(settings.job_timeout_seconds if in_worker else 0):
+            return _score(sf, settings, submission_id, claim, gt, limits_here=in_worker)
+    outcome = run_in_child(
+        functools.partial(_score_in_child, settings, submission_id, claim, gt),
+        timeout=settings.job_timeout_seconds,
+    )
+    if outcome.report is not None and isinstance(outcome.report.get("status"), str):
+        return str(outcome.report["status"])
+    if outcome.timed_out:
+        log.warning(
+            "submission %d: over the time limit of %s; judging process killed",
+            submission_id,
+            format_duration(settings.job_timeout_seconds),
+        )
+        error = _error("limit", time_message(settings.job_timeout_seconds))
+    elif outcome.exit_code == EXIT_MEMORY:
+        log.warning("submission %d: over the memory limit (outside the scorer)", submission_id)
+        error = _error("limit", memory_message(settings.job_memory_mb))
+    elif outcome.exit_code == EXIT_ERROR:  # the traceback went to the log (stderr)
+        log.error("submission %d: the judging process failed", submission_id)
+        error = _error(
+            "internal",
+            "internal error while scoring; the organizers have been notified "
+            f"(reference: submission {submission_id})",
+        )
+    else:
+        log.error("submission %d: judging process %s", submission_id, outcome.ended)
+        error = _error("limit", crash_message(outcome, settings.job_memory_mb))
+    if _finish(sf, submission_id, attempt, status=FAILED, errors=[error]):
+        return FAILED
+    return SUPERSEDED
+
+
+def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
+    """Judge one submission. Returns ``scored``, ``valid``, ``failed``, ``skipped`` or
+    ``superseded``; every failure is stored on the row, never raised."""
+    settings = Settings.from_dict(settings_dict)
+    engine = get_engine(settings.db_url)
+    sf = session_factory(engine)
+    status = _status(sf, submission_id)
+    if status not in (QUEUED, RUNNING):
+        log.info("submission %d: %s, nothing to do; skipped", submission_id, status or "unknown")
+        return SKIPPED
+    wait = LOCK_WAIT_SECONDS if status == RUNNING else 0.0
+    with submission_lock(engine, submission_id, wait=wait) as lock:
+        if not lock.acquired:
+            log.info("submission %d: being judged by another worker; skipped", submission_id)
+            return SKIPPED
+        claim = _claim(sf, submission_id, reclaim=lock.exclusive)
+        if claim is None:
+            log.info(
+                "submission %d: not queued (already claimed or finished); skipped", submission_id
+            )
+            return SKIPPED
+        if claim.get("gave_up"):
+            return FAILED
+        return _judge(sf, settings, submission_id, claim)
 
 
 def warm_up(log_level: str = "info") -> None:

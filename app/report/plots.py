@@ -11,8 +11,10 @@ salted per plot so several plots can share one HTML page.
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import math
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +29,13 @@ from matplotlib.figure import Figure
 
 from evaluator.analysis import BootstrapResult
 
-__all__ = ["center_heatmap_svg", "per_case_dsc_svg", "rank_stability_svg", "text_label"]
+__all__ = [
+    "center_heatmap_svg",
+    "per_case_dsc_svg",
+    "rank_stability_svg",
+    "svg_without_css",
+    "text_label",
+]
 
 _METADATA: dict[str, str | None] = {"Date": None, "Type": None, "Format": None, "Creator": None}
 _ACCENT = "#1f5fa8"
@@ -185,11 +193,13 @@ def rank_stability_svg(result: BootstrapResult, *, title: str | None = None) -> 
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     alpha_pct = round(100 * (1 - result.alpha))
-    fig.text(
-        0.01, -0.02,
+    # below the tick labels and the axis label, whatever the figure's height
+    ax.annotate(
         f"disc area: share of resamples at that rank; bar: {alpha_pct}% interval; "
         "tick: median; ring: full-data rank",
-        fontsize=8, color="#555555", ha="left", va="top",
+        xy=(0.0, 0.0), xycoords="axes fraction", xytext=(0.0, -38.0),
+        textcoords="offset points", fontsize=8, color="#555555", ha="left", va="top",
+        annotation_clip=False,
     )  # fmt: skip
     return _to_svg(fig, salt=salt)
 
@@ -258,3 +268,54 @@ def center_heatmap_svg(
     if cbar.solids is not None:
         cbar.solids.set_rasterized(False)  # keep the SVG free of embedded images
     return _to_svg(fig, salt=salt)
+
+
+# SVG properties that are also presentation attributes (SVG 1.1/2): the ones matplotlib
+# writes, and the usual others.
+_PRESENTATION = frozenset(
+    {
+        "clip-rule", "color", "display", "dominant-baseline", "fill", "fill-opacity",
+        "fill-rule", "font-family", "font-size", "font-style", "font-variant", "font-weight",
+        "letter-spacing", "opacity", "paint-order", "shape-rendering", "stop-color",
+        "stop-opacity", "stroke", "stroke-dasharray", "stroke-dashoffset", "stroke-linecap",
+        "stroke-linejoin", "stroke-miterlimit", "stroke-opacity", "stroke-width",
+        "text-anchor", "text-rendering", "visibility", "white-space", "word-spacing",
+    }
+)  # fmt: skip
+_STYLE_ATTR = re.compile(r"""\sstyle=(?:"([^"]*)"|'([^']*)')""")
+_TAG = re.compile(r"<[^<>]*>")
+_STYLE_ELEMENT = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S)
+_UNIVERSAL_RULE = re.compile(r"(?:^|[\s}])\*\s*\{([^}]*)\}")
+
+
+def _attributes(declarations: str) -> str:
+    out: list[str] = []
+    seen: set[str] = set()
+    for decl in declarations.split(";"):
+        name, sep, value = decl.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if sep and value and name in _PRESENTATION and name not in seen:
+            seen.add(name)
+            out.append(f' {name}="{html.escape(value, quote=True)}"')
+    return "".join(out)
+
+
+def svg_without_css(svg: str) -> str:
+    """The same SVG with its CSS turned into presentation attributes, for pages whose
+    Content-Security-Policy allows no inline style (``style-src 'self'``): ``style``
+    attributes become attributes (``fill="#fff"``), the universal ``* {...}`` rule of
+    the ``<style>`` element moves to the root (the properties matplotlib puts there are
+    inherited) and the element is dropped."""
+
+    def in_tag(tag: re.Match[str]) -> str:  # text content is never touched
+        return _STYLE_ATTR.sub(
+            lambda m: _attributes(html.unescape(m[1] if m[1] is not None else m[2])), tag[0]
+        )
+
+    svg = _TAG.sub(in_tag, svg)
+    rules = " ".join(m.group(1) for m in _STYLE_ELEMENT.finditer(svg))
+    svg = _STYLE_ELEMENT.sub("", svg)
+    root = "".join(_attributes(body) for body in _UNIVERSAL_RULE.findall(rules))
+    if root:
+        svg = svg.replace("<svg", "<svg" + root, 1)
+    return svg

@@ -33,7 +33,14 @@ from evaluator.protocol import HECKTOR2025, Protocol
 from evaluator.ranking import rank_rows
 from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
 
-__all__ = ["TASK_TITLES", "TaskReportData", "TeamRow", "build_task_report", "render_report"]
+__all__ = [
+    "TASK_TITLES",
+    "TaskReportData",
+    "TeamRow",
+    "build_task_report",
+    "render_report",
+    "task_sections",
+]
 
 TASK_TITLES: dict[int, str] = {
     1: "Task 1 — Detection and segmentation of GTVp and GTVn",
@@ -325,6 +332,14 @@ def _task_context(data: TaskReportData) -> dict[str, Any]:
         "centres": _centres(data, order),
         "per_case_svg": _per_case_svg(data, order),
     }
+
+
+def task_sections(data: TaskReportData) -> dict[str, Any]:
+    """The parts of one task's report as template values, for pages that show them
+    outside the report: ``leaderboard`` (rows with their intervals), ``stability``
+    (table rows, Kendall's tau, ``svg``), ``centres`` (``tables`` each with an ``svg``),
+    ``per_case_svg`` (Task 1), ``boot``, ``boot_notes``, counts and provenance."""
+    return _task_context(data)
 
 
 _CSS = """

@@ -195,7 +195,11 @@ def leaderboard_page(
     if (r := _token_redirect(request, session)) is not None:
         return r
     selection = request.query_params.get("selection")
-    board = leaderboard(session, phase, task, principal, selection=selection if selection else None)
+    live = request.query_params.get("live", "").lower() in ("1", "true", "yes")
+    board = leaderboard(
+        session, phase, task, principal, selection=selection if selection else None, live=live
+    )
+    analysis = _analysis_sections(session, board, principal)
     ranked = [m.name for m in ranked_metrics(task)]
     others = [m.name for m in metrics_of(task) if m.name not in ranked]
     # Task 1 shows its partial ranks; for Tasks 2/3 the one ranked metric is the final rank
@@ -213,8 +217,28 @@ def leaderboard_page(
             "own_team": own,
             "rank_labels": RANK_LABELS,
             "rank_titles": RANK_TITLES,
+            "live": live,
+            **analysis,
         },
     )
+
+
+def _analysis_sections(
+    session: Session, board: dict[str, Any], principal: Principal | None
+) -> dict[str, Any]:
+    """Intervals, rank stability, per-centre tables and heat maps, per-case plot of a
+    board (issue 8): from the snapshot while frozen, else cached or computed."""
+    from app.analysis import board_analysis
+    from app.phase_report import interval_cells, page_sections
+
+    payload = board_analysis(session, board, principal) if board["rows"] else None
+    if not payload:
+        return {"intervals": {}, "sections": None, "analysis": None}
+    return {
+        "intervals": interval_cells(payload),
+        "sections": page_sections(board, payload),
+        "analysis": payload,
+    }
 
 
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse)
@@ -236,6 +260,13 @@ def submission_page(
             if k not in columns:
                 columns.append(k)
     metrics = (view["result"] or {}).get("metrics") or {}
+    centers: list[dict[str, Any]] = []
+    if cases and view["status"] == SCORED:
+        from app.analysis import submission_centers
+
+        centers = submission_centers(
+            sub.task, cases, next((t for t in sub.phase.tasks if t.task == sub.task), None)
+        )
     return render(
         request,
         "submission.html",
@@ -244,6 +275,8 @@ def submission_page(
             "cases": cases,
             "columns": columns,
             "metrics": metrics,
+            "centers": centers,
+            "center_metrics": [m.name for m in metrics_of(sub.task) if m.kind == "score"],
             "principal": principal,
             "pending": view["status"] in ("received", "queued", "running"),
         },

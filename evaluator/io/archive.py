@@ -15,6 +15,8 @@ stripping (or differ only by case) are refused; macOS/Windows junk
 from __future__ import annotations
 
 import contextlib
+import errno
+import lzma
 import os
 import posixpath
 import shutil
@@ -23,6 +25,7 @@ import tarfile
 import tempfile
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
@@ -35,6 +38,7 @@ ArchiveKind = Literal["zip", "tar", "tar.gz"]
 _JUNK_DIRS = {"__MACOSX"}
 _JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 _CHUNK = 1 << 20
+_MAX_NAME_BYTES = 1024
 
 
 def detect_archive(path: Path) -> ArchiveKind | None:
@@ -77,6 +81,21 @@ def _clean_name(raw: str, archive: str) -> str | SubmissionError:
     name = raw.replace("\\", "/")
     if "\x00" in name:
         return ArchiveError(archive, f"member {raw!r} has a NUL byte in its name")
+    if any("\udc80" <= ch <= "\udcff" for ch in name):  # tarfile's surrogateescape
+        shown = raw.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        return ArchiveError(
+            archive,
+            f"member name '{shown}' is not valid UTF-8; rename the file with plain "
+            "letters, digits, '-' and '_' (e.g. CHUM-001.nii.gz) and archive it again",
+        )
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES or any(
+        len(part.encode("utf-8")) > 255 for part in name.split("/")
+    ):
+        return ArchiveError(
+            archive,
+            f"member {raw[:60]!r}... has a name longer than the limit ({_MAX_NAME_BYTES} "
+            "bytes, 255 per folder or file name); files are named <PatientID>.nii.gz",
+        )
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return ArchiveError(
             archive,
@@ -297,6 +316,19 @@ def extract_archive(path: Path, dest: Path, *, limits: Limits) -> Path:
                         )
                     )
                 declared_total += m.size
+            for key, name in seen.items():
+                parent = key.rpartition("/")[0]
+                while parent:
+                    if parent in seen:
+                        problems.append(
+                            ArchiveError(
+                                archive,
+                                f"{seen[parent]!r} is a file and also the folder of "
+                                f"{name!r}; rename one of them",
+                            )
+                        )
+                        break
+                    parent = parent.rpartition("/")[0]
             if declared_total > limits.max_total_bytes:
                 problems.append(
                     LimitError(
@@ -338,18 +370,43 @@ def extract_archive(path: Path, dest: Path, *, limits: Limits) -> Path:
                 written += n
     except SubmissionRejected:
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        detail = str(exc) or type(exc).__name__
+    except UnicodeDecodeError:
         raise SubmissionRejected(
             [
                 ArchiveError(
                     archive,
-                    f"the archive is corrupt or truncated ({detail}); create it again and "
-                    "re-upload the complete file",
+                    "a member name is not valid UTF-8 although the archive marks it as UTF-8; "
+                    "rename the files with plain letters, digits, '-' and '_' and archive "
+                    "them again",
                 )
             ]
         ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the server's disk, not the participant's archive
+        raise _corrupt(archive, exc.strerror or str(exc) or type(exc).__name__) from None
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:  # bad compressed data raises zlib.error / LZMAError, not BadZipFile
+        raise _corrupt(archive, str(exc) or type(exc).__name__) from None
     return dest
+
+
+def _corrupt(archive: str, detail: str) -> SubmissionRejected:
+    return SubmissionRejected(
+        [
+            ArchiveError(
+                archive,
+                f"the archive is corrupt or truncated ({detail}); create it again and "
+                "re-upload the complete file",
+            )
+        ]
+    )
 
 
 @contextlib.contextmanager

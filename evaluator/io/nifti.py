@@ -36,6 +36,7 @@ _ZERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
 LABELS = (0, 1, 2)
 _HEAD = 544  # enough for a NIfTI-2 header (540 bytes) and the extension flag
 _STEP = 256 * 1024  # inflate step
+_TRAILING_CHECK = 1 << 20  # bytes inflated after the voxel data to reach the gzip CRC
 
 Bbox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -228,6 +229,16 @@ def _inflate_voxels(raw: bytes, offset: int, nbytes: int, name: str) -> npt.NDAr
                     break
                 d = _zlib.decompressobj(wbits=31)  # next member of a multi-member file
             elif not chunk and not data:
+                break
+        # read on to the end of the gzip member, where zlib checks its CRC-32 (a corrupt
+        # file can inflate to plausible labels), unless the member goes on for more than
+        # _TRAILING_CHECK bytes after the voxel data
+        budget = _TRAILING_CHECK
+        while pos >= nbytes and not d.eof and budget > 0:
+            extra = d.decompress(data, min(_STEP, budget))
+            budget -= len(extra)
+            data = d.unconsumed_tail
+            if not extra and not data:
                 break
     except _ZERRORS as exc:
         raise _fail(

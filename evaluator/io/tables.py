@@ -263,6 +263,14 @@ def _read_text(
         )
 
 
+def _too_many_rows(name: str, *, limits: Limits) -> LimitError:
+    return LimitError(
+        name,
+        f"{name}: the table has more than {limits.max_table_rows:,} rows; one row per case "
+        "is expected (a few hundred), check that you uploaded the right file",
+    )
+
+
 def _header_help() -> str:
     return f"the first line must be the header '{ID_COLUMN},{PREDICTION_COLUMN}'"
 
@@ -315,6 +323,8 @@ def _read_csv(path: Path, name: str, *, limits: Limits) -> LoadedTable:
                 id_ix = lowered.index(ID_COLUMN.lower())
                 pred_ix = lowered.index(PREDICTION_COLUMN.lower())
                 continue
+            if len(entries) + len(problems) >= limits.max_table_rows:
+                return LoadedTable(name, None, [_too_many_rows(name, limits=limits)])
             where = f"{name} line {line}"
             if len(row) > len(header):  # tolerate trailing empty cells ("a,b,,")
                 row = row[: len(header)] + _without_trailing_empty(row[len(header) :])
@@ -416,6 +426,10 @@ def _parse_json(text: str, name: str, *, limits: Limits) -> tuple[Any, Submissio
             f"{name}: JSON nested {depth} levels deep, more than the limit of "
             f"{limits.max_nesting}; a prediction table needs at most 2",
         )
+    # every entry but the last is followed by a comma (two per {"PatientID", "Prediction"}
+    # object): counted outside strings, before parsing, so a huge table is refused cheaply
+    if _JSON_STRING_RE.sub("", text).count(",") > 2 * limits.max_table_rows + 1:
+        return None, _too_many_rows(name, limits=limits)
 
     def constant(word: str) -> float:  # NaN, Infinity, -Infinity literals
         return float(word.replace("Infinity", "inf"))

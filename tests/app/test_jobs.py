@@ -55,8 +55,13 @@ def test_a_crashed_judge_is_retried_once_then_failed(
     d.shutdown(wait=True)
 
 
-def test_celery_dispatcher_is_an_explicit_error(tmp_path: Any) -> None:
-    settings = make_settings(tmp_path, "sqlite://", dispatcher="celery")
-    with pytest.raises(RuntimeError, match="no Celery dispatcher is installed"):
-        make_dispatcher(settings)
+def test_dispatcher_factory(tmp_path: Any) -> None:
+    from app.jobs.celery_dispatcher import CeleryDispatcher
+
     assert isinstance(make_dispatcher(make_settings(tmp_path, "sqlite://")), LocalDispatcher)
+    pg = "postgresql+psycopg://postgres@127.0.0.1:5432/unused"
+    d = make_dispatcher(make_settings(tmp_path, pg, dispatcher="celery"))
+    assert isinstance(d, CeleryDispatcher) and d.in_flight() is None  # nothing sent yet
+    # Celery workers share one database across machines: SQLite is refused, by name
+    with pytest.raises(RuntimeError, match="HECKTOR_DISPATCHER=celery needs PostgreSQL"):
+        make_dispatcher(make_settings(tmp_path, "sqlite://", dispatcher="celery"))

@@ -1,0 +1,263 @@
+"""Frozen leaderboards (issue 8).
+
+An organizer freezes a phase: for each of its tasks, the live leaderboard and its
+analysis are stored in a :class:`~app.db.models.LeaderboardSnapshot`, each row with the
+submission's hash, the ground-truth and protocol hashes its result was computed with,
+the evaluator version and the result's own hash. While a snapshot is active,
+:func:`app.services.leaderboard` serves it exactly as stored, whatever is re-scored
+afterwards; ``live=true`` (organizers) shows the current board beside it. Unfreezing
+and re-freezing are explicit organizer actions; earlier snapshots are kept (inactive)
+as the history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+import evaluator
+from app.db.models import (
+    PENDING_STATES,
+    LeaderboardSnapshot,
+    Phase,
+    Result,
+    Submission,
+    utcnow,
+)
+from app.security import ORGANIZER, Principal
+from app.services import Conflict, get_phase, leaderboard
+
+log = logging.getLogger(__name__)
+ORG = Principal(ORGANIZER)
+ATTEMPTS = 3
+
+__all__ = [
+    "active_snapshot",
+    "freeze_phase_commit",
+    "frozen_board",
+    "snapshot_summary",
+    "snapshots",
+    "unfreeze_phase",
+]
+
+
+def active_snapshot(session: Session, phase_id: int, task: int) -> LeaderboardSnapshot | None:
+    return session.scalars(
+        select(LeaderboardSnapshot).where(
+            LeaderboardSnapshot.phase_id == phase_id,
+            LeaderboardSnapshot.task == task,
+            LeaderboardSnapshot.active.is_(True),
+        )
+    ).first()
+
+
+def snapshots(
+    session: Session, phase: Phase, *, active_only: bool = False
+) -> list[LeaderboardSnapshot]:
+    q = select(LeaderboardSnapshot).where(LeaderboardSnapshot.phase_id == phase.id)
+    if active_only:
+        q = q.where(LeaderboardSnapshot.active.is_(True))
+    return list(session.scalars(q.order_by(LeaderboardSnapshot.id)))
+
+
+def frozen_board(snap: LeaderboardSnapshot, *, selection: str | None = None) -> dict[str, Any]:
+    """The stored board, served as it is (plus where it comes from)."""
+    if selection is not None and selection != snap.selection:
+        raise Conflict(
+            f"the leaderboard is frozen with selection {snap.selection!r}; "
+            f"{selection!r} exists only on the live leaderboard (organizers: live=true)"
+        )
+    board = dict(snap.board)
+    board.update(
+        frozen=True,
+        frozen_at=snap.frozen_at,
+        snapshot_id=snap.id,
+        snapshot_sha256=snap.content_sha256,
+    )
+    return board
+
+
+def snapshot_summary(snap: LeaderboardSnapshot) -> dict[str, Any]:
+    analysis = snap.analysis or {}
+    return {
+        "id": snap.id,
+        "task": snap.task,
+        "selection": snap.selection,
+        "active": snap.active,
+        "frozen_at": snap.frozen_at,
+        "unfrozen_at": snap.unfrozen_at,
+        "note": snap.note,
+        "n_rows": len(snap.board.get("rows", [])),
+        "n_resamples": analysis.get("n_resamples"),
+        "seed": analysis.get("seed"),
+        "content_sha256": snap.content_sha256,
+        "evaluator_version": snap.evaluator_version,
+    }
+
+
+def _content_sha256(board: dict[str, Any], analysis: dict[str, Any] | None) -> str:
+    text = json.dumps(
+        {"board": board, "analysis": analysis}, sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _provenance(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with the hashes and version its result was computed with."""
+    ids = [int(r["submission_id"]) for r in rows]
+    found = {
+        sub.id: (sub, res)
+        for sub, res in session.execute(
+            select(Submission, Result)
+            .join(Result, Result.submission_id == Submission.id)
+            .where(Submission.id.in_(ids))
+        ).all()
+    }
+    out = []
+    for r in rows:
+        sub, res = found[int(r["submission_id"])]
+        proto = (res.document or {}).get("protocol") or {}
+        out.append(
+            {
+                **r,
+                "submission_sha256": (res.document or {}).get("submission_sha256") or sub.sha256,
+                "ground_truth_sha256": res.ground_truth_sha256,
+                "protocol_sha256": res.protocol_sha256,
+                "protocol": {"name": proto.get("name"), "version": proto.get("version")},
+                "evaluator_version": res.evaluator_version,
+                "result_sha256": res.sha256,
+            }
+        )
+    return out
+
+
+def _live_state(session: Session, phase: Phase) -> dict[int, tuple[Any, ...]]:
+    """What a freeze depends on, per task: the live rows and their result keys."""
+    from app.analysis import result_keys
+
+    state: dict[int, tuple[Any, ...]] = {}
+    for pt in phase.tasks:
+        board = leaderboard(session, phase.name, pt.task, ORG, live=True)
+        ids = [int(r["submission_id"]) for r in board["rows"]]
+        keys = result_keys(session, ids)
+        state[pt.task] = (
+            json.dumps(board, sort_keys=True, default=str),
+            tuple(sorted(keys.items())),
+        )
+    return state
+
+
+def freeze_phase_commit(
+    session: Session,
+    phase_name: str,
+    *,
+    refreeze: bool = False,
+    force: bool = False,
+    note: str = "",
+    n_resamples: int | None = None,
+    seed: int | None = None,
+) -> list[LeaderboardSnapshot]:
+    """Freeze every task's leaderboard of a phase, with its analysis. Commits.
+
+    Refused (409) when the phase is frozen already (unless ``refreeze``) or while
+    submissions of the phase are queued or running (unless ``force``): a board being
+    re-scored is half old, half new. The analyses are computed (or taken from the cache)
+    outside any write transaction; the snapshots are then written in one transaction,
+    after checking that no result changed meanwhile (else the whole freeze is retried).
+    """
+    from app.analysis import analysis_params, get_analysis_commit
+
+    for _attempt in range(ATTEMPTS):
+        phase = get_phase(session, phase_name)
+        active = snapshots(session, phase, active_only=True)
+        if active and not refreeze:
+            when = min(s.frozen_at for s in active).isoformat(timespec="seconds")
+            raise Conflict(
+                f"phase {phase.name!r} is frozen since {when}; unfreeze it first, or re-freeze "
+                "explicitly (refreeze)"
+            )
+        if not force:
+            pending = session.scalar(
+                select(func.count(Submission.id)).where(
+                    Submission.phase_id == phase.id,
+                    Submission.dry_run.is_(False),
+                    Submission.status.in_(PENDING_STATES),
+                )
+            )
+            if pending:
+                raise Conflict(
+                    f"{pending} submission(s) of phase {phase.name!r} are still being judged; "
+                    "freeze when they are done (or force it)"
+                )
+        n, s = analysis_params(phase, ORG, n_resamples, seed)
+        before = _live_state(session, phase)
+        boards: dict[int, dict[str, Any]] = {}
+        analyses: dict[int, dict[str, Any]] = {}
+        for pt in phase.tasks:
+            board = leaderboard(session, phase.name, pt.task, ORG, live=True)
+            payload, _ = get_analysis_commit(session, phase, pt, board, n_resamples=n, seed=s)
+            boards[pt.task] = board
+            analyses[pt.task] = payload
+
+        # one write transaction: check nothing moved, then swap the snapshots
+        phase = get_phase(session, phase_name)
+        if _live_state(session, phase) != before:
+            session.rollback()
+            log.info("phase %s: results changed while freezing; retrying", phase_name)
+            continue
+        now = utcnow()
+        for old in snapshots(session, phase, active_only=True):
+            old.active = False
+            old.unfrozen_at = now
+        session.flush()
+        created = []
+        for task, board in boards.items():
+            stored = {k: v for k, v in board.items() if k != "frozen"}
+            stored["rows"] = _provenance(session, list(board["rows"]))
+            analysis = analyses[task] or None
+            snap = LeaderboardSnapshot(
+                phase_id=phase.id,
+                task=task,
+                selection=str(board["selection"]),
+                active=True,
+                frozen_at=now,
+                note=note,
+                board=stored,
+                analysis=analysis,
+                content_sha256=_content_sha256(stored, analysis),
+                evaluator_version=evaluator.__version__,
+            )
+            session.add(snap)
+            created.append(snap)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Conflict(
+                f"phase {phase_name!r} was frozen by someone else at the same time"
+            ) from None
+        log.info("phase %s: leaderboards frozen (%d task(s))", phase_name, len(created))
+        return created
+    raise Conflict(
+        f"the results of phase {phase_name!r} kept changing while freezing; try again later"
+    )
+
+
+def unfreeze_phase(session: Session, phase_name: str) -> list[LeaderboardSnapshot]:
+    """Serve the live leaderboards again (the snapshots are kept, inactive). No commit."""
+    phase = get_phase(session, phase_name)
+    active = snapshots(session, phase, active_only=True)
+    if not active:
+        raise Conflict(f"phase {phase.name!r} is not frozen")
+    now = utcnow()
+    for snap in active:
+        snap.active = False
+        snap.unfrozen_at = now
+    session.flush()
+    return active

@@ -1,0 +1,119 @@
+"""Who is judging a submission right now: a PostgreSQL session-level advisory lock.
+
+The job holds ``pg_advisory_lock(NAMESPACE, submission_id)`` on a connection of its own
+from before it claims the row until after it has written the outcome. PostgreSQL
+releases the lock the moment that connection ends: when the job finishes, and also
+when its process dies (``SIGKILL``, out-of-memory killer, a crashed machine once TCP
+keepalives give up). So, for a row whose status is ``running``:
+
+- lock held     -> a live job is judging it; leave it alone;
+- lock free     -> its job is gone (nothing can be between the claim and the release
+  without holding the lock); whoever takes the lock may claim the row again.
+
+That is what makes a re-delivered Celery message for a submission left ``running`` by
+a dead worker re-claimable, while a duplicate delivery for a submission that a live
+worker is judging is skipped. Writes stay guarded by ``attempts`` (see the runner), so
+a job that lost its lock (a network partition) can never overwrite a newer attempt.
+
+SQLite has no such lock: there the job lock is a no-op and only ``queued`` rows are
+claimable (the local dispatcher re-queues the rows of a crashed pool process itself).
+
+Do not put a transaction-pooling proxy (PgBouncer in ``transaction`` mode) between the
+workers and PostgreSQL: session-level locks need a real session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = 0x4845_4B31  # "HEK1": first key of the two-key advisory lock
+# Server-side keepalives on the lock connection, so that PostgreSQL notices a vanished
+# worker machine (and frees its locks) in about a minute instead of the OS's two hours.
+_KEEPALIVES = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+
+
+@dataclass(frozen=True)
+class JobLock:
+    acquired: bool  # the caller may go on (always true where locks do not exist)
+    exclusive: bool  # a real lock is held: a `running` row is known to be orphaned
+
+
+def supports_locks(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _try_lock(conn: Connection, submission_id: int) -> bool:
+    return bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_lock(CAST(:ns AS integer), CAST(:id AS integer))"),
+            {"ns": NAMESPACE, "id": submission_id},
+        ).scalar()
+    )
+
+
+@contextlib.contextmanager
+def submission_lock(engine: Engine, submission_id: int, *, wait: float = 0.0) -> Iterator[JobLock]:
+    """Hold the submission's job lock for the ``with`` block, if it can be had within
+    ``wait`` seconds (a dead holder's lock is freed as soon as PostgreSQL sees its
+    connection end, which can lag the re-delivery of its message by a moment)."""
+    if not supports_locks(engine):
+        yield JobLock(acquired=True, exclusive=False)
+        return
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    got = False
+    try:
+        for name, value in _KEEPALIVES.items():
+            try:
+                conn.execute(text(f"SET {name} = {value}"))
+            except Exception:  # older server or no TCP (unix socket): best effort
+                log.debug("could not set %s on the lock connection", name, exc_info=True)
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            got = _try_lock(conn, submission_id)
+            if got or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        yield JobLock(acquired=got, exclusive=got)
+    finally:
+        try:
+            if got:
+                conn.execute(
+                    text("SELECT pg_advisory_unlock(CAST(:ns AS integer), CAST(:id AS integer))"),
+                    {"ns": NAMESPACE, "id": submission_id},
+                )
+            conn.close()
+        except Exception:  # never hand a connection that may still hold the lock back
+            log.warning("submission %d: could not release its job lock", submission_id)
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+                conn.close()
+
+
+def held_submission_ids(session: Session) -> set[int] | None:
+    """Ids whose job lock is held by a live session of this database (None on SQLite)."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return None
+    rows = session.execute(
+        text(
+            "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND objsubid = 2 AND classid::bigint = :ns "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        {"ns": NAMESPACE},
+    )
+    return {int(r[0]) for r in rows}
