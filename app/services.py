@@ -785,7 +785,11 @@ def list_submissions(
 
 # -- leaderboards ----------------------------------------------------------------------
 def can_see_leaderboard(phase: Phase, principal: Principal | None) -> bool:
-    return phase.leaderboard_public or (principal is not None and principal.is_organizer)
+    """Organizers always; others when the leaderboard is public and the phase is not
+    hidden (a hidden phase never shows scores to teams, whatever its board setting)."""
+    if principal is not None and principal.is_organizer:
+        return True
+    return phase.leaderboard_public and not phase.hidden
 
 
 def leaderboard_entries(session: Session, phase: Phase, task: int) -> list[Entry]:

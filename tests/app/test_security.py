@@ -357,7 +357,12 @@ def test_hostile_text_is_escaped_on_pages(world: dict[str, Any]) -> None:
         "POST",
         "/api/v1/submissions",
         data={"phase": "pub", "task": "2"},
-        files={"file": ("<img src=x onerror=alert(2)>.csv", f"PatientID,Prediction\n{evil},1\n".encode())},
+        files={
+            "file": (
+                "<img src=x onerror=alert(2)>.csv",
+                f"PatientID,Prediction\n{evil},1\n".encode(),
+            )
+        },
     )
     assert r.status_code == 202, r.text
     page = call(world, "own", "GET", f"/submissions/{r.json()['id']}").text
@@ -457,3 +462,16 @@ def test_limiter_memory_is_bounded() -> None:
     clock.now += 31
     assert lim.retry_after(["addr:x"]) is None
     assert AuthFailureLimiter(0, 60.0).retry_after(["a"]) is None
+
+
+def test_hidden_phase_board_stays_hidden_even_if_set_public(
+    sqlite_url: str, app_factory: Any
+) -> None:
+    # an organizer sets a hidden phase's leaderboard public: teams still see no scores
+    api = app_factory(sqlite_url)
+    api.create_phase("test", hidden=True, leaderboard_public=True)
+    token = api.create_team("t1")
+    for who in (None, token):
+        r = api.client.get("/api/v1/leaderboards/test/1", headers=auth(who))
+        assert r.status_code in (401, 403, 404), (who, r.status_code)
+    assert api.client.get("/api/v1/leaderboards/test/1", headers=auth(ORG)).status_code == 200
