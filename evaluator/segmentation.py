@@ -163,12 +163,12 @@ def case_statistics(
     the same shape."""
     if gt.shape != pred.shape:
         raise ValueError(f"shapes differ: {gt.shape} vs {pred.shape}")
-    gt_bbox = _nonzero_bbox(gt)
+    gt_bbox, pred_bbox = _nonzero_bbox(gt), _nonzero_bbox(pred)
     return statistics_from_crops(
         None if gt_bbox is None else _crop(gt, gt_bbox),
         gt_bbox,
-        pred,
-        _nonzero_bbox(pred),
+        None if pred_bbox is None else _crop(pred, pred_bbox),
+        pred_bbox,
         voxel_volume_mm3=voxel_volume_mm3,
         connectivity=connectivity,
         iou_threshold=iou_threshold,
@@ -179,7 +179,7 @@ def case_statistics(
 def statistics_from_crops(
     gt_crop: npt.NDArray[np.uint8] | None,
     gt_bbox: Bbox | None,
-    pred: npt.NDArray[np.uint8],
+    pred_crop: npt.NDArray[np.uint8] | None,
     pred_bbox: Bbox | None,
     *,
     voxel_volume_mm3: float,
@@ -187,17 +187,20 @@ def statistics_from_crops(
     iou_threshold: Fraction = Fraction(3, 10),
     iou_strict: bool = False,
 ) -> CaseStats:
-    """:func:`case_statistics` when the truth is known only by its foreground crop
-    (the prepared ground truth) and the prediction is a whole volume."""
+    """:func:`case_statistics` when both label maps are known by their foreground
+    crops (bounding box of the non-zero voxels and the labels inside it): the crops
+    are pasted into one array over the union of the two boxes."""
     box = _bbox_union(gt_bbox, pred_bbox)
     if box is None:
         return CaseStats(0, 0, 0, 0, 0, 0, 0, 0, 0, float(voxel_volume_mm3))
-    (x0, x1), (y0, y1), (z0, z1) = box
-    p = np.asfortranarray(pred[x0:x1, y0:y1, z0:z1], dtype=np.uint8)
-    g = np.zeros(p.shape, dtype=np.uint8, order="F")
-    if gt_crop is not None and gt_bbox is not None:
-        (a0, a1), (b0, b1), (c0, c1) = gt_bbox
-        g[a0 - x0 : a1 - x0, b0 - y0 : b1 - y0, c0 - z0 : c1 - z0] = gt_crop
+    shape = tuple(b - a for a, b in box)
+    g = np.zeros(shape, dtype=np.uint8, order="F")
+    p = np.zeros(shape, dtype=np.uint8, order="F")
+    for out, part, where in ((g, gt_crop, gt_bbox), (p, pred_crop, pred_bbox)):
+        if part is not None and where is not None:
+            (a0, a1), (b0, b1), (c0, c1) = where
+            x0, y0, z0 = box[0][0], box[1][0], box[2][0]
+            out[a0 - x0 : a1 - x0, b0 - y0 : b1 - y0, c0 - z0 : c1 - z0] = part
     return crop_statistics(
         g,
         p,

@@ -32,9 +32,10 @@ from evaluator.io.ground_truth import GtCase, Task1GroundTruth, strip_nifti_ext
 from evaluator.io.nifti import (
     NiftiHeader,
     check_geometry,
+    crop,
     foreground_bbox,
     read_header,
-    read_label_map,
+    read_label_crop,
 )
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 from evaluator.results import build_result
@@ -137,24 +138,25 @@ def run_case(job: CaseJob) -> tuple[str, dict[str, Any] | None, list[Problem]]:
     Returns ``(patient_id, record or None, problems)``.
     """
     try:
-        pred = read_label_map(job.pred_path, max_voxels=job.max_voxels, name=job.pred_name)
+        pred = read_label_crop(job.pred_path, max_voxels=job.max_voxels, name=job.pred_name)
     except SubmissionError as exc:
         return job.patient_id, None, [Problem.of(exc)]
-    arr, bbox = pred.array, pred.bbox
+    pred_crop, pred_bbox = pred.crop, pred.bbox
     geo = check_geometry(pred.header, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
     if geo is not None:
         if job.protocol.geometry_mismatch != "resample_nearest":
             return job.patient_id, None, [Problem.of(geo)]
-        arr = resample_nearest(arr, pred.header.affine, job.gt.header.affine, job.gt.shape)
-        bbox = foreground_bbox(arr)
+        arr = resample_nearest(pred.full(), pred.header.affine, job.gt.header.affine, job.gt.shape)
+        pred_bbox = foreground_bbox(arr)
+        pred_crop = None if pred_bbox is None else crop(arr, pred_bbox)
     if job.dry_run:
         return job.patient_id, None, []
     gt_crop = job.gt.load_crop(max_voxels=job.max_voxels)
     stats = statistics_from_crops(
         gt_crop,
         job.gt.bbox,
-        arr,
-        bbox,
+        pred_crop,
+        pred_bbox,
         voxel_volume_mm3=job.gt.voxel_volume_mm3,
         connectivity=job.protocol.connectivity,
         iou_threshold=job.protocol.iou_fraction,

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from evaluator.errors import FormatError, GeometryError, LabelError, LimitError
-from evaluator.io.nifti import check_geometry, foreground_bbox, read_header, read_label_map
+from evaluator.io.nifti import (
+    check_geometry,
+    foreground_bbox,
+    read_header,
+    read_label_crop,
+    read_label_map,
+)
 from tests.builders import affine_for, nifti_bytes, write_nifti
 
 CAP = 10_000_000
@@ -213,3 +219,73 @@ def test_large_volume_across_inflate_steps(tmp_path, dtype) -> None:
     cut = 300_001
     p.write_bytes(gzip.compress(raw[:cut], 6, mtime=0) + gzip.compress(raw[cut:], 1, mtime=0))
     assert np.array_equal(read_label_map(p, max_voxels=CAP).array, np.asanyarray(nib.load(p).dataobj))
+
+
+# --- the streaming crop reader agrees with the full reader -----------------------------------
+
+
+def _variants(tmp_path):
+    arr = sample((37, 23, 19), seed=11)
+    arr[:, :, :4] = 0  # empty slices before and after the foreground
+    arr[:, :, -3:] = 0
+    yield "u8", write_nifti(tmp_path / "u8.nii.gz", arr)
+    yield "u8-l9", write_nifti(tmp_path / "l9.nii.gz", arr, level=9)
+    yield "i16be", write_nifti(tmp_path / "i16.nii.gz", arr.astype(">i2"))
+    yield "f32", write_nifti(tmp_path / "f32.nii.gz", arr.astype(np.float32))
+    yield "nii", write_nifti(tmp_path / "raw.nii", arr, level=None)
+    yield "empty", write_nifti(tmp_path / "empty.nii.gz", np.zeros((8, 9, 10), np.uint8))
+    one = np.zeros((8, 9, 10), np.uint8)
+    one[7, 8, 9] = 2
+    yield "corner", write_nifti(tmp_path / "corner.nii.gz", one)
+    raw = nifti_bytes(arr, level=None)
+    mm = tmp_path / "mm.nii.gz"
+    mm.write_bytes(gzip.compress(raw[:5000], mtime=0) + gzip.compress(raw[5000:], mtime=0))
+    yield "multimember", mm
+    s = tmp_path / "scaled.nii.gz"
+    s.write_bytes(nifti_bytes((arr > 0).astype(np.uint8), slope=2.0, level=1))
+    yield "scaled", s
+
+
+def test_crop_reader_equals_full_reader(tmp_path) -> None:
+    for label, p in _variants(tmp_path):
+        full = read_label_map(p, max_voxels=CAP)
+        c = read_label_crop(p, max_voxels=CAP)
+        assert c.bbox == full.bbox, label
+        assert np.array_equal(c.full(), full.array), label
+        if c.crop is not None:
+            assert c.crop.flags.f_contiguous
+
+
+def _bad_files(tmp_path):
+    arr = sample((20, 16, 12), seed=3)
+    l3 = arr.copy()
+    l3[5, 5, 5] = 3
+    yield write_nifti(tmp_path / "l3.nii.gz", l3)
+    f = arr.astype(np.float32)
+    f[1, 2, 3] = 0.5
+    yield write_nifti(tmp_path / "frac.nii.gz", f)
+    n = arr.astype(np.float32)
+    n[2, 2, 2] = np.nan
+    yield write_nifti(tmp_path / "nan.nii.gz", n)
+    neg = arr.astype(np.int16)
+    neg[0, 0, 11] = -4
+    yield write_nifti(tmp_path / "neg.nii.gz", neg)
+    data = nifti_bytes(arr, level=1)
+    t = tmp_path / "trunc.nii.gz"
+    t.write_bytes(data[: len(data) // 2])
+    yield t
+    bad = bytearray(nifti_bytes(sample((40, 40, 40)), level=1))
+    bad[30:60] = b"\xff" * 30
+    c = tmp_path / "corrupt.nii.gz"
+    c.write_bytes(bytes(bad))
+    yield c
+
+
+def test_crop_reader_refuses_with_the_same_messages(tmp_path) -> None:
+    for p in _bad_files(tmp_path):
+        with pytest.raises(Exception) as full:
+            read_label_map(p, max_voxels=CAP)
+        with pytest.raises(Exception) as cropped:
+            read_label_crop(p, max_voxels=CAP)
+        assert type(cropped.value) is type(full.value), p.name
+        assert str(cropped.value) == str(full.value), p.name
