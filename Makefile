@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/python -m app demo --out $(DEMO_OUT) --challenge $(DEMO_OUT)/challenge --port $(DEMO_PORT)
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.task1 --cases 20
+	$(BIN)/python -m benchmarks.task1 --cases 40
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data
