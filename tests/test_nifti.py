@@ -289,3 +289,20 @@ def test_crop_reader_refuses_with_the_same_messages(tmp_path) -> None:
             read_label_crop(p, max_voxels=CAP)
         assert type(cropped.value) is type(full.value), p.name
         assert str(cropped.value) == str(full.value), p.name
+
+
+def test_corruption_that_inflates_to_valid_labels_is_caught_by_the_crc(tmp_path) -> None:
+    """Stored (level 0) gzip blocks hold the voxels as they are: one flipped byte there
+    still inflates, to a label map with other (valid) labels. The gzip CRC-32 at the end
+    of the member must catch it, not score the altered mask."""
+    arr = np.zeros((16, 16, 16), np.uint8)
+    raw = nifti_bytes(arr, level=None)
+    data = bytearray(gzip.compress(raw, compresslevel=0, mtime=0))
+    data[len(data) // 2] ^= 0x01  # a 0 voxel becomes a 1 (GTVp)
+    path = tmp_path / "flip.nii.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="gzip data is corrupt"):
+        read_label_map(path, max_voxels=CAP)
+    # trailing data after the member (a second gzip member) is still accepted
+    path.write_bytes(gzip.compress(raw, mtime=0) + gzip.compress(b"\0" * 1000, mtime=0))
+    assert read_label_map(path, max_voxels=CAP).array.max() == 0

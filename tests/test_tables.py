@@ -682,3 +682,26 @@ def test_degenerate_ground_truth_is_a_scoring_error_not_a_score(tmp_path: Path) 
     pred = write(tmp_path, "p3.csv", "PatientID,Prediction\nA-1,1\nA-2,0.2\n")
     with pytest.raises(ScoringError, match="both classes"):
         score_submission(3, gt, pred)
+
+
+def test_tables_are_capped_in_rows_and_listed_problems(tmp_path: Path) -> None:
+    from evaluator.errors import MAX_LISTED_PROBLEMS
+
+    lim = Limits(max_table_rows=1000)
+    csv_path = tmp_path / "many.csv"
+    csv_path.write_text("PatientID,Prediction\n" + "".join(f"X-{i},1\n" for i in range(1001)))
+    with pytest.raises(SubmissionRejected) as e:
+        read_predictions(csv_path, task=2, case_ids=["A"], limits=lim)
+    assert [p.kind for p in e.value.problems] == ["limit"]
+    assert "more than 1,000 rows" in e.value.problems[0].message
+    json_path = tmp_path / "many.json"
+    json_path.write_text(json.dumps({f"X-{i}": 1 for i in range(1001)}))
+    with pytest.raises(SubmissionRejected) as e:
+        read_predictions(json_path, task=2, case_ids=["A"], limits=lim)
+    assert "more than 1,000 rows" in e.value.problems[0].message
+    # under the row cap, a thousand unknown ids: the first problems listed, then a count
+    csv_path.write_text("PatientID,Prediction\n" + "".join(f"X-{i},1\n" for i in range(999)))
+    with pytest.raises(SubmissionRejected) as e:
+        read_predictions(csv_path, task=2, case_ids=["A"], limits=lim)
+    assert e.value.n_problems == 1000 and len(e.value.problems) == MAX_LISTED_PROBLEMS
+    assert "more problems like the ones above" in e.value.problems[-1].message

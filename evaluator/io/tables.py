@@ -469,6 +469,8 @@ def _read_json(path: Path, name: str, *, limits: Limits) -> LoadedTable:
     data, problem = _parse_json(text, name, limits=limits)
     if problem is not None:
         return LoadedTable(name, None, [problem])
+    if isinstance(data, list) and len(data) > limits.max_table_rows:
+        return LoadedTable(name, None, [_too_many_rows(name, limits=limits)])
     entries: list[PredictionEntry] = []
     problems: list[SubmissionError] = []
     if isinstance(data, _Pairs):

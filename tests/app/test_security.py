@@ -475,3 +475,12 @@ def test_hidden_phase_board_stays_hidden_even_if_set_public(
         r = api.client.get("/api/v1/leaderboards/test/1", headers=auth(who))
         assert r.status_code in (401, 403, 404), (who, r.status_code)
     assert api.client.get("/api/v1/leaderboards/test/1", headers=auth(ORG)).status_code == 200
+
+
+def test_security_headers_on_every_kind_of_answer(world: dict[str, Any]) -> None:
+    for path in ("/api/v1/phases", "/", "/static/style.css", "/api/v1/nope", "/leaderboards/x/1"):
+        r = call(world, "anon", "GET", path)
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert r.headers["referrer-policy"] == "no-referrer", path
+        assert r.headers["x-frame-options"] == "DENY", path
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
