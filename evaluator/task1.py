@@ -12,8 +12,8 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from multiprocessing import connection
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from evaluator.io.nifti import (
     check_geometry,
     crop,
     foreground_bbox,
-    read_header,
     read_label_crop,
 )
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
@@ -137,15 +136,22 @@ def run_case(job: CaseJob) -> tuple[str, dict[str, Any] | None, list[Problem]]:
 
     Returns ``(patient_id, record or None, problems)``.
     """
+    resample = job.protocol.geometry_mismatch == "resample_nearest"
+
+    def geometry(h: NiftiHeader) -> SubmissionError | None:
+        return check_geometry(h, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
+
     try:
-        pred = read_label_crop(job.pred_path, max_voxels=job.max_voxels, name=job.pred_name)
+        pred = read_label_crop(
+            job.pred_path,
+            max_voxels=job.max_voxels,
+            name=job.pred_name,
+            check_header=None if resample else geometry,
+        )
     except SubmissionError as exc:
         return job.patient_id, None, [Problem.of(exc)]
     pred_crop, pred_bbox = pred.crop, pred.bbox
-    geo = check_geometry(pred.header, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
-    if geo is not None:
-        if job.protocol.geometry_mismatch != "resample_nearest":
-            return job.patient_id, None, [Problem.of(geo)]
+    if resample and geometry(pred.header) is not None:
         arr = resample_nearest(pred.full(), pred.header.affine, job.gt.header.affine, job.gt.shape)
         pred_bbox = foreground_bbox(arr)
         pred_crop = None if pred_bbox is None else crop(arr, pred_bbox)
@@ -165,18 +171,6 @@ def run_case(job: CaseJob) -> tuple[str, dict[str, Any] | None, list[Problem]]:
     return job.patient_id, stats.as_dict(), []
 
 
-def _header_problem(
-    pid: str, path: Path, name: str, gt: GtCase, protocol: Protocol, max_voxels: int
-) -> SubmissionError | None:
-    try:
-        hdr: NiftiHeader = read_header(path, max_voxels=max_voxels, name=name)
-    except SubmissionError as exc:
-        return exc
-    if protocol.geometry_mismatch == "reject":
-        return check_geometry(hdr, gt.header, name, atol=protocol.affine_atol)
-    return None
-
-
 def _pool_context() -> Any:
     """Plain fork when this process runs no other thread (instant start, nothing
     imported again); otherwise a fork server that has imported the scorer once,
@@ -190,25 +184,112 @@ def _pool_context() -> Any:
     return ctx
 
 
-def _map(
-    jobs: list[CaseJob], workers: int
-) -> Iterator[tuple[str, dict[str, Any] | None, list[Problem]]]:
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
+CaseResult = tuple[str, dict[str, Any] | None, list[Problem]]
+
+
+def _case_worker(jobs: list[CaseJob], counter: Any, out: Any, out_lock: Any) -> None:
+    """A scoring process: take the next case index until none is left; send
+    ``("case", i, result)`` per case, ``("error", i, message)`` if a case raised
+    something other than a submission problem, and ``("done", pid)`` at the end."""
+
+    def send(msg: tuple[Any, ...]) -> None:
+        with out_lock:  # one pipe, several writers: whole messages only
+            out.send(msg)
+
+    try:
+        while True:
+            with counter.get_lock():
+                i = counter.value
+                counter.value = i + 1
+            if i >= len(jobs):
+                break
+            try:
+                result = run_case(jobs[i])
+            except Exception as exc:  # a bug or a MemoryError: reported, never swallowed
+                send(("error", i, f"{type(exc).__name__}: {exc}"))
+                return
+            send(("case", i, result))
+    finally:
+        send(("done", os.getpid()))
+
+
+def _map(jobs: list[CaseJob], workers: int) -> Iterator[CaseResult]:
+    """Run the jobs, largest volume first, in this process and ``workers - 1`` others.
+
+    Every process takes the next case from a shared counter, so the load balances
+    itself and no process waits for work. The calling process scores cases too (it
+    is warm, and would otherwise only wait) and forwards the others' results between
+    its own cases; there is no executor thread to compete with it for the GIL.
+    Results come back in completion order.
+    """
+    order = sorted(jobs, key=lambda j: -int(np.prod(j.gt.shape, dtype=np.int64)))
+    if workers <= 1 or len(order) <= 1:
+        for job in order:
             yield run_case(job)
         return
     ctx = _pool_context()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures: list[Future[tuple[str, dict[str, Any] | None, list[Problem]]]] = [
-            pool.submit(run_case, j) for j in jobs
-        ]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    counter = ctx.Value("q", 0)
+    reader, writer = ctx.Pipe(duplex=False)
+    write_lock = ctx.Lock()
+    procs = [
+        ctx.Process(target=_case_worker, args=(order, counter, writer, write_lock), daemon=True)
+        for _ in range(min(workers, len(order)) - 1)
+    ]
+    for p in procs:
+        p.start()
+    writer.close()  # the children hold their own ends
+    received: set[int] = set()
+    running = {p.pid: p for p in procs}  # children that have not said "done"
+
+    def died(p: Any) -> RuntimeError:
+        lost = [j.pred_name for i, j in enumerate(order) if i not in received]
+        more = " ..." if len(lost) > 5 else ""
+        return RuntimeError(
+            f"a scoring process died (exit code {p.exitcode}) before reporting; "
+            f"no result for {', '.join(lost[:5])}{more}"
+        )
+
+    def drain(block: bool) -> Iterator[CaseResult]:
+        while running:
+            if not reader.poll():
+                if not block:
+                    return
+                ready = connection.wait([reader, *(p.sentinel for p in running.values())])
+                if reader not in ready:  # a child ended without saying "done"
+                    raise died(next(p for p in running.values() if p.sentinel in ready))
+            try:
+                msg = reader.recv()
+            except EOFError:  # every writer is gone
+                raise died(next(iter(running.values()))) from None
+            if msg[0] == "done":
+                running.pop(msg[1], None)
+            elif msg[0] == "error":
+                raise RuntimeError(f"scoring case {order[msg[1]].pred_name} failed: {msg[2]}")
+            else:
+                received.add(msg[1])
+                yield msg[2]
+
+    try:
+        while True:
+            with counter.get_lock():
+                i = counter.value
+                counter.value = i + 1
+            if i >= len(order):
+                break
+            result = run_case(order[i])
+            received.add(i)
+            yield result
+            yield from drain(block=False)
+        yield from drain(block=True)
+    finally:
+        reader.close()
+        for p in procs:
+            if p.pid in running and p.is_alive():  # stopped early, by an error somewhere
+                p.terminate()
+        for p in procs:
+            # a child that said "done" exits on its own (tearing down its memory takes
+            # milliseconds): reaped now if it is gone, else by multiprocessing later
+            p.join(timeout=None if p.pid in running else 0)
 
 
 def score_task1(
@@ -227,14 +308,7 @@ def score_task1(
     files, problems = find_prediction_files(
         root, case_ids, ignore_extra=protocol.ignore_extra_cases
     )
-    # cheap pass: headers and geometry of every file, before any voxel is decoded
-    bad_header: set[str] = set()
-    for pid, path in files.items():
-        name = path.relative_to(root).as_posix()
-        p = _header_problem(pid, path, name, ground_truth.cases[pid], protocol, limits.max_voxels)
-        if p is not None:
-            problems.append(p)
-            bad_header.add(pid)
+    # headers and geometry are checked in each case's job before its voxels are decoded
     jobs = [
         CaseJob(
             pid,
@@ -246,7 +320,7 @@ def score_task1(
             dry_run or bool(problems),
         )
         for pid in case_ids
-        if pid in files and pid not in bad_header
+        if pid in files
     ]
     total = len(case_ids)
     done = total - len(jobs)

@@ -8,6 +8,8 @@ import struct
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evaluator.errors import FormatError, GeometryError, LabelError, LimitError
 from evaluator.io.nifti import (
@@ -218,7 +220,9 @@ def test_large_volume_across_inflate_steps(tmp_path, dtype) -> None:
     p = tmp_path / "big.nii.gz"
     cut = 300_001
     p.write_bytes(gzip.compress(raw[:cut], 6, mtime=0) + gzip.compress(raw[cut:], 1, mtime=0))
-    assert np.array_equal(read_label_map(p, max_voxels=CAP).array, np.asanyarray(nib.load(p).dataobj))
+    assert np.array_equal(
+        read_label_map(p, max_voxels=CAP).array, np.asanyarray(nib.load(p).dataobj)
+    )
 
 
 # --- the streaming crop reader agrees with the full reader -----------------------------------
@@ -244,6 +248,34 @@ def _variants(tmp_path):
     s = tmp_path / "scaled.nii.gz"
     s.write_bytes(nifti_bytes((arr > 0).astype(np.uint8), slope=2.0, level=1))
     yield "scaled", s
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sx=st.sampled_from([8, 16, 13, 24]),
+    sy=st.integers(1, 12),
+    sz=st.integers(1, 6),
+    dtype=st.sampled_from(["u1", "<i2", "<f4"]),
+    boxes=st.lists(
+        st.tuples(st.integers(0, 23), st.integers(0, 11), st.integers(0, 5), st.integers(1, 2)),
+        max_size=5,
+    ),
+)
+def test_crop_reader_equals_full_reader_on_sparse_masks(tmp_path, sx, sy, sz, dtype, boxes) -> None:
+    """Scattered voxels at different rows of different slices (each slice keeps only
+    its occupied rows), with row widths that are and are not a multiple of 8 bytes:
+    the streaming crop equals the full reader's map."""
+    arr = np.zeros((sx, sy, sz), np.uint8)
+    for x, y, z, label in boxes:
+        arr[x % sx, y % sy, z % sz] = label
+    p = write_nifti(tmp_path / "sparse.nii.gz", arr.astype(dtype))
+    full = read_label_map(p, max_voxels=CAP)
+    c = read_label_crop(p, max_voxels=CAP)
+    assert c.bbox == full.bbox
+    assert np.array_equal(c.full(), full.array)
+    assert np.array_equal(full.array, arr)
 
 
 def test_crop_reader_equals_full_reader(tmp_path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import types
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -436,7 +437,13 @@ class _GzipStream:
             ) from None
 
 
-def read_label_crop(path: Path, *, max_voxels: int, name: str | None = None) -> LabelCrop:
+def read_label_crop(
+    path: Path,
+    *,
+    max_voxels: int,
+    name: str | None = None,
+    check_header: Callable[[NiftiHeader], SubmissionError | None] | None = None,
+) -> LabelCrop:
     """Read and validate a label map, keeping only its foreground crop.
 
     The scorer's hot path. A .nii.gz is inflated one z-slice at a time (slices are
@@ -444,23 +451,24 @@ def read_label_crop(path: Path, *, max_voxels: int, name: str | None = None) -> 
     still in the CPU cache, so the whole volume never goes through main memory. The
     values are validated exactly as :func:`read_label_map` does (the tests check that
     both agree); uncompressed and scaled files take that full path.
+
+    ``check_header`` sees the parsed header before any voxel is decoded; the problem
+    it returns (e.g. a geometry mismatch) is raised.
     """
     name = name or path.name
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise _fail(name, f"the file cannot be read ({exc.strerror})") from None
-    header = (
-        _parse_header(_decompress(raw, _HEAD, name), name, max_voxels=max_voxels, gzipped=True)
-        if raw[:2] == b"\x1f\x8b"
-        else None
-    )
-    scaled = (
-        header is not None
-        and header.slope is not None
-        and (header.slope != 1.0 or (header.inter or 0.0) != 0.0)
-    )
-    if header is None or scaled:
+    gzipped = raw[:2] == b"\x1f\x8b"
+    head = _decompress(raw, _HEAD, name) if gzipped else raw[:_HEAD]
+    header = _parse_header(head, name, max_voxels=max_voxels, gzipped=gzipped)
+    if check_header is not None:
+        problem = check_header(header)
+        if problem is not None:
+            raise problem
+    scaled = header.slope is not None and (header.slope != 1.0 or (header.inter or 0.0) != 0.0)
+    if not gzipped or scaled:
         lm = read_label_map(path, max_voxels=max_voxels, name=name)
         c = None if lm.bbox is None else np.asfortranarray(crop(lm.array, lm.bbox))
         return LabelCrop(lm.header, lm.bbox, c)
@@ -468,9 +476,11 @@ def read_label_crop(path: Path, *, max_voxels: int, name: str | None = None) -> 
     dtype = header.dtype
     slice_bytes = sx * sy * dtype.itemsize
     words = dtype == np.uint8 and slice_bytes % 8 == 0
+    row_words = dtype == np.uint8 and sx % 8 == 0
     stream = _GzipStream(raw, name)
     stream.read(header.vox_offset)
-    kept: list[tuple[int, npt.NDArray[Any]]] = []
+    # per occupied slice: (z, first occupied row y, a copy of rows y..y1 as one block)
+    kept: list[tuple[int, int, npt.NDArray[Any]]] = []
     for z in range(sz):
         b = stream.read(slice_bytes)
         if len(b) < slice_bytes:
@@ -479,21 +489,34 @@ def read_label_crop(path: Path, *, max_voxels: int, name: str | None = None) -> 
             )
         v = np.frombuffer(b, dtype=dtype)
         occupied = (v.view(np.uint64).max() != 0) if words else bool(np.any(v != 0))
-        if occupied:
-            kept.append((z, v))
+        if not occupied:
+            continue
+        # only the rows (fixed y) that hold a non-zero value are kept, copied while the
+        # slice is still in the CPU cache: a lesion's slices take kilobytes, not 256 KB each
+        if row_words:
+            ys = np.flatnonzero(v.view(np.uint64).reshape(sy, sx // 8).max(axis=1))
+        else:
+            ys = np.flatnonzero((v.reshape(sy, sx) != 0).any(axis=1))
+        y0, y1 = int(ys[0]), int(ys[-1]) + 1
+        kept.append((z, y0, v[y0 * sx : y1 * sx].copy()))
     stream.finish()
     if not kept:
         return LabelCrop(header, None, None)
-    stack = np.empty((sx, sy, len(kept)), dtype=dtype, order="F")
-    for i, (_, v) in enumerate(kept):
-        stack[:, :, i] = v.reshape((sx, sy), order="F")
-    labels, box = to_labels(stack, header, name)  # same checks and messages as the full path
+    ylo = min(y0 for _, y0, _ in kept)
+    yhi = max(y0 + r.size // sx for _, y0, r in kept)
+    stack = np.zeros((sx, yhi - ylo, len(kept)), dtype=dtype, order="F")
+    for i, (_, y0, r) in enumerate(kept):
+        ny = r.size // sx
+        stack[:, y0 - ylo : y0 - ylo + ny, i] = r.reshape((sx, ny), order="F")
+    # every non-zero voxel is in the stack: same checks and messages as the full path
+    labels, box = to_labels(stack, header, name)
     assert box is not None  # every kept slice holds a non-zero value
-    (x0, x1), (y0, y1), _ = box
+    (x0, x1), (by0, by1), _ = box
+    y0, y1 = ylo + by0, ylo + by1
     z0, z1 = kept[0][0], kept[-1][0] + 1
     out = np.zeros((x1 - x0, y1 - y0, z1 - z0), dtype=np.uint8, order="F")
-    for i, (z, _) in enumerate(kept):
-        out[:, :, z - z0] = labels[x0:x1, y0:y1, i]
+    for i, (z, _, _) in enumerate(kept):
+        out[:, :, z - z0] = labels[x0:x1, by0:by1, i]
     return LabelCrop(header, ((x0, x1), (y0, y1), (z0, z1)), out)
 
 
