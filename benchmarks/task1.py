@@ -6,7 +6,8 @@ Generates (once, cached under benchmarks/cache/) a CT-size synthetic set with
 ``hecktor-eval synth``, then measures in one run, interleaved case by case:
 
   (a) read floor: both .nii.gz files of a case decoded with nibabel's default
-      reader (``np.asanyarray(img.dataobj)``), every voxel touched once;
+      reader (``np.asanyarray(img.dataobj)``), every voxel touched once; nibabel
+      uses indexed_gzip (the dev extra installs it), its fastest default;
   (b) hecktor-eval, one worker, as the service runs it: ground truth prepared at
       phase import (foreground crops), per case only the prediction is decoded;
   (c) a baseline written the way challenge scorers commonly are: SimpleITK
@@ -40,6 +41,15 @@ from evaluator.scoring import load_ground_truth
 from evaluator.task1 import CaseJob, run_case
 
 HERE = Path(__file__).resolve().parent
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def dataset(n_cases: int, seed: int) -> tuple[Path, Path]:
@@ -123,8 +133,9 @@ def baseline_case(gt_path: Path, pred_path: Path) -> dict[str, float]:
 _SCORE_2_WORKERS = """
 import sys
 from pathlib import Path
-from evaluator.scoring import load_ground_truth, score_submission
-gt = load_ground_truth(1, Path(sys.argv[1]), cache_dir=Path(sys.argv[2]))
+from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.scoring import score_submission
+gt = load_prepared_task1(Path(sys.argv[2]))  # as a judge loads it: no image decoded
 sys.stdout.write("loaded\\n"); sys.stdout.flush()
 sys.stdin.readline()
 score_submission(1, gt, Path(sys.argv[3]), workers=2)
@@ -134,8 +145,9 @@ score_submission(1, gt, Path(sys.argv[3]), workers=2)
 _E2E = """
 import json, sys, time
 from pathlib import Path
-from evaluator.scoring import load_ground_truth, score_submission
-gt = load_ground_truth(1, Path(sys.argv[1]), cache_dir=Path(sys.argv[2]))
+from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.scoring import score_submission
+gt = load_prepared_task1(Path(sys.argv[2]))  # as a judge loads it: no image decoded
 pred, reps, n = Path(sys.argv[3]), int(sys.argv[4]), len(gt.case_ids)
 first = score_submission(1, gt, pred, workers=1)
 assert score_submission(1, gt, pred, workers=2)["cases"] == first["cases"], "workers changed it"
@@ -150,6 +162,40 @@ for _ in range(reps):
     assert doc["cases"] == first["cases"], "workers changed the result"
 print(json.dumps({"w1": w1, "w2": w2}))
 """
+
+
+_DENSE = """
+import json, sys
+from pathlib import Path
+from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.protocol import HECKTOR2025, Limits
+from evaluator.task1 import CaseJob, run_case
+def status_mb(key):  # this process's own figures (getrusage would report the parent's
+    for line in open("/proc/self/status"):  # peak: Linux keeps ru_maxrss across exec)
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024)
+gt = load_prepared_task1(Path(sys.argv[2]))
+pid, path = sys.argv[4], Path(sys.argv[5])
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) restarts from the current RSS
+before = status_mb("VmRSS")
+job = CaseJob(pid, gt.cases[pid], path, path.name, HECKTOR2025, Limits().max_voxels, False)
+_, rec, problems = run_case(job)
+assert rec is not None and not problems, problems
+print(json.dumps({"peak_rss_MB": status_mb("VmHWM"), "rss_before_MB": before}))
+"""
+
+
+def dense_prediction(gt: Any, cache: Path) -> tuple[str, Path]:
+    """An all-foreground (GTVp) prediction of the case with the most slices, cached."""
+    pid = max(gt.case_ids, key=lambda p: gt.cases[p].shape[2])
+    path = cache / f"dense-{pid}.nii.gz"
+    if not path.exists():
+        case = gt.cases[pid]
+        img = nib.Nifti1Image(np.ones(case.shape, np.uint8), case.header.affine)
+        img.set_data_dtype(np.uint8)
+        nib.save(img, path)
+    return pid, path
 
 
 def _run_fresh(script: str, gt_dir: Path, pred_dir: Path, *extra: str) -> str:
@@ -281,9 +327,16 @@ def main() -> None:
     # drifts (shared host), a pair measured back to back sees the same machine
     pair_ratios = sorted(x / y for x, y in zip(w1, w2, strict=True))
     memory = peak_memory_2_workers(gt_dir, gt_dir.parent.parent / "prepared", pred_dir)
+    # the worst case for memory: a prediction that is all foreground (the whole
+    # volume is its crop), in one fresh scoring process
+    dense_pid, dense_path = dense_prediction(gt, gt_dir.parent.parent)
+    dense = json.loads(_run_fresh(_DENSE, gt_dir, pred_dir, dense_pid, str(dense_path)))
+    dense["shape"] = list(gt.cases[dense_pid].shape)
+    memory["dense_prediction_1_process"] = dense
     shapes = [gt.cases[p].shape for p in ids]
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "nibabel": {"version": nib.__version__, "indexed_gzip": _version("indexed_gzip")},
         "cases": len(ids),
         "slices": {"min": min(s[2] for s in shapes), "max": max(s[2] for s in shapes)},
         "reps": args.reps,
@@ -333,6 +386,11 @@ def main() -> None:
     print(
         f"  peak memory, 2 workers: {memory['peak_pss_MB']} MB PSS "
         f"({memory['peak_rss_sum_MB']} MB summed RSS; target < 2000)"
+    )
+    dense = memory["dense_prediction_1_process"]
+    print(
+        f"  worst case, an all-foreground {'x'.join(map(str, dense['shape']))} prediction: "
+        f"{dense['peak_rss_MB']} MB peak RSS in its process"
     )
     print(f"  written to {args.output}")
 
