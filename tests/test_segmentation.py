@@ -329,3 +329,29 @@ def test_statistics_from_crops_equal_whole_volume(data, gt) -> None:
         voxel_volume_mm3=2.0,
     ).as_dict()
     assert cropped == dict(ref_case(gt, pred), voxel_volume_mm3=2.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    gt=label_maps,
+    chunk=st.integers(1, 40),
+)
+def test_chunked_counting_equals_one_pass(data, gt, chunk) -> None:
+    """Voxel and lesion counts are taken in chunks (``_CHUNK`` elements, so that a
+    whole-volume crop never gets an 8-byte copy); with chunks of a few voxels the
+    statistics still equal the reference's, in Fortran and C order alike."""
+    import evaluator.segmentation as seg
+
+    pred = data.draw(arrays(np.uint8, gt.shape, elements=st.sampled_from([0, 0, 1, 2, 2])))
+    slow = dict(ref_case(gt, pred), voxel_volume_mm3=1.0)
+    saved = seg._CHUNK
+    try:
+        seg._CHUNK = chunk
+        for order in ("F", "C"):
+            g, p = np.asarray(gt, order=order), np.asarray(pred, order=order)
+            assert case_statistics(g, p, voxel_volume_mm3=1.0).as_dict() == slow
+        labels = np.asfortranarray(gt.astype(np.uint32) * 7)
+        assert np.array_equal(seg._bincount(labels, 3), np.bincount(labels.ravel("K"), minlength=3))
+    finally:
+        seg._CHUNK = saved
