@@ -668,7 +668,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for e in exc.errors:
             if e.get("message") and e.get("message") != exc.detail:
                 print(
-                    f"  - {e.get('case') + ': ' if e.get('case') else ''}{e['message']}",
+                    f"  - {str(e['case']) + ': ' if e.get('case') else ''}{e['message']}",
                     file=sys.stderr,
                 )
         return EXIT_REJECTED if exc.status in (400, 413, 415, 422) else EXIT_ERROR

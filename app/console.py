@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -44,7 +45,7 @@ def _fmt(v: Any) -> str:
 
 def _frozen_at(board: Mapping[str, Any]) -> str:
     t = board.get("frozen_at")
-    return t.strftime("%Y-%m-%d %H:%M UTC") if hasattr(t, "strftime") else str(t or "")
+    return t.strftime("%Y-%m-%d %H:%M UTC") if isinstance(t, datetime) else str(t or "")
 
 
 def leaderboard_table(board: Mapping[str, Any]) -> Table:

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 
 from app import client as api
@@ -158,7 +159,7 @@ def run_demo(
         data_dir=data_dir,
         database_url=None,
         dispatcher="local",
-        organizer_token=organizer,
+        organizer_token=SecretStr(organizer),
         workers=workers or 0,
         progress_interval=0.2,
         sweep_interval=5.0,

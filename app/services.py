@@ -40,6 +40,7 @@ from app.db.models import (
     Team,
     utcnow,
 )
+from app.db.session import rowcount
 from app.leaderboard import Entry, build_leaderboard
 from app.security import ORGANIZER, TEAM, Principal, issue_token, revoke_tokens
 from app.settings import Settings
@@ -578,9 +579,11 @@ def rescore(session: Session, phase_name: str, task: int | None = None) -> list[
 
 def recover_pending(session: Session) -> list[int]:
     """Start-up: submissions left ``running`` go back to ``queued``; all queued are returned."""
-    n = session.execute(
-        update(Submission).where(Submission.status == RUNNING).values(status=QUEUED)
-    ).rowcount
+    n = rowcount(
+        session.execute(
+            update(Submission).where(Submission.status == RUNNING).values(status=QUEUED)
+        )
+    )
     if n:
         log.warning("re-queued %d submission(s) left running by a previous process", n)
     return list(

@@ -22,11 +22,11 @@ COOKIE = "hecktor_token"
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_dispatcher(request: Request) -> Dispatcher:
-    return request.app.state.dispatcher  # type: ignore[no-any-return]
+    return request.app.state.dispatcher
 
 
 def get_session(request: Request) -> Iterator[Session]:

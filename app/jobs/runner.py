@@ -36,7 +36,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import FAILED, QUEUED, RUNNING, SCORED, VALID, PhaseTask, Submission, utcnow
-from app.db.session import dispose_engines, get_engine, session_factory, session_scope
+from app.db.session import (
+    dispose_engines,
+    get_engine,
+    rowcount,
+    session_factory,
+    session_scope,
+)
 from app.jobs.isolation import (
     CAN_FORK,
     EXIT_ERROR,
@@ -211,7 +217,7 @@ def _claim(
                     ],
                 )
             )
-            if res.rowcount == 1:
+            if rowcount(res) == 1:
                 delete_results(s, submission_id)
                 log.error(
                     "submission %d: its judge died %d times; failed", submission_id, before.attempts
@@ -231,7 +237,7 @@ def _claim(
                 progress_total=0,
             )
         )
-        if res.rowcount != 1:
+        if rowcount(res) != 1:
             return None
         sub = s.get(Submission, submission_id)
         assert sub is not None
@@ -315,7 +321,7 @@ def _finish(
             n = len(doc.get("cases") or [])
             values.update(progress_done=n, progress_total=n)
         res = s.execute(update(Submission).where(_mine(submission_id, attempt)).values(**values))
-        if res.rowcount != 1:
+        if rowcount(res) != 1:
             s.rollback()
             return False
         if doc is not None:
