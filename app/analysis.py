@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -524,10 +524,17 @@ def _public_payload(payload: Mapping[str, Any], board: Mapping[str, Any]) -> dic
 
 
 def board_analysis(
-    session: Session, board: Mapping[str, Any], principal: Principal | None
+    session: Session,
+    board: Mapping[str, Any],
+    principal: Principal | None,
+    *,
+    write_sessions: Callable[[], Session] | None = None,
 ) -> dict[str, Any] | None:
     """The analysis payload of a board returned by :func:`app.services.leaderboard`
-    (the snapshot's when frozen), or None when the caller may not see scores."""
+    (the snapshot's when frozen), or None when the caller may not see scores.
+
+    With ``write_sessions``, ``session`` is only read from (it may be a read-only one):
+    a cache miss computes and stores the analysis through a session of its own."""
     phase = get_phase(session, str(board["phase"]))
     try:
         check_scores_visible(phase, principal)
@@ -536,6 +543,32 @@ def board_analysis(
     if board.get("frozen"):
         return snapshot_analysis(session, board) or None
     pt = get_phase_task(session, phase, int(board["task"]))
+    if write_sessions is not None:
+        job = prepare_analysis(
+            session,
+            phase,
+            pt,
+            board,
+            n_resamples=phase.analysis_resamples,
+            seed=phase.analysis_seed,
+            load=False,
+        )
+        if job.hit:
+            return job.payload or {}
+        ws = write_sessions()
+        try:
+            wphase = get_phase(ws, phase.name)
+            payload, _ = get_analysis_commit(
+                ws,
+                wphase,
+                get_phase_task(ws, wphase, pt.task),
+                board,
+                n_resamples=wphase.analysis_resamples,
+                seed=wphase.analysis_seed,
+            )
+            return payload
+        finally:
+            ws.close()
     payload, _ = get_analysis_commit(
         session, phase, pt, board, n_resamples=phase.analysis_resamples, seed=phase.analysis_seed
     )

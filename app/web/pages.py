@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 import evaluator
-from app.api.deps import COOKIE, get_session, page_principal, resolve
+from app.api.deps import COOKIE, get_read_session, get_session, page_principal, resolve
 from app.db.models import SCORED, VALID
 from app.leaderboard import format_rank
 from app.security import Principal
@@ -143,7 +143,7 @@ def _token_redirect(request: Request, session: Session) -> Response | None:
 def index(
     request: Request,
     principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> Response:
     if (r := _token_redirect(request, session)) is not None:
         return r
@@ -190,16 +190,24 @@ def leaderboard_page(
     phase: str,
     task: int,
     principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> Response:
+    """Read-only: the board comes from the leaderboard cache, like the API's, and a
+    write session is opened only when the analysis is not cached yet."""
     if (r := _token_redirect(request, session)) is not None:
         return r
-    selection = request.query_params.get("selection")
+    selection = request.query_params.get("selection") or None
     live = request.query_params.get("live", "").lower() in ("1", "true", "yes")
-    board = leaderboard(
-        session, phase, task, principal, selection=selection if selection else None, live=live
+    board = request.app.state.board_cache.get(
+        session,
+        principal,
+        phase=phase,
+        task=task,
+        selection=selection,
+        live=live,
+        build=lambda: leaderboard(session, phase, task, principal, selection=selection, live=live),
     )
-    analysis = _analysis_sections(session, board, principal)
+    analysis = _analysis_sections(request, session, board, principal)
     ranked = [m.name for m in ranked_metrics(task)]
     others = [m.name for m in metrics_of(task) if m.name not in ranked]
     # Task 1 shows its partial ranks; for Tasks 2/3 the one ranked metric is the final rank
@@ -224,14 +232,18 @@ def leaderboard_page(
 
 
 def _analysis_sections(
-    session: Session, board: dict[str, Any], principal: Principal | None
+    request: Request, session: Session, board: dict[str, Any], principal: Principal | None
 ) -> dict[str, Any]:
     """Intervals, rank stability, per-centre tables and heat maps, per-case plot of a
     board (issue 8): from the snapshot while frozen, else cached or computed."""
     from app.analysis import board_analysis
     from app.phase_report import interval_cells, page_sections
 
-    payload = board_analysis(session, board, principal) if board["rows"] else None
+    payload = (
+        board_analysis(session, board, principal, write_sessions=request.app.state.sessions)
+        if board["rows"]
+        else None
+    )
     if not payload:
         return {"intervals": {}, "sections": None, "analysis": None}
     return {
@@ -246,7 +258,7 @@ def submission_page(
     request: Request,
     submission_id: int,
     principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> Response:
     if (r := _token_redirect(request, session)) is not None:
         return r
@@ -288,7 +300,7 @@ def submission_cases_page(
     request: Request,
     submission_id: int,
     principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> Response:
     sub = get_submission(session, submission_id, principal)
     assert principal is not None

@@ -131,3 +131,37 @@ def test_frozen_and_unfrozen_boards_are_not_mixed_up(
     assert not thawed.get("frozen")
     assert thawed["rows"] != live["rows"]  # the better submission shows now
     _same(api, "p", 2)
+
+
+def test_pages_read_beside_a_writer_and_follow_changes(
+    sqlite_url: str, app_factory: Any, challenge: Any
+) -> None:
+    """The HTML pages only read (SQLite: no write lock), so they are served while
+    another connection holds the write lock, as a judge writing a result does; the
+    leaderboard page uses the same cache as the API and still follows every change."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = app_factory(sqlite_url, dispatcher=InlineDispatcher)
+    api.create_phase("p", tasks=[2])
+    tok = api.create_team("good")
+    sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
+    first = api.client.get("/leaderboards/p/2")  # computes and stores the analysis
+    assert first.status_code == 200 and "good" in first.text
+    api.client.cookies.set("hecktor_token", tok)
+    writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0)
+    writer.isolation_level = None
+    writer.execute("BEGIN IMMEDIATE")  # the write lock, held
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            for path in ("/", "/leaderboards/p/2", f"/submissions/{sid}"):
+                r = pool.submit(api.client.get, path).result(timeout=10)
+                assert r.status_code == 200, (path, r.status_code)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    api.client.cookies.clear()
+    other = api.create_team("poor")
+    api.submit_ok(other, "p", 2, challenge.archive("poor", 2))
+    page = api.client.get("/leaderboards/p/2")
+    assert page.status_code == 200 and "poor" in page.text and "good" in page.text
