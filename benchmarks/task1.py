@@ -165,7 +165,7 @@ print(json.dumps({"w1": w1, "w2": w2}))
 
 
 _DENSE = """
-import json, sys
+import json, sys, time
 from pathlib import Path
 from evaluator.io.ground_truth import load_prepared_task1
 from evaluator.protocol import HECKTOR2025, Limits
@@ -180,22 +180,49 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak (VmHWM) restarts from the current RSS
 before = status_mb("VmRSS")
 job = CaseJob(pid, gt.cases[pid], path, path.name, HECKTOR2025, Limits().max_voxels, False)
+t = time.perf_counter()
 _, rec, problems = run_case(job)
+seconds = time.perf_counter() - t
 assert rec is not None and not problems, problems
-print(json.dumps({"peak_rss_MB": status_mb("VmHWM"), "rss_before_MB": before}))
+print(json.dumps({"peak_rss_MB": status_mb("VmHWM"), "rss_before_MB": before, "seconds": seconds}))
 """
 
 
-def dense_prediction(gt: Any, cache: Path) -> tuple[str, Path]:
-    """An all-foreground (GTVp) prediction of the case with the most slices, cached."""
-    pid = max(gt.case_ids, key=lambda p: gt.cases[p].shape[2])
-    path = cache / f"dense-{pid}.nii.gz"
-    if not path.exists():
-        case = gt.cases[pid]
-        img = nib.Nifti1Image(np.ones(case.shape, np.uint8), case.header.affine)
-        img.set_data_dtype(np.uint8)
-        nib.save(img, path)
-    return pid, path
+DENSE_SHAPE = (512, 512, 300)
+WORST_CASES = {
+    # the whole grid one lesion: the crop is the whole volume, lesion labels included
+    "all-foreground (GTVn)": lambda a: a.fill(2),
+    # every other voxel in each axis: 9.8 million one-voxel lesions, apart at any
+    # connectivity, so every lesion table is as long as it can be
+    "9.8 million one-voxel lesions": lambda a: a.__setitem__(np.s_[::2, ::2, ::2], 2),
+}
+
+
+def worst_cases(cache: Path) -> tuple[Path, dict[str, Path]]:
+    """A 512x512x300 case (the largest grid of the memory target) with an ordinary
+    ground truth, prepared as at phase import, and the worst predictions for memory;
+    cached. Returns (ground-truth folder, {name: prediction})."""
+    root = cache / "worst-512x512x300"
+    gt_dir = root / "ground_truth" / "Task 1"
+    preds = {name: root / f"pred-{i}" / "CHUM-900.nii.gz" for i, name in enumerate(WORST_CASES)}
+    if not (root / "done").exists():
+        affine = np.diag([0.98, 0.98, 2.0, 1.0])
+        truth = np.zeros(DENSE_SHAPE, np.uint8, order="F")
+        truth[230:290, 230:290, 140:170] = 1  # a GTVp
+        truth[300:320, 200:220, 150:160] = 2  # a node
+        arrays = {gt_dir / "CHUM-900.nii.gz": truth}
+        for name, fill in WORST_CASES.items():
+            arr = np.zeros(DENSE_SHAPE, np.uint8, order="F")
+            fill(arr)
+            arrays[preds[name]] = arr
+        for path, arr in arrays.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img = nib.Nifti1Image(arr, affine)
+            img.set_data_dtype(np.uint8)
+            nib.save(img, path)
+        load_ground_truth(1, gt_dir, cache_dir=root / "prepared")
+        (root / "done").write_text("ok")
+    return gt_dir, preds
 
 
 def _run_fresh(script: str, gt_dir: Path, pred_dir: Path, *extra: str) -> str:
@@ -329,10 +356,12 @@ def main() -> None:
     memory = peak_memory_2_workers(gt_dir, gt_dir.parent.parent / "prepared", pred_dir)
     # the worst case for memory: a prediction that is all foreground (the whole
     # volume is its crop), in one fresh scoring process
-    dense_pid, dense_path = dense_prediction(gt, gt_dir.parent.parent)
-    dense = json.loads(_run_fresh(_DENSE, gt_dir, pred_dir, dense_pid, str(dense_path)))
-    dense["shape"] = list(gt.cases[dense_pid].shape)
-    memory["dense_prediction_1_process"] = dense
+    # the worst cases for memory, each scored in a fresh process
+    worst_gt, worst_preds = worst_cases(HERE / "cache")
+    memory["worst_case_1_process"] = {
+        name: json.loads(_run_fresh(_DENSE, worst_gt, path.parent, "CHUM-900", str(path)))
+        for name, path in worst_preds.items()
+    }
     shapes = [gt.cases[p].shape for p in ids]
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -387,11 +416,11 @@ def main() -> None:
         f"  peak memory, 2 workers: {memory['peak_pss_MB']} MB PSS "
         f"({memory['peak_rss_sum_MB']} MB summed RSS; target < 2000)"
     )
-    dense = memory["dense_prediction_1_process"]
-    print(
-        f"  worst case, an all-foreground {'x'.join(map(str, dense['shape']))} prediction: "
-        f"{dense['peak_rss_MB']} MB peak RSS in its process"
-    )
+    for name, m in memory["worst_case_1_process"].items():
+        print(
+            f"  worst case, 512x512x300, {name}: {m['peak_rss_MB']} MB peak RSS, "
+            f"{m['seconds']:.1f} s, in its process"
+        )
     print(f"  written to {args.output}")
 
 
