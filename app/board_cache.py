@@ -113,6 +113,31 @@ class BoardCache:
         self.hits = 0
         self.misses = 0
 
+    def leaderboard(
+        self,
+        session: Session,
+        principal: Principal | None,
+        *,
+        phase: str,
+        task: int,
+        selection: str | None,
+        live: bool,
+    ) -> dict[str, Any]:
+        """:func:`app.services.leaderboard` through the cache (API and pages alike)."""
+        from app.services import leaderboard
+
+        return self.get(
+            session,
+            principal,
+            phase=phase,
+            task=task,
+            selection=selection,
+            live=live,
+            build=lambda: leaderboard(
+                session, phase, task, principal, selection=selection, live=live
+            ),
+        )
+
     def get(
         self,
         session: Session,

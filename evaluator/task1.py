@@ -187,6 +187,14 @@ def _pool_context() -> Any:
 CaseResult = tuple[str, dict[str, Any] | None, list[Problem]]
 
 
+def _take(counter: Any) -> int:
+    """The next case index from the counter shared by all scoring processes."""
+    with counter.get_lock():
+        i: int = counter.value
+        counter.value = i + 1
+    return i
+
+
 def _case_worker(jobs: list[CaseJob], counter: Any, out: Any, out_lock: Any) -> None:
     """A scoring process: take the next case index until none is left; send
     ``("case", i, result)`` per case, ``("error", i, message)`` if a case raised
@@ -197,12 +205,7 @@ def _case_worker(jobs: list[CaseJob], counter: Any, out: Any, out_lock: Any) -> 
             out.send(msg)
 
     try:
-        while True:
-            with counter.get_lock():
-                i = counter.value
-                counter.value = i + 1
-            if i >= len(jobs):
-                break
+        while (i := _take(counter)) < len(jobs):
             try:
                 result = run_case(jobs[i])
             except Exception as exc:  # a bug or a MemoryError: reported, never swallowed
@@ -270,12 +273,7 @@ def _map(jobs: list[CaseJob], workers: int) -> Iterator[CaseResult]:
                 yield msg[2]
 
     try:
-        while True:
-            with counter.get_lock():
-                i = counter.value
-                counter.value = i + 1
-            if i >= len(order):
-                break
+        while (i := _take(counter)) < len(order):
             result = run_case(order[i])
             received.add(i)
             yield result

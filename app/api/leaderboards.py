@@ -13,7 +13,7 @@ from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
 from app.api.submissions import ERRORS
 from app.leaderboard import leaderboard_csv
 from app.security import Principal
-from app.services import get_phase, leaderboard, list_phases, phase_detail, phase_public
+from app.services import get_phase, list_phases, phase_detail, phase_public
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
 
@@ -41,14 +41,8 @@ def leaderboard_json(
     """Ranked rows (HECKTOR ranks, average on ties). Public, or organizer-only per phase.
     While the phase is frozen, the stored snapshot (``frozen`` true, each row with its
     submission, ground-truth and protocol hashes and evaluator version)."""
-    board = request.app.state.board_cache.get(
-        session,
-        principal,
-        phase=phase,
-        task=task,
-        selection=selection,
-        live=live,
-        build=lambda: leaderboard(session, phase, task, principal, selection=selection, live=live),
+    board = request.app.state.board_cache.leaderboard(
+        session, principal, phase=phase, task=task, selection=selection, live=live
     )
     if format == "csv":
         return PlainTextResponse(

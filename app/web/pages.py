@@ -29,7 +29,6 @@ from app.services import (
     Forbidden,
     can_see_leaderboard,
     get_submission,
-    leaderboard,
     list_phases,
     list_submissions,
     scores_hidden,
@@ -198,14 +197,8 @@ def leaderboard_page(
         return r
     selection = request.query_params.get("selection") or None
     live = request.query_params.get("live", "").lower() in ("1", "true", "yes")
-    board = request.app.state.board_cache.get(
-        session,
-        principal,
-        phase=phase,
-        task=task,
-        selection=selection,
-        live=live,
-        build=lambda: leaderboard(session, phase, task, principal, selection=selection, live=live),
+    board = request.app.state.board_cache.leaderboard(
+        session, principal, phase=phase, task=task, selection=selection, live=live
     )
     analysis = _analysis_sections(request, session, board, principal)
     ranked = [m.name for m in ranked_metrics(task)]
