@@ -90,6 +90,8 @@ def test_compose_config_with_a_filled_env(config: dict[str, Any]) -> None:
         dep = services[name]["depends_on"]["migrate"]
         assert dep["condition"] == "service_completed_successfully"
     assert "ports" not in services["worker"]  # scalable: nothing bound per container
+    # client addresses behind the reverse proxy (the rate limit counts per client)
+    assert services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize("missing", SECRETS)
