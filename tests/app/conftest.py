@@ -6,11 +6,13 @@ live server for the CLI and browser tests.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +269,49 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- a real server and a headless Chromium (tests/app/test_browser*.py) -----------------
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free local port, in a thread: yields its base URL."""
+    from app.demo import ServerThread
+
+    port = free_port()
+    server = ServerThread(app, "127.0.0.1", port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Debian Chromium for the session (skips when it is not installed)."""
+    exe = next(
+        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
+        None,
+    )
+    if exe is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def check_answer(r: Any, want: int, *, role: str, method: str, path: str) -> None:
+    """An access-matrix answer: the expected status; API errors as ``{detail, errors}``
+    with ``WWW-Authenticate: Bearer`` on 401; never a traceback."""
+    assert r.status_code == want, (role, method, path, r.text[:300])
+    assert "Traceback" not in r.text
+    if r.status_code >= 400 and path.startswith("/api/"):
+        body = r.json()
+        assert set(body) == {"detail", "errors"} and isinstance(body["detail"], str)
+    if r.status_code == 401 and path.startswith("/api/"):
+        assert r.headers.get("www-authenticate") == "Bearer"

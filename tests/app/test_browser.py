@@ -4,7 +4,6 @@ request leaving the server (no CDN, no external fonts)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.demo import ServerThread
-from tests.app.conftest import Api, InlineDispatcher, free_port, make_settings
+from tests.app.conftest import Api, InlineDispatcher, make_settings, served
 
 pytestmark = pytest.mark.browser
 TEAMS = ("perfect", "good", "mediocre", "poor")
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("Chromium is not installed (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +31,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[d
         ids = {
             t: api.submit_ok(tokens[t], "val", 1, challenge.archive(t, 1)) for t in reversed(TEAMS)
         }
-    port = free_port()
-    server = ServerThread(create_app(settings, dispatcher=dispatcher), "127.0.0.1", port)
-    server.start()
-    yield {"base": f"http://127.0.0.1:{port}", "tokens": tokens, "ids": ids}
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    exe = _chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
+    with served(create_app(settings, dispatcher=dispatcher)) as base:
+        yield {"base": base, "tokens": tokens, "ids": ids}
 
 
 def test_leaderboard_page_shows_ranked_rows(site: dict[str, Any], browser: Any) -> None:

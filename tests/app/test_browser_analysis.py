@@ -13,9 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.demo import ServerThread
-from tests.app.conftest import ORG, Api, InlineDispatcher, auth, free_port, make_settings
-from tests.app.test_browser import _chromium
+from tests.app.conftest import ORG, Api, InlineDispatcher, auth, make_settings, served
 
 pytestmark = pytest.mark.browser
 TEAMS = ("perfect", "good", "mediocre", "poor")
@@ -39,22 +37,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[d
         }
         r = c.post("/api/v1/admin/phases/fz/freeze", json={}, headers=auth(ORG))
         assert r.status_code == 200, r.text
-    port = free_port()
-    server = ServerThread(create_app(settings, dispatcher=dispatcher), "127.0.0.1", port)
-    server.start()
-    yield {"base": f"http://127.0.0.1:{port}", "tokens": tokens, "ids": ids}
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    exe = _chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
+    with served(create_app(settings, dispatcher=dispatcher)) as base:
+        yield {"base": base, "tokens": tokens, "ids": ids}
 
 
 def _open(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:
