@@ -59,7 +59,12 @@ def _write_json(doc: dict[str, Any], output: Path | None) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from evaluator.errors import GroundTruthError, ScoringError, SubmissionRejected
+    from evaluator.errors import (
+        GroundTruthError,
+        ScoringError,
+        ScoringProcessError,
+        SubmissionRejected,
+    )
     from evaluator.protocol import HECKTOR2025, Protocol
     from evaluator.results import cases_csv
     from evaluator.scoring import load_ground_truth, score_submission
@@ -95,6 +100,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_REJECTED
     except ScoringError as exc:
         print(f"error: cannot score: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ScoringProcessError, MemoryError) as exc:
+        print(
+            f"error: scoring stopped, no score was computed: {str(exc) or type(exc).__name__}"
+            f"\n  (out of memory? with --workers N, N cases are in memory at once: try "
+            f"fewer workers)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     _write_json(doc, args.output)
     if args.cases and "cases" in doc:

@@ -137,6 +137,11 @@ class ScoringError(EvaluatorError):
     """
 
 
+class ScoringProcessError(EvaluatorError):
+    """A process scoring cases died or failed on something that is not a problem of
+    the submission (killed, out of memory, a bug): no score, and the cases named."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """A plain record of a problem, convenient to ship across processes."""

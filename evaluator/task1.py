@@ -25,6 +25,7 @@ from evaluator.errors import (
     FormatError,
     MissingCaseError,
     Problem,
+    ScoringProcessError,
     SubmissionError,
     SubmissionRejected,
 )
@@ -244,10 +245,10 @@ def _map(jobs: list[CaseJob], workers: int) -> Iterator[CaseResult]:
     received: set[int] = set()
     running = {p.pid: p for p in procs}  # children that have not said "done"
 
-    def died(p: Any) -> RuntimeError:
+    def died(p: Any) -> ScoringProcessError:
         lost = [j.pred_name for i, j in enumerate(order) if i not in received]
         more = " ..." if len(lost) > 5 else ""
-        return RuntimeError(
+        return ScoringProcessError(
             f"a scoring process died (exit code {p.exitcode}) before reporting; "
             f"no result for {', '.join(lost[:5])}{more}"
         )
@@ -267,7 +268,9 @@ def _map(jobs: list[CaseJob], workers: int) -> Iterator[CaseResult]:
             if msg[0] == "done":
                 running.pop(msg[1], None)
             elif msg[0] == "error":
-                raise RuntimeError(f"scoring case {order[msg[1]].pred_name} failed: {msg[2]}")
+                raise ScoringProcessError(
+                    f"scoring case {order[msg[1]].pred_name} failed: {msg[2]}"
+                )
             else:
                 received.add(msg[1])
                 yield msg[2]

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import evaluator.task1 as task1
-from evaluator.errors import SubmissionRejected
+from evaluator.cli import main
+from evaluator.errors import ScoringProcessError, SubmissionRejected
 from evaluator.scoring import load_ground_truth, score_submission
 from evaluator.synth import SynthSummary, generate_challenge
 
@@ -130,7 +131,9 @@ def test_a_killed_scoring_process_fails_the_submission_naming_cases(
 
     monkeypatch.setattr(task1, "run_case", killed_in_children)
     t = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"a scoring process died \(exit code -9\).*\.nii\.gz"):
+    with pytest.raises(
+        ScoringProcessError, match=r"a scoring process died \(exit code -9\).*\.nii\.gz"
+    ):
         score_submission(1, world["gt"], world["preds"], workers=2)
     assert time.monotonic() - t < 20
 
@@ -149,7 +152,7 @@ def test_an_error_in_a_scoring_process_is_reported_not_swallowed(
 
     monkeypatch.setattr(task1, "run_case", fails_in_children)
     with pytest.raises(
-        RuntimeError, match=r"scoring case \S+\.nii\.gz failed: MemoryError: no room"
+        ScoringProcessError, match=r"scoring case \S+\.nii\.gz failed: MemoryError: no room"
     ):
         score_submission(1, world["gt"], world["preds"], workers=3)
 
@@ -173,3 +176,43 @@ def test_an_error_in_this_process_stops_the_others(
     with pytest.raises(KeyError, match="a bug in this process"):
         score_submission(1, world["gt"], world["preds"], workers=3)
     assert time.monotonic() - t < 15
+
+
+@pytest.mark.usefixtures("no_children_left")
+def test_the_cli_reports_a_dead_scoring_process_without_a_traceback(
+    synth: SynthSummary,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    _fork_pool(monkeypatch)
+    parent, real = os.getpid(), task1.run_case
+
+    def killed_in_children(job: task1.CaseJob) -> Any:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(job)
+
+    monkeypatch.setattr(task1, "run_case", killed_in_children)
+    out = tmp_path / "result.json"
+    rc = main(
+        [
+            "score",
+            "--task",
+            "1",
+            "--ground-truth",
+            str(Path(synth.out_dir) / "ground_truth" / "Task 1"),
+            "--predictions",
+            str(world["preds"]),
+            "--workers",
+            "2",
+            "--output",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "error: scoring stopped, no score was computed: a scoring process died" in err
+    assert "fewer workers" in err and "Traceback" not in err
+    assert not out.exists()  # no document, so nothing that looks like a score
