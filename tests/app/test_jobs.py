@@ -65,3 +65,17 @@ def test_dispatcher_factory(tmp_path: Any) -> None:
     # Celery workers share one database across machines: SQLite is refused, by name
     with pytest.raises(RuntimeError, match="HECKTOR_DISPATCHER=celery needs PostgreSQL"):
         make_dispatcher(make_settings(tmp_path, "sqlite://", dispatcher="celery"))
+
+
+def _not_imported(modules: tuple[str, ...]) -> list[str]:
+    import sys
+
+    return [m for m in modules if m not in sys.modules]
+
+
+def test_judging_processes_import_what_jobs_need_up_front(pool: ProcessPoolExecutor) -> None:
+    """Each job runs in a child forked from a judging process: what that process has
+    imported the child inherits, what it has not the child imports every time (lifelines
+    alone takes about a second)."""
+    needed = ("evaluator.task1", "evaluator.survival", "lifelines.utils", "sklearn.metrics")
+    assert pool.submit(_not_imported, needed).result(timeout=60) == []
