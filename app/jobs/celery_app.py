@@ -28,6 +28,7 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_process_init
 
 from app.settings import Settings, get_settings
 
@@ -37,6 +38,15 @@ TASK_NAME = "hecktor.judge"
 # seconds a task may outlive the job limit before Celery kills its pool process (the
 # job's own parent enforces the limit; this is the backstop if the parent is stuck)
 HARD_LIMIT_GRACE = 300
+
+
+@worker_process_init.connect
+def _preload_scorer(**_: Any) -> None:
+    """Each pool process imports the scorer once, so that its jobs' forked children
+    inherit it (as the local dispatcher's pool initializer does)."""
+    from app.jobs.runner import preload_scorer
+
+    preload_scorer()
 
 
 def judge(task: Task, submission_id: int) -> str:

@@ -578,8 +578,14 @@ def warm_up(log_level: str = "info") -> None:
             format="%(asctime)s %(levelname)s [judge %(process)d] %(name)s: %(message)s",
         )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    # everything a job imports, so that each job's forked child inherits it instead of
-    # importing it again (lifelines alone takes about 1 s: every Task 2 job paid that)
+    preload_scorer()
+
+
+def preload_scorer() -> None:
+    """Import everything a job imports, in a judging process (local pool or Celery),
+    so that each job's forked child inherits it instead of importing it again
+    (lifelines alone takes about 1 s: every Task 2 job paid that)."""
+    started = time.monotonic()
     for mod in (
         "evaluator.scoring",
         "evaluator.task1",
@@ -594,3 +600,4 @@ def warm_up(log_level: str = "info") -> None:
             __import__(mod)
         except Exception:  # a missing module surfaces as a job error, with a message
             log.debug("could not pre-import %s", mod, exc_info=True)
+    log.info("judging process ready: scorer imported in %.1f s", time.monotonic() - started)

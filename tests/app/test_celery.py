@@ -260,6 +260,9 @@ def test_two_workers_score_twenty_submissions_exactly_once(cluster: Cluster, pg:
     scored = w1.scored() + w2.scored()
     assert sorted(scored) == sorted(ids), "each submission scored once, by one worker"
     assert w1.scored() and w2.scored(), "both workers judged"
+    # each pool process imported the scorer before its first job (its jobs' children
+    # inherit it instead of importing lifelines again)
+    assert all("judging process ready: scorer imported" in w.log() for w in (w1, w2))
     engine = make_engine(pg)
     with session_factory(engine)() as s:
         n_cases = s.scalar(select(func.count()).select_from(CaseResult))
