@@ -164,7 +164,7 @@ print(json.dumps({"w1": w1, "w2": w2}))
 """
 
 
-_DENSE = """
+_WORST_CASE = """
 import json, sys, time
 from pathlib import Path
 from evaluator.io.ground_truth import load_prepared_task1
@@ -359,7 +359,7 @@ def main() -> None:
     # the worst cases for memory, each scored in a fresh process
     worst_gt, worst_preds = worst_cases(HERE / "cache")
     memory["worst_case_1_process"] = {
-        name: json.loads(_run_fresh(_DENSE, worst_gt, path.parent, "CHUM-900", str(path)))
+        name: json.loads(_run_fresh(_WORST_CASE, worst_gt, path.parent, "CHUM-900", str(path)))
         for name, path in worst_preds.items()
     }
     shapes = [gt.cases[p].shape for p in ids]
