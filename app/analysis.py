@@ -421,12 +421,17 @@ def get_analysis_commit(
     *,
     n_resamples: int,
     seed: int,
+    write_sessions: Callable[[], Session] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The analysis of a live board from the cache, else computed and cached.
 
     Commits: the read transaction ends before the bootstrap runs (no lock held while
     computing) and the new cache entry is committed. One computation per key at a time
     in this process. Returns ``(payload, cache_hit)``.
+
+    With ``write_sessions``, ``session`` is only read from (it may be a read-only one,
+    which on SQLite holds no write lock) and the new entry is stored through a session
+    of its own, so the write lock is held only while the entry is written.
     """
     job = prepare_analysis(
         session, phase, pt, board, n_resamples=n_resamples, seed=seed, load=False
@@ -440,8 +445,16 @@ def get_analysis_commit(
         if job.hit:
             return job.payload or {}, True
         payload = job.compute()
-        store_analysis(session, job)
-        session.commit()
+        if write_sessions is None:
+            store_analysis(session, job)
+            session.commit()
+        else:
+            ws = write_sessions()
+            try:
+                store_analysis(ws, job)
+                ws.commit()
+            finally:
+                ws.close()
     return payload, False
 
 
@@ -543,34 +556,14 @@ def board_analysis(
     if board.get("frozen"):
         return snapshot_analysis(session, board) or None
     pt = get_phase_task(session, phase, int(board["task"]))
-    if write_sessions is not None:
-        job = prepare_analysis(
-            session,
-            phase,
-            pt,
-            board,
-            n_resamples=phase.analysis_resamples,
-            seed=phase.analysis_seed,
-            load=False,
-        )
-        if job.hit:
-            return job.payload or {}
-        ws = write_sessions()
-        try:
-            wphase = get_phase(ws, phase.name)
-            payload, _ = get_analysis_commit(
-                ws,
-                wphase,
-                get_phase_task(ws, wphase, pt.task),
-                board,
-                n_resamples=wphase.analysis_resamples,
-                seed=wphase.analysis_seed,
-            )
-            return payload
-        finally:
-            ws.close()
     payload, _ = get_analysis_commit(
-        session, phase, pt, board, n_resamples=phase.analysis_resamples, seed=phase.analysis_seed
+        session,
+        phase,
+        pt,
+        board,
+        n_resamples=phase.analysis_resamples,
+        seed=phase.analysis_seed,
+        write_sessions=write_sessions,
     )
     return payload
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -49,6 +49,7 @@ from app.db.models import (
 from app.db.session import (
     dispose_engines,
     get_engine,
+    read_only,
     rowcount,
     session_factory,
     session_scope,
@@ -537,11 +538,11 @@ def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
             return FAILED
         status = _judge(sf, settings, submission_id, claim)
     if status == SCORED:  # after the lock: the bootstrap holds up no other judge
-        warm_analysis(sf, submission_id)
+        warm_analysis(engine, submission_id)
     return status
 
 
-def warm_analysis(sf: sessionmaker[Session], submission_id: int) -> None:
+def warm_analysis(engine: Engine, submission_id: int) -> None:
     """Best effort, once a result is stored: compute the ranking analysis of the board
     the result lands on (the phase's default selection) and cache it, so that the
     board's first view does not wait for the bootstrap (about 1 s per task for 20
@@ -551,8 +552,11 @@ def warm_analysis(sf: sessionmaker[Session], submission_id: int) -> None:
     from app.services import leaderboard
 
     started = time.monotonic()
+    # reads go through a read-only session (on SQLite: no write lock while the board is
+    # read); only the new cache entry is written, through a session of its own
+    reader = session_factory(read_only(engine))
     try:
-        with session_scope(sf) as s:
+        with session_scope(reader) as s:
             sub = s.get(Submission, submission_id)
             phase = None if sub is None else s.get(Phase, sub.phase_id)
             if sub is None or phase is None or sub.status != SCORED:
@@ -561,7 +565,7 @@ def warm_analysis(sf: sessionmaker[Session], submission_id: int) -> None:
             board = leaderboard(s, phase.name, sub.task, organizer)
             if board.get("frozen") or not board["rows"]:
                 return  # a frozen board serves its snapshot's analysis
-            board_analysis(s, board, organizer)
+            board_analysis(s, board, organizer, write_sessions=session_factory(engine))
     except Exception:
         log.warning("submission %d: analysis not precomputed", submission_id, exc_info=True)
         return

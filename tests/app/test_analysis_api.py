@@ -492,3 +492,51 @@ def test_a_failed_precompute_leaves_the_result_alone(
     assert "analysis not precomputed" in caplog.text and "bootstrap exploded" in caplog.text
     doc = _get(api, "/api/v1/leaderboards/p/3/analysis").json()
     assert doc["cache"]["source"] == "computed" and [t["team"] for t in doc["teams"]] == ["good"]
+
+
+def test_the_precompute_reads_without_the_write_lock(
+    sqlite_url: str, app_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the judge reads the board and computes its analysis it holds no SQLite
+    write lock (an upload could otherwise wait for it); it takes the lock only to store
+    the entry. Probe: another connection that will not wait takes the write lock at each
+    read and during the bootstrap."""
+    import sqlite3
+
+    import app.analysis
+
+    db_file = sqlite_url.removeprefix("sqlite:///")
+    probes: list[str] = []
+
+    def probe(where: str) -> None:
+        con = sqlite3.connect(db_file, timeout=0, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            probes.append(f"{where}: free")
+        except sqlite3.OperationalError as e:
+            probes.append(f"{where}: {e}")
+        finally:
+            con.close()
+
+    real_prepare, real_compute = app.analysis.prepare_analysis, app.analysis.AnalysisJob.compute
+
+    def prepare(*a: Any, **kw: Any) -> Any:
+        job = real_prepare(*a, **kw)
+        probe("prepare")
+        return job
+
+    def compute(self: Any) -> Any:
+        probe("compute")
+        return real_compute(self)
+
+    api = app_factory(sqlite_url, dispatcher=InlineDispatcher)
+    api.create_phase("p", tasks=[3], analysis_resamples=20)
+    tok = api.create_team("good")
+    monkeypatch.setattr(app.analysis, "prepare_analysis", prepare)
+    monkeypatch.setattr(app.analysis.AnalysisJob, "compute", compute)
+    sid = api.submit_ok(tok, "p", 3, api.challenge.archive("good", 3))  # type: ignore[union-attr]
+    assert api.status(tok, sid)["status"] == "scored"
+    assert "compute: free" in probes and probes.count("prepare: free") >= 2, probes
+    assert all(p.endswith("free") for p in probes), probes
+    assert _cache_rows(sqlite_url, 3) == 1  # and the entry was stored

@@ -208,6 +208,30 @@ def _wait(lab: dict[str, Any], sid: int, timeout: float = JUDGE_TIMEOUT) -> dict
             time.sleep(0.1)
 
 
+def _settled(lab: dict[str, Any], sid: int, timeout: float = JUDGE_TIMEOUT) -> None:
+    """Wait until the judge has finished with scored submission ``sid``: after storing a
+    result it precomputes the board's analysis, and a judge frozen while it writes that
+    would hold SQLite's write lock (so every upload would wait for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _db(lab) as db:
+            (task,) = db.execute("SELECT task FROM submissions WHERE id = ?", (sid,)).fetchone()
+            (n,) = db.execute(
+                "SELECT count(*) FROM analysis_cache WHERE task = ?", (task,)
+            ).fetchone()
+        if n:
+            return
+        assert time.monotonic() < deadline, f"no analysis precomputed for submission {sid}"
+        time.sleep(0.05)
+
+
+def _scored(lab: dict[str, Any], sid: int) -> None:
+    """``sid`` is scored and its judge is idle again."""
+    doc = _wait(lab, sid)
+    assert doc["status"] == "scored", doc["errors"]
+    _settled(lab, sid)
+
+
 def _db(lab: dict[str, Any]) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{lab['data'] / 'hecktor.db'}?mode=ro", uri=True, timeout=30)
 
@@ -277,7 +301,7 @@ def test_kill_during_upload_leaves_no_submission(lab: dict[str, Any]) -> None:
 
 def test_kill_right_after_commit_requeues_and_scores(lab: dict[str, Any]) -> None:
     server: Server = lab["server"]
-    assert _wait(lab, _upload(lab, 2))["status"] == "scored"  # the judging process exists now
+    _scored(lab, _upload(lab, 2))  # the judging process exists now
     _freeze_judges(server)
     sid = _upload(lab)  # 202: the row is committed; the frozen judge cannot take it
     time.sleep(0.3)
@@ -293,7 +317,7 @@ def test_kill_right_after_commit_requeues_and_scores(lab: dict[str, Any]) -> Non
 
 def test_kill_during_judging_scores_exactly_once(lab: dict[str, Any]) -> None:
     server: Server = lab["server"]
-    assert _wait(lab, _upload(lab, 2))["status"] == "scored"
+    _scored(lab, _upload(lab, 2))
     for _attempt in range(8):  # catch a job while it runs (it takes a fraction of a second)
         judges = _freeze_judges(server)
         sid = _upload(lab)
@@ -308,7 +332,9 @@ def test_kill_during_judging_scores_exactly_once(lab: dict[str, Any]) -> None:
                 os.kill(pid, signal.SIGSTOP)
             if _row(lab, sid)["status"] == "running":
                 break
-        _wait(lab, sid)
+            for pid in judges:  # too late: the job had finished
+                os.kill(pid, signal.SIGCONT)
+        _scored(lab, sid)
     else:
         pytest.fail("never caught a job while it was running")
     server.kill()
