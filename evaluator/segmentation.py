@@ -4,12 +4,14 @@ Per case, one record of voxel counts (:class:`CaseStats`). Every Task 1 metric i
 reduction of these records, so cases can be scored in parallel, stored, re-ranked
 and bootstrapped without reading an image again.
 
-The per-case work runs on the bounding box of the union of both foregrounds: one
-``np.bincount`` of ``3*gt + pred`` gives all confusion counts; ``cc3d`` labels the
-GTVn lesions; one ``np.unique`` over the voxels where both sides are lesions gives
-every component pair's overlap; the groups of SPEC step 2 are the connected
-components of the bipartite overlap graph (``scipy.sparse.csgraph``); the IoU test
-is done in integers.
+The per-case work runs on each side's foreground crop (bounding box of its non-zero
+voxels): ``np.bincount`` of each crop gives its label volumes and ``cc3d`` labels its
+GTVn lesions; the two sides meet only where the crops overlap, so one
+``np.bincount`` of ``3*gt + pred`` over that overlap gives the intersections and
+one ``np.unique`` over the voxels there where both sides are lesions gives every
+component pair's overlap; the groups of SPEC step 2 are the connected components of
+the bipartite overlap graph (``scipy.sparse.csgraph``); the IoU test is done in
+integers.
 """
 
 from __future__ import annotations
@@ -62,15 +64,20 @@ class Detection:
     fn: int
 
 
-def _bbox_union(a: Bbox | None, b: Bbox | None) -> Bbox | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return (
-        (min(a[0][0], b[0][0]), max(a[0][1], b[0][1])),
-        (min(a[1][0], b[1][0]), max(a[1][1], b[1][1])),
-        (min(a[2][0], b[2][0]), max(a[2][1], b[2][1])),
+def _bbox_overlap(a: Bbox | None, b: Bbox | None) -> Bbox | None:
+    """The intersection of two boxes, None when they do not overlap."""
+    if a is None or b is None:
+        return None
+    box = tuple((max(a[i][0], b[i][0]), min(a[i][1], b[i][1])) for i in range(3))
+    if any(lo >= hi for lo, hi in box):
+        return None
+    return box  # type: ignore[return-value]
+
+
+def _within(outer: Bbox, inner: Bbox) -> tuple[slice, slice, slice]:
+    """The index of box ``inner`` in an array that covers box ``outer``."""
+    return tuple(  # type: ignore[return-value]
+        slice(i0 - o0, i1 - o0) for (o0, _), (i0, i1) in zip(outer, inner, strict=True)
     )
 
 
@@ -121,20 +128,60 @@ def lesion_detection(
     otherwise all its predicted lesions are FPs and all its true lesions FNs.
     Unmatched predicted lesions are FPs and unmatched true lesions FNs.
     """
-    pl, n_pred = cc3d.connected_components(
-        pred_lesions.view(np.uint8), connectivity=connectivity, return_N=True
+    if gt_lesions.shape != pred_lesions.shape:
+        raise ValueError(f"shapes differ: {gt_lesions.shape} vs {pred_lesions.shape}")
+    gl, n_gt = _components(gt_lesions, connectivity)
+    pl, n_pred = _components(pred_lesions, connectivity)
+    return _match(gl, n_gt, pl, n_pred, gl, pl, iou_threshold=iou_threshold, iou_strict=iou_strict)
+
+
+def _components(
+    mask: npt.NDArray[np.bool_], connectivity: Literal[6, 18, 26]
+) -> tuple[npt.NDArray[Any], int]:
+    """The lesions of ``mask``: cc3d labels (the smallest safe dtype) and their number."""
+    labels, n = cc3d.connected_components(
+        mask.view(np.uint8), connectivity=connectivity, return_N=True
     )
-    gl, n_gt = cc3d.connected_components(
-        gt_lesions.view(np.uint8), connectivity=connectivity, return_N=True
-    )
-    n_pred, n_gt = int(n_pred), int(n_gt)
+    return labels, int(n)
+
+
+def _side(
+    crop: npt.NDArray[np.uint8] | None, connectivity: Literal[6, 18, 26]
+) -> tuple[dict[int, int], npt.NDArray[Any] | None, int]:
+    """One side's foreground crop (labels 0, 1, 2): its GTVp and GTVn voxel counts,
+    its GTVn lesion labels and their number."""
+    if crop is None:
+        return {GTVP: 0, GTVN: 0}, None, 0
+    gtvn = crop == GTVN
+    n_gtvn = int(np.count_nonzero(gtvn))
+    labels, n = _components(gtvn, connectivity)
+    return {GTVP: int(np.count_nonzero(crop)) - n_gtvn, GTVN: n_gtvn}, labels, n
+
+
+def _match(
+    gl: npt.NDArray[Any],
+    n_gt: int,
+    pl: npt.NDArray[Any],
+    n_pred: int,
+    gl_shared: npt.NDArray[Any],
+    pl_shared: npt.NDArray[Any],
+    *,
+    iou_threshold: Fraction,
+    iou_strict: bool,
+) -> Detection:
+    """:func:`lesion_detection` from lesion labels: ``gl`` and ``pl`` label each side's
+    lesions 1..n on arrays of their own (each side's crop, for example); ``gl_shared``
+    and ``pl_shared`` are views of them over one common region that holds every voxel
+    where a true and a predicted lesion can meet (the overlap of the two crops)."""
     if n_pred == 0 or n_gt == 0:
         return Detection(0, n_pred, n_gt)
     # overlap of every (pred, gt) pair from one pass over the shared voxels
-    both = (pl != 0) & (gl != 0)
-    code = pl[both].astype(np.int64) * (n_gt + 1) + gl[both].astype(np.int64)
+    both = (pl_shared != 0) & (gl_shared != 0)
+    code = pl_shared[both].astype(np.int64) * (n_gt + 1) + gl_shared[both].astype(np.int64)
     del both
     pairs, inter = np.unique(code, return_counts=True)
+    if pairs.size == 0:
+        return Detection(0, n_pred, n_gt)
     # only lesions that overlap one of the other side can be matched: any other one is
     # an FP or an FN outright, and the groups are built over the overlapping ones only
     # (a prediction of millions of specks costs arrays of its overlaps, not of its specks)
@@ -210,56 +257,48 @@ def statistics_from_crops(
     iou_strict: bool = False,
 ) -> CaseStats:
     """:func:`case_statistics` when both label maps are known by their foreground
-    crops (bounding box of the non-zero voxels and the labels inside it): the crops
-    are pasted into one array over the union of the two boxes."""
-    box = _bbox_union(gt_bbox, pred_bbox)
-    if box is None:
-        return CaseStats(0, 0, 0, 0, 0, 0, 0, 0, 0, float(voxel_volume_mm3))
-    shape = tuple(b - a for a, b in box)
-    g = np.zeros(shape, dtype=np.uint8, order="F")
-    p = np.zeros(shape, dtype=np.uint8, order="F")
-    for out, part, where in ((g, gt_crop, gt_bbox), (p, pred_crop, pred_bbox)):
-        if part is not None and where is not None:
-            (a0, a1), (b0, b1), (c0, c1) = where
-            x0, y0, z0 = box[0][0], box[1][0], box[2][0]
-            out[a0 - x0 : a1 - x0, b0 - y0 : b1 - y0, c0 - z0 : c1 - z0] = part
-    return crop_statistics(
-        g,
-        p,
-        voxel_volume_mm3=voxel_volume_mm3,
-        connectivity=connectivity,
-        iou_threshold=iou_threshold,
-        iou_strict=iou_strict,
-    )
+    crops (bounding box of the non-zero voxels and the labels inside it).
 
-
-def crop_statistics(
-    g: npt.NDArray[np.uint8],
-    p: npt.NDArray[np.uint8],
-    *,
-    voxel_volume_mm3: float,
-    connectivity: Literal[6, 18, 26] = 26,
-    iou_threshold: Fraction = Fraction(3, 10),
-    iou_strict: bool = False,
-) -> CaseStats:
-    """:func:`case_statistics` on two crops that already hold every non-zero voxel."""
-    code = g * np.uint8(3) + p  # values 0..8: 3*gt + pred
-    c = _bincount(code, 9)
-    del code
-    det = lesion_detection(
-        g == GTVN,
-        p == GTVN,
-        connectivity=connectivity,
-        iou_threshold=iou_threshold,
-        iou_strict=iou_strict,
-    )
+    Each side is counted and its lesions labelled on its own crop; the two meet only
+    where the boxes overlap, so only that region is compared. No array spans the
+    union of the boxes: a prediction that fills the volume costs its own crop and its
+    lesion labels, whatever the truth's size.
+    """
+    gt = None if gt_crop is None or gt_bbox is None else gt_crop
+    pred = None if pred_crop is None or pred_bbox is None else pred_crop
+    gt_vox, gl, n_gt = _side(gt, connectivity)
+    pred_vox, pl, n_pred = _side(pred, connectivity)
+    shared = _bbox_overlap(gt_bbox, pred_bbox) if gt is not None and pred is not None else None
+    inter = {GTVP: 0, GTVN: 0}
+    if shared is None or gt is None or pred is None or gl is None or pl is None:
+        det = Detection(0, n_pred, n_gt)
+    else:
+        assert gt_bbox is not None and pred_bbox is not None
+        g_at, p_at = _within(gt_bbox, shared), _within(pred_bbox, shared)
+        # labels are 0, 1 and 2: the bitwise AND is 1 where both are GTVp, 2 where both
+        # are GTVn, 0 elsewhere
+        both = gt[g_at] & pred[p_at]
+        n_both = int(np.count_nonzero(both))
+        inter[GTVN] = int(np.count_nonzero(both == GTVN))
+        inter[GTVP] = n_both - inter[GTVN]
+        del both
+        det = _match(
+            gl,
+            n_gt,
+            pl,
+            n_pred,
+            gl[g_at],
+            pl[p_at],
+            iou_threshold=iou_threshold,
+            iou_strict=iou_strict,
+        )
     return CaseStats(
-        gtvp_intersection=int(c[4]),
-        gtvp_pred_voxels=int(c[1] + c[4] + c[7]),
-        gtvp_gt_voxels=int(c[3] + c[4] + c[5]),
-        gtvn_intersection=int(c[8]),
-        gtvn_pred_voxels=int(c[2] + c[5] + c[8]),
-        gtvn_gt_voxels=int(c[6] + c[7] + c[8]),
+        gtvp_intersection=inter[GTVP],
+        gtvp_pred_voxels=pred_vox[GTVP],
+        gtvp_gt_voxels=gt_vox[GTVP],
+        gtvn_intersection=inter[GTVN],
+        gtvn_pred_voxels=pred_vox[GTVN],
+        gtvn_gt_voxels=gt_vox[GTVN],
         gtvn_tp=det.tp,
         gtvn_fp=det.fp,
         gtvn_fn=det.fn,

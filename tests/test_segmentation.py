@@ -331,6 +331,44 @@ def test_statistics_from_crops_equal_whole_volume(data, gt) -> None:
     assert cropped == dict(ref_case(gt, pred), voxel_volume_mm3=2.0)
 
 
+def _blocks(n: int) -> st.SearchStrategy[list[tuple[int, ...]]]:
+    """Up to ``n`` labelled blocks (label, x0, x1, y0, y1, z0, z1 in a 12x9x7 grid)."""
+    block = st.tuples(
+        st.sampled_from([1, 2, 2]),
+        *(st.integers(0, d - 1) for d in (12, 9, 7)),
+        *(st.integers(1, 4) for _ in range(3)),
+    )
+    return st.lists(block, max_size=n)
+
+
+def _paint(blocks: list[tuple[int, ...]]) -> np.ndarray:
+    a = np.zeros((12, 9, 7), dtype=np.uint8, order="F")
+    for label, x, y, z, dx, dy, dz in blocks:
+        a[x : x + dx, y : y + dy, z : z + dz] = label
+    return a
+
+
+@settings(max_examples=150, deadline=None)
+@given(gt_blocks=_blocks(4), pred_blocks=_blocks(5), connectivity=st.sampled_from([6, 26]))
+def test_crops_apart_nested_or_overlapping_equal_the_reference(
+    gt_blocks, pred_blocks, connectivity
+) -> None:
+    """Sparse masks, so the two crops lie apart, overlap in part, or one holds the
+    other: each side is counted on its own crop and compared only where the crops
+    overlap, which must give the whole-volume reference's counts."""
+    gt, pred = _paint(gt_blocks), _paint(pred_blocks)
+    gb, pb = foreground_bbox(gt), foreground_bbox(pred)
+    got = statistics_from_crops(
+        None if gb is None else crop(gt, gb),
+        gb,
+        None if pb is None else crop(pred, pb),
+        pb,
+        voxel_volume_mm3=1.0,
+        connectivity=connectivity,
+    ).as_dict()
+    assert got == dict(ref_case(gt, pred, connectivity=connectivity), voxel_volume_mm3=1.0)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.data(),
