@@ -5,13 +5,12 @@ reduction of these records, so cases can be scored in parallel, stored, re-ranke
 and bootstrapped without reading an image again.
 
 The per-case work runs on each side's foreground crop (bounding box of its non-zero
-voxels): ``np.bincount`` of each crop gives its label volumes and ``cc3d`` labels its
-GTVn lesions; the two sides meet only where the crops overlap, so one
-``np.bincount`` of ``3*gt + pred`` over that overlap gives the intersections and
-one ``np.unique`` over the voxels there where both sides are lesions gives every
-component pair's overlap; the groups of SPEC step 2 are the connected components of
-the bipartite overlap graph (``scipy.sparse.csgraph``); the IoU test is done in
-integers.
+voxels): ``np.count_nonzero`` gives its label volumes and ``cc3d`` labels its GTVn
+lesions. The two sides meet only where the crops overlap: there, one bitwise AND of
+the labels gives both intersections, and one ``np.unique`` over the voxels where
+both sides are lesions gives every component pair's overlap. The groups of SPEC
+step 2 are the connected components of the bipartite overlap graph
+(``scipy.sparse.csgraph``); the IoU test is done in integers.
 """
 
 from __future__ import annotations
