@@ -315,19 +315,24 @@ def test_bounds_and_flip_invariance(data, gt) -> None:
         assert 0.0 <= m[k] <= 1.0
 
 
+def _from_crops(gt: np.ndarray, pred: np.ndarray, **kw) -> dict:
+    """statistics_from_crops given each side's foreground crop, as the scorer does."""
+    gb, pb = foreground_bbox(gt), foreground_bbox(pred)
+    return statistics_from_crops(
+        None if gb is None else crop(gt, gb),
+        gb,
+        None if pb is None else crop(pred, pb),
+        pb,
+        **kw,
+    ).as_dict()
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), gt=label_maps)
 def test_statistics_from_crops_equal_whole_volume(data, gt) -> None:
     pred = data.draw(arrays(np.uint8, gt.shape, elements=st.sampled_from([0, 0, 1, 2])))
     gt, pred = np.asfortranarray(gt), np.asfortranarray(pred)
-    gb, pb = foreground_bbox(gt), foreground_bbox(pred)
-    cropped = statistics_from_crops(
-        None if gb is None else crop(gt, gb),
-        gb,
-        None if pb is None else crop(pred, pb),
-        pb,
-        voxel_volume_mm3=2.0,
-    ).as_dict()
+    cropped = _from_crops(gt, pred, voxel_volume_mm3=2.0)
     assert cropped == dict(ref_case(gt, pred), voxel_volume_mm3=2.0)
 
 
@@ -357,15 +362,7 @@ def test_crops_apart_nested_or_overlapping_equal_the_reference(
     other: each side is counted on its own crop and compared only where the crops
     overlap, which must give the whole-volume reference's counts."""
     gt, pred = _paint(gt_blocks), _paint(pred_blocks)
-    gb, pb = foreground_bbox(gt), foreground_bbox(pred)
-    got = statistics_from_crops(
-        None if gb is None else crop(gt, gb),
-        gb,
-        None if pb is None else crop(pred, pb),
-        pb,
-        voxel_volume_mm3=1.0,
-        connectivity=connectivity,
-    ).as_dict()
+    got = _from_crops(gt, pred, voxel_volume_mm3=1.0, connectivity=connectivity)
     assert got == dict(ref_case(gt, pred, connectivity=connectivity), voxel_volume_mm3=1.0)
 
 
