@@ -412,12 +412,15 @@ class _GzipStream:
                 elif not out and not self.data:
                     break
         except _ZERRORS as exc:
-            raise _fail(
-                self.name,
-                f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
-            ) from None
+            raise self._corrupt(exc) from None
         self.produced += n - need
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _corrupt(self, exc: BaseException) -> FormatError:
+        return _fail(
+            self.name,
+            f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
+        )
 
     def finish(self) -> None:
         """Read on to the end of the member, where zlib checks its CRC-32 (a corrupt
@@ -431,10 +434,7 @@ class _GzipStream:
                 if not extra and not self.data:
                     break
         except _ZERRORS as exc:
-            raise _fail(
-                self.name,
-                f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
-            ) from None
+            raise self._corrupt(exc) from None
 
 
 def read_label_crop(
