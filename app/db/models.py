@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -70,6 +71,14 @@ RECEIVED = "received"
 STATES = (RECEIVED, QUEUED, RUNNING, SCORED, VALID, FAILED)
 PENDING_STATES = (QUEUED, RUNNING)
 
+# Phase.case_rows
+CASE_ROWS_SCORES = "scores"
+CASE_ROWS_NONE = "none"
+CASE_ROWS = (CASE_ROWS_SCORES, CASE_ROWS_NONE)
+# Submission.priority
+PRIORITY_NORMAL = 0
+PRIORITY_RESCORE = 10
+
 
 class Phase(Base):
     __tablename__ = "phases"
@@ -86,6 +95,22 @@ class Phase(Base):
     # ranking analysis (issue 8): bootstrap resamples and seed, chosen by the organizers
     analysis_resamples: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
     analysis_seed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # what a team sees of its own per-case rows: CASE_ROWS_SCORES (its predictions and
+    # per-case scores, never a ground-truth value) or CASE_ROWS_NONE (no per-case rows)
+    case_rows: Mapped[str] = mapped_column(String(16), default="scores", server_default="scores")
+    # per-centre results of smaller centres are shown to organizers only
+    min_center_cases: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
+    # per team, task and 24 hours: dry runs and failed submissions, in count and bytes
+    dry_run_limit: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
+    dry_run_bytes: Mapped[int] = mapped_column(
+        BigInteger, default=8 << 30, server_default=str(8 << 30)
+    )
+    failed_limit: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    failed_bytes: Mapped[int] = mapped_column(
+        BigInteger, default=8 << 30, server_default=str(8 << 30)
+    )
+    # uploads of failed submissions and dry runs are deleted after this many days
+    retention_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
 
     tasks: Mapped[list[PhaseTask]] = relationship(
         back_populates="phase", order_by="PhaseTask.task", cascade="all, delete-orphan"
@@ -167,11 +192,15 @@ class Submission(Base):
     filename: Mapped[str] = mapped_column(String(255), default="")
     archive_path: Mapped[str] = mapped_column(Text, default="")  # relative to the data dir
     archive_type: Mapped[str] = mapped_column(String(16), default="")
-    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str] = mapped_column(String(64), default="")
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # 0 normal; higher runs after every lower one (organizers' re-scoring)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # when retention deleted the stored upload (failed submissions and dry runs)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -278,3 +307,22 @@ class LeaderboardSnapshot(Base):
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     content_sha256: Mapped[str] = mapped_column(String(64))
     evaluator_version: Mapped[str] = mapped_column(String(32))
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random id whose SHA-256 is stored here,
+    never the API token. Logout or a revoked token ends it (``revoked_at``)."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sid_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=True
+    )
+    token_sha256: Mapped[str] = mapped_column(String(64))  # the token that signed in
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
