@@ -554,25 +554,40 @@ def list_phases(session: Session) -> list[Phase]:
 
 
 def rescore(session: Session, phase_name: str, task: int | None = None) -> list[int]:
-    """Queue every finished, non-dry-run submission of the phase again. Returns their ids.
+    """Queue every finished, non-dry-run submission of the phase again, at low priority
+    (``PRIORITY_RESCORE``: judges take every team's own submissions first). Returns
+    their ids.
 
-    Stored results stay until the new ones replace them, so the leaderboard keeps
-    showing the old scores while re-scoring runs.
+    Submissions whose upload retention deleted (``purged_at``, failed ones only) are
+    skipped: there is nothing left to score. Stored results stay until the new ones
+    replace them, so the leaderboard keeps showing the old scores while re-scoring runs.
     """
+    from app.db.models import PRIORITY_RESCORE
+
     phase = get_phase(session, phase_name)
-    q = select(Submission.id).where(
+    where = [
         Submission.phase_id == phase.id,
         Submission.dry_run.is_(False),
         Submission.status.in_((SCORED, FAILED)),
-    )
+    ]
     if task is not None:
-        q = q.where(Submission.task == task)
-    ids = list(session.scalars(q.order_by(Submission.id)))
-    if ids:
-        session.execute(
+        where.append(Submission.task == task)
+    ids = sorted(
+        session.scalars(
             update(Submission)
-            .where(Submission.id.in_(ids))
-            .values(status=QUEUED, progress_done=0, attempts=0)
+            .where(*where, Submission.purged_at.is_(None))
+            .values(status=QUEUED, progress_done=0, attempts=0, priority=PRIORITY_RESCORE)
+            .returning(Submission.id)
+        )
+    )
+    purged = session.scalar(
+        select(func.count(Submission.id)).where(*where, Submission.purged_at.is_not(None))
+    )
+    if purged:
+        log.info(
+            "phase %s: %d failed submission(s) not re-scored: retention deleted their uploads",
+            phase.name,
+            purged,
         )
     return ids
 
@@ -647,9 +662,19 @@ def check_quota(
 
 
 def precheck_submission(
-    session: Session, principal: Principal, phase_name: str, task: int, *, dry_run: bool
+    session: Session,
+    principal: Principal,
+    phase_name: str,
+    task: int,
+    *,
+    dry_run: bool,
+    size: int | None = None,
 ) -> Phase:
-    """Everything that can be refused before the upload is read."""
+    """Everything that can be refused before the upload is read (``size`` None), or,
+    with the upload's ``size``, before it is registered: the quota and the allowances
+    (:mod:`app.allowances`)."""
+    from app.allowances import check_allowances
+
     if principal.role != TEAM or principal.team_id is None:
         raise Forbidden("only a team token can submit; organizers have no team")
     phase = get_phase(session, phase_name)
@@ -658,6 +683,7 @@ def precheck_submission(
         raise Forbidden(f"phase {phase.name!r} is closed; it accepts no submissions")
     if not dry_run:
         check_quota(session, phase, principal.team_id, task)
+    check_allowances(session, phase, principal.team_id, task, dry_run=dry_run, size=size)
     return phase
 
 
@@ -682,12 +708,19 @@ def register_submission(
     from app.uploads import stored_name
 
     with _quota_lock:
-        phase = precheck_submission(session, principal, phase_name, task, dry_run=dry_run)
+        phase = precheck_submission(
+            session, principal, phase_name, task, dry_run=dry_run, size=size
+        )
         if session.get_bind().dialect.name == "postgresql":
             # serialise concurrent uploads of one team across processes
             session.execute(select(Team.id).where(Team.id == principal.team_id).with_for_update())
             if not dry_run:
                 check_quota(session, phase, principal.team_id or 0, task)
+            from app.allowances import check_allowances
+
+            check_allowances(
+                session, phase, principal.team_id or 0, task, dry_run=dry_run, size=size
+            )
         sub = Submission(
             team_id=principal.team_id,
             phase_id=phase.id,

@@ -2,9 +2,25 @@
 
 ``celery -A app.jobs.celery_app ...`` finds ``app`` here (configured from the
 ``HECKTOR_*`` environment); ``hecktor-eval worker`` starts a worker on an app made by
-:func:`make_celery_app` from its settings. The one task,
-``hecktor.judge``, takes only a submission id and calls :func:`app.jobs.runner.run_job`
-with the worker's own settings (database, data dir, job limits).
+:func:`make_celery_app` from its settings. The one task, ``hecktor.judge``, is a
+ticket: "judge one job". It carries the id of the submission whose upload published
+it, but the worker judges whichever job is the fairest to start *when it takes the
+ticket* (:func:`judge_next`), with the worker's own settings (database, data dir, job
+limits).
+
+Why tickets: the broker's queue is first in, first out, and its messages cannot be
+reordered, so two slow jobs of team A published before team B's one would make B wait
+for both. Instead every upload publishes one ticket, and a worker taking a ticket
+chooses among the ``queued`` rows of the database by the same key as the local
+dispatcher (:class:`app.jobs.dispatcher.LocalDispatcher`):
+
+    (priority, the team's jobs running now, when the team last got a judge, id)
+
+so an organizer's re-scoring (``PRIORITY_RESCORE``) waits for the teams' own
+submissions, and a team's second job never starts while another team's first waits.
+Tickets are interchangeable: each judges at most one job, and there are always at
+least as many tickets as ``queued`` rows (one per upload, re-scoring or recovery), so
+no row is left behind; a ticket that finds nothing to do is skipped.
 
 Delivery guarantees, and where exactly-once comes from:
 
@@ -12,24 +28,32 @@ Delivery guarantees, and where exactly-once comes from:
   that dies mid-job leaves it unacknowledged; Redis hands it out again once the
   visibility timeout has passed (``broker_visibility_timeout``, above the job time
   limit so that a job still running is never handed to a second worker), checked by
-  every live worker each ``broker_restore_interval`` seconds;
+  every live worker each ``broker_restore_interval`` seconds. The re-delivered ticket
+  first claims its own submission again if that row was left ``running`` by a judge
+  that is gone, then any other such orphan, before it looks at ``queued`` rows;
 - ``task_reject_on_worker_lost``: a pool process that dies (killed, out of memory)
   puts its message back at once instead of acknowledging it;
 - ``worker_prefetch_multiplier = 1``: a worker reserves only the jobs it runs, so a
   long job never holds others hostage;
 - the database decides who judges: :func:`~app.jobs.runner.run_job` claims the row
-  under a PostgreSQL advisory lock (:mod:`app.jobs.locks`), so duplicates are skipped
-  and the row of a dead worker is claimed again by the re-delivered message.
+  under a PostgreSQL advisory lock (:mod:`app.jobs.locks`) with a conditional update
+  (``queued -> running``), so two workers that chose the same row judge it once: the
+  loser's ``run_job`` returns ``skipped`` and its ticket chooses again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from app.db.models import QUEUED, RUNNING, Submission
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +62,8 @@ TASK_NAME = "hecktor.judge"
 # seconds a task may outlive the job limit before Celery kills its pool process (the
 # job's own parent enforces the limit; this is the backstop if the parent is stuck)
 HARD_LIMIT_GRACE = 300
+# queued rows a ticket looks at to find each team's next job (oldest first)
+QUEUED_SCAN = 10_000
 
 
 @worker_process_init.connect
@@ -49,15 +75,104 @@ def _preload_scorer(**_: Any) -> None:
     preload_scorer()
 
 
-def judge(task: Task, submission_id: int) -> str:
-    """The task: judge one submission with this worker's settings."""
-    from sqlalchemy.exc import DBAPIError
+# choices a ticket makes before giving up when other workers keep winning the claim
+MAX_CLAIM_TRIES = 20
 
-    from app.jobs.runner import run_job
+
+def fair_candidates(session: Session, *, exclude: Collection[int] = ()) -> list[int]:
+    """``queued`` submissions in the order judges should take them: each team's next
+    job (lowest priority, then oldest), teams ordered by (its priority, the team's
+    ``running`` jobs, the team's latest start, id). Only each team's next job is
+    listed: a team's later jobs never come before it."""
+    queued = session.execute(
+        select(Submission.id, Submission.team_id, Submission.priority)
+        .where(Submission.status == QUEUED)
+        .order_by(Submission.priority, Submission.id)
+        .limit(QUEUED_SCAN)
+    ).all()
+    heads: dict[int, tuple[int, int]] = {}
+    for sid, team, priority in queued:
+        if sid not in exclude and team not in heads:
+            heads[team] = (int(priority or 0), int(sid))
+    if not heads:
+        return []
+    running = dict(
+        session.execute(
+            select(Submission.team_id, func.count(Submission.id))
+            .where(Submission.status == RUNNING, Submission.team_id.in_(list(heads)))
+            .group_by(Submission.team_id)
+        ).all()
+    )
+    served = dict(
+        session.execute(
+            select(Submission.team_id, func.max(Submission.started_at))
+            .where(Submission.team_id.in_(list(heads)), Submission.started_at.is_not(None))
+            .group_by(Submission.team_id)
+        ).all()
+    )
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def key(team: int) -> tuple[int, int, datetime, int]:
+        priority, sid = heads[team]
+        last = served.get(team) or never
+        if last.tzinfo is None:  # SQLite hands back naive UTC from an aggregate
+            last = last.replace(tzinfo=UTC)
+        return priority, int(running.get(team, 0)), last, sid
+
+    return [heads[t][1] for t in sorted(heads, key=key)]
+
+
+def judge_next(settings: Settings, hint: int | None = None) -> str:
+    """Take one ticket: judge the fairest job and return its outcome (``skipped`` when
+    there was nothing to judge). ``hint`` is the submission the ticket was published
+    for: claimed again first if its row was left ``running`` by a judge that is gone."""
+    from app.db.session import get_engine, session_factory, session_scope
+    from app.jobs.celery_dispatcher import orphaned_running_ids
+    from app.jobs.runner import SKIPPED, run_job
+
+    sd = settings.to_dict()
+    sf = session_factory(get_engine(settings.db_url))
+    with session_scope(sf) as s:
+        hint_running = (
+            hint is not None
+            and s.scalar(select(Submission.status).where(Submission.id == hint)) == RUNNING
+        )
+    if hint_running and hint is not None:  # a re-delivered ticket, or a duplicate
+        outcome = run_job(hint, sd)
+        if outcome != SKIPPED:
+            return outcome
+    tried: set[int] = set()
+    with session_scope(sf) as s:
+        orphans = orphaned_running_ids(s)
+    for sid in orphans:  # left by a dead judge whose ticket went elsewhere
+        tried.add(sid)
+        outcome = run_job(sid, sd)
+        if outcome != SKIPPED:
+            return outcome
+    for _ in range(MAX_CLAIM_TRIES):
+        with session_scope(sf) as s:
+            candidates = fair_candidates(s, exclude=tried)
+        if not candidates:
+            break
+        sid = candidates[0]
+        outcome = run_job(sid, sd)
+        if outcome != SKIPPED:
+            return outcome
+        tried.add(sid)  # another worker won it (or it finished meanwhile): choose again
+    log.info(
+        "ticket of submission %s: no queued submission left to judge; skipped",
+        hint if hint is not None else "-",
+    )
+    return SKIPPED
+
+
+def judge(task: Task, submission_id: int) -> str:
+    """The task: take one ticket (judge the fairest job) with this worker's settings."""
+    from sqlalchemy.exc import DBAPIError
 
     settings: Settings = getattr(task.app, "hecktor_settings", None) or get_settings()
     try:
-        return run_job(int(submission_id), settings.to_dict())
+        return judge_next(settings, int(submission_id))
     except DBAPIError as exc:  # database unreachable: try again later, keep the message
         countdown = min(60, 2 ** min(task.request.retries, 6))
         log.warning(
@@ -115,7 +230,8 @@ def make_celery_app(settings: Settings) -> Celery:
 
 
 def send_judge(celery: Celery, submission_id: int, queue: str) -> None:
-    """Publish one job: only the submission id travels; bounded retries if Redis is down."""
+    """Publish one ticket (for the submission id it carries; see :func:`judge_next`);
+    bounded retries if Redis is down."""
     celery.send_task(
         TASK_NAME,
         args=[int(submission_id)],

@@ -1,10 +1,14 @@
 """``HECKTOR_DISPATCHER=celery``: the service publishes jobs to Redis; ``hecktor-eval
 worker`` processes on any number of machines judge them.
 
-Only the submission id travels. The database row stays the source of truth: workers
-claim rows under a PostgreSQL advisory lock (:mod:`app.jobs.locks`), so any number of
-copies of a message lead to one judging, and a message re-delivered after its worker
-died claims the orphaned ``running`` row again.
+Each message is a ticket, "judge one job", carrying only the id of the submission it
+was published for; the worker that takes it judges the job that is the fairest to
+start at that moment, chosen from the database (:func:`app.jobs.celery_app.judge_next`:
+re-scoring last, a team's second job after another team's first). The database row
+stays the source of truth: workers claim rows under a PostgreSQL advisory lock
+(:mod:`app.jobs.locks`) with a conditional update, so any number of tickets lead to
+one judging per row, and a ticket re-delivered after its worker died claims the
+orphaned ``running`` row again.
 
 Beside publishing, the dispatcher keeps a small maintenance thread in the service:
 
@@ -64,7 +68,8 @@ def orphaned_running_ids(session: Session) -> list[int]:
 
 
 class CeleryDispatcher(Dispatcher):
-    """Publishes ``hecktor.judge(submission_id)`` to the broker; judges nothing itself."""
+    """Publishes one ``hecktor.judge`` ticket per queued submission to the broker;
+    judges nothing itself."""
 
     name = "celery"
 

@@ -16,17 +16,19 @@ recovers unfinished rows on start-up (:meth:`Dispatcher.recover_pending`).
 from __future__ import annotations
 
 import abc
+import heapq
 import logging
 import multiprocessing
 import threading
+from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db.models import FAILED, QUEUED, RUNNING, Submission, utcnow
+from app.db.models import FAILED, PRIORITY_NORMAL, QUEUED, RUNNING, Submission, utcnow
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs.runner import run_job, warm_up
 from app.services import recover_pending
@@ -69,7 +71,24 @@ class Dispatcher(abc.ABC):
 
 
 class LocalDispatcher(Dispatcher):
-    """A bounded ``ProcessPoolExecutor`` (spawn context by default) running ``run_job``.
+    """A bounded ``ProcessPoolExecutor`` (spawn context by default) running ``run_job``,
+    with the queue kept here, not in the pool, so that the order is fair across teams.
+
+    The pool only ever holds as many jobs as it has processes (one per judge); the
+    others wait in the pending set. Whenever a judge is free it takes the pending job
+    with the smallest key
+
+        (priority, jobs of its team running now, when its team last got a judge, id)
+
+    - ``priority`` first: an organizer's re-scoring (``PRIORITY_RESCORE``) waits for
+      every team's own submissions;
+    - then the team with the fewest jobs running: with several judges, a team's
+      second job never starts while another team's first waits;
+    - then the team served least recently: with one judge, team A's second job waits
+      behind team B's first even though A's first has finished (A got a judge more
+      recently than B, which never did);
+    - then the submission id, i.e. first come first served within a team (only each
+      team's oldest pending job of the lowest priority can be the smallest).
 
     A worker that dies (out of memory, a crash in native code) breaks the pool: the pool
     is replaced, and each affected submission is queued again, or marked failed after
@@ -93,7 +112,12 @@ class LocalDispatcher(Dispatcher):
         self._executor = executor
         self._owns_executor = executor is None
         self._lock = threading.Lock()
-        self._futures: dict[Future[str], int] = {}
+        self._futures: dict[Future[str], tuple[int, int]] = {}  # running: -> (id, team)
+        self._waiting: dict[int, list[tuple[int, int]]] = {}  # team -> heap (priority, id)
+        self._waiting_ids: set[int] = set()
+        self._running_per_team: Counter[int] = Counter()
+        self._served: dict[int, int] = {}  # team -> sequence number of its last start
+        self._starts = 0
         self._closed = False
 
     @staticmethod
@@ -117,29 +141,90 @@ class LocalDispatcher(Dispatcher):
             self._closed = False
         log.info("local dispatcher: %d judging process(es)", self.max_workers)
 
+    def _lookup(self, submission_id: int) -> tuple[int, int]:
+        """(priority, team id) of a submission; unknown rows sort as normal, team -1."""
+        try:
+            sf = session_factory(get_engine(self.settings.db_url))
+            with session_scope(sf) as s:
+                row = s.execute(
+                    select(Submission.priority, Submission.team_id).where(
+                        Submission.id == submission_id
+                    )
+                ).first()
+        except Exception:
+            log.warning("submission %d: could not read its team and priority", submission_id)
+            row = None
+        if row is None:
+            return PRIORITY_NORMAL, -1
+        return int(row.priority or 0), int(row.team_id)
+
     def submit(self, submission_id: int) -> None:
+        priority, team = self._lookup(submission_id)
         with self._lock:
             if self._closed:
                 log.warning("dispatcher closed; submission %d stays queued", submission_id)
                 return
             if self._executor is None:
                 raise RuntimeError("LocalDispatcher.start() was not called")
+            if submission_id in self._waiting_ids:
+                return  # already waiting for a judge
+            self._waiting_ids.add(submission_id)
+            heapq.heappush(self._waiting.setdefault(team, []), (priority, submission_id))
+            started = self._fill_locked()
+        self._watch(started)
+
+    def _next_locked(self) -> int | None:
+        """The team whose next job is the fairest to start (see the class docstring)."""
+        best: tuple[int, int, int, int] | None = None
+        best_team = None
+        for team, heap in self._waiting.items():
+            if not heap:
+                continue
+            priority, sid = heap[0]
+            key = (priority, self._running_per_team[team], self._served.get(team, -1), sid)
+            if best is None or key < best:
+                best, best_team = key, team
+        return best_team
+
+    def _fill_locked(self) -> list[Future[str]]:
+        """Start pending jobs while a judge is free. Returns the new futures, whose
+        callbacks the caller adds after releasing the lock (a future that is done
+        already runs its callback at once, which takes the lock)."""
+        started: list[Future[str]] = []
+        while len(self._futures) < self.max_workers:
+            team = self._next_locked()
+            if team is None:
+                break
+            _, sid = heapq.heappop(self._waiting[team])
+            self._waiting_ids.discard(sid)
+            if not self._waiting[team]:
+                del self._waiting[team]
+            assert self._executor is not None
             try:
-                fut = self._executor.submit(run_job, submission_id, self.settings_dict)
+                fut = self._executor.submit(run_job, sid, self.settings_dict)
             except BrokenProcessPool:
                 self._replace_executor_locked()
-                fut = self._executor.submit(run_job, submission_id, self.settings_dict)
-            self._futures[fut] = submission_id
-        fut.add_done_callback(self._done)
+                fut = self._executor.submit(run_job, sid, self.settings_dict)
+            self._futures[fut] = (sid, team)
+            self._running_per_team[team] += 1
+            self._starts += 1
+            self._served[team] = self._starts
+            started.append(fut)
+        return started
+
+    def _watch(self, futures: list[Future[str]]) -> None:
+        for fut in futures:
+            fut.add_done_callback(self._done)
 
     @property
     def pending(self) -> int:
+        """Jobs held: running and waiting for a judge."""
         with self._lock:
-            return len(self._futures)
+            return len(self._futures) + len(self._waiting_ids)
 
     def in_flight(self) -> set[int]:
         with self._lock:
-            return set(self._futures.values())
+            return {sid for sid, _ in self._futures.values()} | self._waiting_ids
 
     def _replace_executor_locked(self) -> None:
         old = self._executor
@@ -151,7 +236,13 @@ class LocalDispatcher(Dispatcher):
 
     def _done(self, fut: Future[str]) -> None:
         with self._lock:
-            sid = self._futures.pop(fut, None)
+            sid, team = self._futures.pop(fut, (None, -1))
+            if sid is not None:
+                self._running_per_team[team] -= 1
+                if self._running_per_team[team] <= 0:
+                    del self._running_per_team[team]
+            started = [] if self._closed or self._executor is None else self._fill_locked()
+        self._watch(started)
         if sid is None or fut.cancelled():
             return
         exc = fut.exception()
@@ -215,6 +306,8 @@ class LocalDispatcher(Dispatcher):
             self._closed = True
             ex, owns = self._executor, self._owns_executor
             futures = list(self._futures)
+            self._waiting.clear()  # they stay queued in the database
+            self._waiting_ids.clear()
         for f in futures:
             f.cancel()
         if ex is None or not owns:
