@@ -18,6 +18,14 @@ a job that lost its lock (a network partition) can never overwrite a newer attem
 SQLite has no such lock: there the job lock is a no-op and only ``queued`` rows are
 claimable (the local dispatcher re-queues the rows of a crashed pool process itself).
 
+On every database, each job also owns a temporary folder in the data dir,
+``<data_dir>/tmp/job-<id>-<random>/``, holding an ``.owner`` file that the judging
+process keeps ``flock``-ed (:func:`job_dir`); the kernel drops that lock when the
+process (and its judging child, which inherits it) is gone. So on one machine
+:func:`live_job_ids` tells which submissions a live judge holds, even across
+processes and without PostgreSQL, and a folder whose lock is free is left over by a
+killed job and can be removed (:mod:`app.jobs.sweeper`).
+
 Do not put a transaction-pooling proxy (PgBouncer in ``transaction`` mode) between the
 workers and PostgreSQL: session-level locks need a real session.
 """
@@ -26,9 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
@@ -44,6 +57,9 @@ _KEEPALIVES = {
     "tcp_keepalives_count": "3",
     "tcp_user_timeout": "60000",
 }
+TMP_DIR = "tmp"  # under the data dir: the judging jobs' temporary folders
+OWNER_FILE = ".owner"
+_JOB_DIR = re.compile(r"job-(\d+)-[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -117,3 +133,70 @@ def held_submission_ids(session: Session) -> set[int] | None:
         {"ns": NAMESPACE},
     )
     return {int(r[0]) for r in rows}
+
+
+def jobs_tmp_root(data_dir: Path) -> Path:
+    """``<data_dir>/tmp``: where every judging job's temporary folder lives."""
+    return Path(data_dir) / TMP_DIR
+
+
+def _flock(fd: int, *, block: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no ownership record
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def job_dir(data_dir: Path, submission_id: int) -> Iterator[Path]:
+    """A fresh ``<data_dir>/tmp/job-<id>-<random>/`` owned (``flock``) by this process for
+    the ``with`` block, then removed."""
+    root = jobs_tmp_root(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"job-{int(submission_id)}-", dir=root))
+    fd = os.open(path / OWNER_FILE, os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        _flock(fd, block=True)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def job_dir_owned(path: Path) -> bool | None:
+    """Whether a live process holds the job folder ``path``: True, False (its job is gone),
+    or None when it has no owner file (being created, or not a job's folder)."""
+    try:
+        fd = os.open(path / OWNER_FILE, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True  # cannot tell: never take it from a live job
+    try:
+        return not _flock(fd, block=False)
+    finally:
+        os.close(fd)  # closing this descriptor drops the lock it may have taken
+
+
+def job_dirs(data_dir: Path) -> Iterator[tuple[int, Path]]:
+    """``(submission id, folder)`` of every job folder under ``<data_dir>/tmp``."""
+    root = jobs_tmp_root(data_dir)
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = _JOB_DIR.fullmatch(entry.name)
+        if m and entry.is_dir():
+            yield int(m.group(1)), entry
+
+
+def live_job_ids(data_dir: Path) -> set[int]:
+    """Submissions whose job folder a live process holds, on this machine."""
+    return {sid for sid, path in job_dirs(data_dir) if job_dir_owned(path)}

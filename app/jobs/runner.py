@@ -12,19 +12,31 @@ twice, or N times at once on M machines:
   No lock, or no row changed: someone else has it, and the job returns ``skipped``;
 - it scores in a child process with the per-job memory and time limits
   (:mod:`app.jobs.isolation`); going over either fails the submission with a message
-  naming the limit, and the calling process goes on serving;
+  naming the limit, and the calling process goes on serving. The child has no
+  database connection and no secrets: it sends its progress and its outcome through
+  a pipe, and this process writes them;
 - it writes progress, and at the end the result plus the per-case rows, only while
   the row is still ``running`` with its own attempt number, all in one transaction.
+  A result that cannot be written (disk or database full, database unreachable) is
+  tried again a few times with backoff (:data:`WRITE_TRIES`), then the submission
+  fails as a *platform* failure (error kind :data:`PLATFORM`), which counts neither
+  against the team's quota nor against its failed-submission allowance. If even that
+  cannot be written the row stays ``running`` with no live judge, and the sweeper
+  (:mod:`app.jobs.sweeper`) queues it again;
+- its temporary files live in ``<data_dir>/tmp/job-<id>-<random>/`` (never ``/tmp``),
+  owned by this process (:func:`app.jobs.locks.job_dir`) and removed when it ends.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -47,7 +59,6 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import (
-    dispose_engines,
     get_engine,
     read_only,
     rowcount,
@@ -61,17 +72,30 @@ from app.jobs.isolation import (
     ChildOutcome,
     format_duration,
     run_in_child,
+    send_to_parent,
     set_memory_limit,
+    watch_parent,
 )
-from app.jobs.locks import submission_lock
+from app.jobs.locks import job_dir, submission_lock
 from app.services import absolute, delete_results, replace_result
 from app.settings import Settings
+from app.storage import FULL_ERRNOS, SERVER_STORAGE_FULL, storage_reason
 
 log = logging.getLogger(__name__)
 
 CLAIMED = "claimed"
 SKIPPED = "skipped"
 SUPERSEDED = "superseded"
+UNSTORED = "unstored"  # the outcome could not be written; the row is left to the sweeper
+
+# The error kind of a failure that is the platform's, not the submission's (the result
+# could not be stored, the judges kept dying). Submissions failed with it count neither
+# in the daily quota nor in the failed-submission allowance (see app.allowances).
+PLATFORM = "platform"
+# A result write that fails is tried this many times, waiting WRITE_BACKOFF seconds
+# before the second try and twice as long before each next one (0.5+1+2+4 = 7.5 s).
+WRITE_TRIES = 5
+WRITE_BACKOFF = 0.5
 
 # A `running` row is claimed again only when its job is gone; after this many claims
 # (the judge died each time, e.g. its machine was lost) the submission is failed.
@@ -81,8 +105,8 @@ MAX_ATTEMPTS = 3
 # broker may already have handed the message to another worker.
 LOCK_WAIT_SECONDS = 2.0
 # Test-only: path of a JSON file {"<submission id>": {"allocate_mb": n, "sleep": s,
-# "signal": "SIGSEGV"}} whose actions run inside the job's limits, before scoring.
-# Never set in production.
+# "signal": "SIGSEGV", "dump_env": path, "enospc": true}} whose actions run inside the
+# job's limits, before scoring. Refused in production (see refuse_test_hooks).
 TEST_HOOKS_ENV = "HECKTOR_TEST_HOOKS"
 
 _GT_CACHE: dict[tuple[str, int, str, str], Any] = {}
@@ -161,6 +185,51 @@ def _error(kind: str, message: str, case: str = "") -> dict[str, str]:
     return {"case": case, "kind": kind, "message": message}
 
 
+def unstored_message(reason: str) -> str:
+    return (
+        f"the server could not store the result ({reason}); this does not count against "
+        "your quota, resubmit later"
+    )
+
+
+def storage_full_message() -> str:
+    return (
+        f"the server ran out of storage while judging this submission ({SERVER_STORAGE_FULL}); "
+        "this does not count against your quota, resubmit later"
+    )
+
+
+def platform_error(message: str) -> dict[str, str]:
+    """A failure of the platform (error kind :data:`PLATFORM`): refunded, never counted."""
+    return _error(PLATFORM, message)
+
+
+def lost_judges_message(attempts: int) -> str:
+    return (
+        f"the judging process stopped unexpectedly {attempts} times while scoring this "
+        "submission (a worker crashed or was lost); the organizers have been notified; this "
+        "does not count against your quota, resubmit later"
+    )
+
+
+def test_hooks_problem(settings: Settings) -> str | None:
+    """Why this process must not start: test hooks set in production mode (else None)."""
+    if settings.mode == "production" and os.environ.get(TEST_HOOKS_ENV):
+        return (
+            f"{TEST_HOOKS_ENV} is set, but test hooks (jobs made to sleep, crash or use "
+            "memory on purpose) are refused in production mode (HECKTOR_MODE=production); "
+            f"unset {TEST_HOOKS_ENV}"
+        )
+    return None
+
+
+def refuse_test_hooks(settings: Settings) -> None:
+    """Raise ``RuntimeError`` (start-up of ``serve`` and ``worker``) if test hooks are
+    set in production mode."""
+    if (why := test_hooks_problem(settings)) is not None:
+        raise RuntimeError(why)
+
+
 def _load_ground_truth(settings: Settings, pt: dict[str, Any]) -> Any:
     """The phase task's ground truth from its copy in the data dir, checked against its hash."""
     from app.services import prepared_dir
@@ -218,14 +287,7 @@ def _claim(
                 .values(
                     status=FAILED,
                     finished_at=utcnow(),
-                    errors=[
-                        _error(
-                            "limit",
-                            f"the judging process stopped unexpectedly {before.attempts} times "
-                            "while scoring this submission (a worker crashed or was lost); the "
-                            "organizers have been notified",
-                        )
-                    ],
+                    errors=[platform_error(lost_judges_message(before.attempts))],
                 )
             )
             if rowcount(res) == 1:
@@ -342,21 +404,106 @@ def _finish(
     return True
 
 
-def _fail_unclaimable(
-    sf: sessionmaker[Session], submission_id: int, attempt: int, msg: str
-) -> None:
-    _finish(sf, submission_id, attempt, status=FAILED, errors=[_error("internal", msg)])
+def _store(
+    sf: sessionmaker[Session],
+    submission_id: int,
+    attempt: int,
+    *,
+    status: str,
+    doc: dict[str, Any] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> str:
+    """:func:`_finish` with bounded retries. Returns ``status``, ``superseded`` (another
+    attempt owns the row), ``failed`` (the outcome could not be written, and the
+    submission was failed as a platform failure instead) or ``unstored`` (not even that
+    could be written: the row stays ``running`` for the sweeper)."""
+    error: Exception | None = None
+    for i in range(WRITE_TRIES):
+        try:
+            written = _finish(sf, submission_id, attempt, status=status, doc=doc, errors=errors)
+        except MemoryError:
+            raise
+        except Exception as e:
+            error = e
+            log.warning(
+                "submission %d: could not store its outcome (try %d of %d): %s",
+                submission_id,
+                i + 1,
+                WRITE_TRIES,
+                e,
+            )
+            if i + 1 < WRITE_TRIES:
+                time.sleep(WRITE_BACKOFF * 2**i)
+            continue
+        if not written:
+            log.warning(
+                "submission %d: attempt %d was superseded; result dropped", submission_id, attempt
+            )
+            return SUPERSEDED
+        return status
+    assert error is not None
+    reason = storage_reason(error)
+    log.error(
+        "submission %d: its outcome (%s) could not be stored after %d tries (%s); failing it "
+        "as a platform failure",
+        submission_id,
+        status,
+        WRITE_TRIES,
+        reason,
+        exc_info=error,
+    )
+    fail = [platform_error(unstored_message(reason))]
+    for i in range(WRITE_TRIES):
+        try:
+            if _finish(sf, submission_id, attempt, status=FAILED, errors=fail):
+                return FAILED
+            return SUPERSEDED
+        except MemoryError:
+            raise
+        except Exception as e:
+            log.warning("submission %d: could not store the failure either: %s", submission_id, e)
+            if i + 1 < WRITE_TRIES:
+                time.sleep(WRITE_BACKOFF * 2**i)
+    log.error(
+        "submission %d: nothing could be written; it stays running until the sweeper "
+        "queues it again",
+        submission_id,
+    )
+    return UNSTORED
 
 
-def _run_test_hooks(submission_id: int) -> None:
-    """Test-only actions for this submission (see ``TEST_HOOKS_ENV``); a no-op unless set."""
+def _fail_unclaimable(sf: sessionmaker[Session], submission_id: int, attempt: int, msg: str) -> str:
+    return _store(sf, submission_id, attempt, status=FAILED, errors=[_error("internal", msg)])
+
+
+def _run_test_hooks(settings: Settings, submission_id: int) -> None:
+    """Test-only actions for this submission (see ``TEST_HOOKS_ENV``); a no-op unless set,
+    and ignored (with a warning) in production mode."""
     path = os.environ.get(TEST_HOOKS_ENV)
     if not path:
+        return
+    if settings.mode == "production":
+        log.warning("%s is set in production mode; test hooks ignored", TEST_HOOKS_ENV)
         return
     try:
         hooks = json.loads(Path(path).read_text()).get(str(submission_id)) or {}
     except (OSError, ValueError):
         return
+    if hooks.get("dump_env"):  # what the judging code can see of the environment
+        Path(hooks["dump_env"]).write_text(
+            json.dumps(
+                {
+                    "environ": dict(os.environ),
+                    "proc_environ": Path("/proc/self/environ").read_bytes().decode("latin-1")
+                    if Path("/proc/self/environ").exists()
+                    else "",
+                    "tempdir": tempfile.gettempdir(),
+                    "pid": os.getpid(),
+                }
+            )
+        )
+    if hooks.get("enospc"):  # the server's disk is full while judging
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if hooks.get("allocate_mb"):
         ballast = bytearray(int(hooks["allocate_mb"]) << 20)  # MemoryError over RLIMIT_AS
         del ballast
@@ -367,31 +514,27 @@ def _run_test_hooks(submission_id: int) -> None:
 
 
 def _score(
-    sf: sessionmaker[Session],
     settings: Settings,
     submission_id: int,
     claim: dict[str, Any],
     gt: Any,
     *,
     limits_here: bool,
-) -> str:
-    """Validate and score a claimed submission and store the outcome. With ``limits_here``
-    the memory limit (and, without a parent to enforce it, the time limit) applies to
-    this process around the scorer."""
+    progress: Any,
+) -> dict[str, Any]:
+    """Validate and score a claimed submission: ``{"status", "doc", "errors"}``, written by
+    the caller. With ``limits_here`` the memory limit (and, without a parent to enforce
+    it, the time limit) applies to this process around the scorer."""
     from evaluator.errors import ScoringError, SubmissionRejected
     from evaluator.protocol import Limits, Protocol
     from evaluator.scoring import score_submission
 
-    attempt = claim["attempt"]
     pt = claim["pt"]
-    started = time.monotonic()
-    progress = _Progress(sf, submission_id, attempt, settings.progress_interval)
-    progress(0, len(gt.case_ids))  # also opens this process's connection, outside the limit
     mb = settings.job_memory_mb if limits_here else 0
     status, doc, errors = FAILED, None, None
     try:
         with _memory_limit(mb):
-            _run_test_hooks(submission_id)
+            _run_test_hooks(settings, submission_id)
             archive = absolute(settings, claim["archive_path"])
             doc = score_submission(
                 claim["task"],
@@ -413,56 +556,76 @@ def _score(
         errors = [_error("limit", memory_message(mb or settings.job_memory_mb))]
     except ScoringError as e:
         errors = [_error("scoring", str(e))]
+    except OSError as e:
+        if e.errno not in FULL_ERRNOS:
+            log.exception("submission %d: internal error while scoring", submission_id)
+            errors = [_internal_error(submission_id)]
+        else:  # the server's disk, not the submission
+            log.error("submission %d: server storage full while judging: %s", submission_id, e)
+            errors = [platform_error(storage_full_message())]
     except Exception:
         log.exception("submission %d: internal error while scoring", submission_id)
-        errors = [
-            _error(
-                "internal",
-                "internal error while scoring; the organizers have been notified "
-                f"(reference: submission {submission_id})",
-            )
-        ]
+        errors = [_internal_error(submission_id)]
     if status != FAILED:
         doc = dict(doc or {})
         doc.setdefault("status", status)
-    written = _finish(sf, submission_id, attempt, status=status, doc=doc, errors=errors)
-    if not written:
-        log.warning(
-            "submission %d: attempt %d was superseded; result dropped", submission_id, attempt
-        )
-        return SUPERSEDED
-    log.info(
-        "submission %d: %s in %.1f s (attempt %d)",
-        submission_id,
-        status,
-        time.monotonic() - started,
-        attempt,
+    return {"status": status, "doc": doc, "errors": errors}
+
+
+def _internal_error(submission_id: int) -> dict[str, str]:
+    return _error(
+        "internal",
+        "internal error while scoring; the organizers have been notified "
+        f"(reference: submission {submission_id})",
     )
-    return status
+
+
+def child_settings(settings: Settings) -> Settings:
+    """The settings a judging child gets: no organizer token, no database or broker URL
+    (it opens no connection; its parent writes everything)."""
+    return settings.model_copy(
+        update={"organizer_token": None, "database_url": "sqlite://", "broker_url": ""}
+    )
 
 
 def _score_in_child(
-    settings: Settings, submission_id: int, claim: dict[str, Any], gt: Any
+    settings: Settings, submission_id: int, claim: dict[str, Any], gt: Any, tmp: Path
 ) -> dict[str, Any]:
-    """The child's side: its own engine (the parent's were set aside at fork), closed
-    before the child leaves."""
-    try:
-        sf = session_factory(get_engine(settings.db_url))
-        return {"status": _score(sf, settings, submission_id, claim, gt, limits_here=True)}
-    finally:
-        dispose_engines()
+    """The child's side: temporary files in the job's folder, progress and outcome
+    through the pipe (:func:`app.jobs.isolation.send_to_parent`); no database."""
+    tempfile.tempdir = str(tmp)
+    os.environ["TMPDIR"] = str(tmp)
+
+    def progress(done: int, total: int) -> None:
+        send_to_parent({"progress": [int(done), int(total)]})
+
+    return _score(settings, submission_id, claim, gt, limits_here=True, progress=progress)
+
+
+def _on_child_message(progress: _Progress) -> Any:
+    def handle(message: dict[str, Any]) -> None:
+        done_total = message.get("progress")
+        if isinstance(done_total, list) and len(done_total) == 2:
+            progress(int(done_total[0]), int(done_total[1]))
+
+    return handle
 
 
 def _judge(
-    sf: sessionmaker[Session], settings: Settings, submission_id: int, claim: dict[str, Any]
+    sf: sessionmaker[Session],
+    settings: Settings,
+    submission_id: int,
+    claim: dict[str, Any],
+    tmp: Path,
 ) -> str:
     from evaluator.errors import GroundTruthError
 
     attempt = claim["attempt"]
     pt = claim["pt"]
     if pt is None:
-        _fail_unclaimable(sf, submission_id, attempt, "the phase has no ground truth for this task")
-        return FAILED
+        return _fail_unclaimable(
+            sf, submission_id, attempt, "the phase has no ground truth for this task"
+        )
     try:  # trusted input, outside the limits; cached in this process for the next jobs
         gt = _load_ground_truth(settings, pt)
     except Exception as e:
@@ -470,24 +633,35 @@ def _judge(
             log.error("submission %d: ground truth unusable: %s", submission_id, e)
         else:
             log.exception("submission %d: could not load the ground truth", submission_id)
-        _fail_unclaimable(
+        return _fail_unclaimable(
             sf,
             submission_id,
             attempt,
             "the ground truth of this phase could not be loaded; the organizers have been "
             f"notified (reference: submission {submission_id})",
         )
-        return FAILED
+    started = time.monotonic()
+    progress = _Progress(sf, submission_id, attempt, settings.progress_interval)
+    progress(0, len(gt.case_ids))
     if not CAN_FORK:  # in-process fallback: limits only inside a pool worker process
         in_worker = multiprocessing.parent_process() is not None
-        with _time_limit(settings.job_timeout_seconds if in_worker else 0):
-            return _score(sf, settings, submission_id, claim, gt, limits_here=in_worker)
+        old_tmp = tempfile.tempdir
+        tempfile.tempdir = str(tmp)
+        try:
+            with _time_limit(settings.job_timeout_seconds if in_worker else 0):
+                out = _score(
+                    settings, submission_id, claim, gt, limits_here=in_worker, progress=progress
+                )
+        finally:
+            tempfile.tempdir = old_tmp
+        return _stored(sf, submission_id, attempt, out, started)
     outcome = run_in_child(
-        functools.partial(_score_in_child, settings, submission_id, claim, gt),
+        functools.partial(_score_in_child, child_settings(settings), submission_id, claim, gt, tmp),
         timeout=settings.job_timeout_seconds,
+        on_message=_on_child_message(progress),
     )
     if outcome.report is not None and isinstance(outcome.report.get("status"), str):
-        return str(outcome.report["status"])
+        return _stored(sf, submission_id, attempt, outcome.report, started)
     if outcome.timed_out:
         log.warning(
             "submission %d: over the time limit of %s; judging process killed",
@@ -508,9 +682,26 @@ def _judge(
     else:
         log.error("submission %d: judging process %s", submission_id, outcome.ended)
         error = _error("limit", crash_message(outcome, settings.job_memory_mb))
-    if _finish(sf, submission_id, attempt, status=FAILED, errors=[error]):
-        return FAILED
-    return SUPERSEDED
+    return _store(sf, submission_id, attempt, status=FAILED, errors=[error])
+
+
+def _stored(
+    sf: sessionmaker[Session], submission_id: int, attempt: int, out: dict[str, Any], started: float
+) -> str:
+    """Write a scorer's outcome (``{"status", "doc", "errors"}``); returns what was stored."""
+    status = str(out["status"])
+    result = _store(
+        sf, submission_id, attempt, status=status, doc=out.get("doc"), errors=out.get("errors")
+    )
+    if result == status:
+        log.info(
+            "submission %d: %s in %.1f s (attempt %d)",
+            submission_id,
+            status,
+            time.monotonic() - started,
+            attempt,
+        )
+    return result
 
 
 def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
@@ -528,15 +719,18 @@ def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
         if not lock.acquired:
             log.info("submission %d: being judged by another worker; skipped", submission_id)
             return SKIPPED
-        claim = _claim(sf, submission_id, reclaim=lock.exclusive)
-        if claim is None:
-            log.info(
-                "submission %d: not queued (already claimed or finished); skipped", submission_id
-            )
-            return SKIPPED
-        if claim.get("gave_up"):
-            return FAILED
-        status = _judge(sf, settings, submission_id, claim)
+        # owned before the claim, so that a `running` row always has a live owner record
+        with job_dir(settings.data_dir, submission_id) as tmp:
+            claim = _claim(sf, submission_id, reclaim=lock.exclusive)
+            if claim is None:
+                log.info(
+                    "submission %d: not queued (already claimed or finished); skipped",
+                    submission_id,
+                )
+                return SKIPPED
+            if claim.get("gave_up"):
+                return FAILED
+            status = _judge(sf, settings, submission_id, claim, tmp)
     if status == SCORED:  # after the lock: the bootstrap holds up no other judge
         warm_analysis(engine, submission_id)
     return status
@@ -582,6 +776,7 @@ def warm_up(log_level: str = "info") -> None:
             format="%(asctime)s %(levelname)s [judge %(process)d] %(name)s: %(message)s",
         )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    watch_parent()  # a killed server leaves no judge behind
     preload_scorer()
 
 
