@@ -412,7 +412,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             select(ApiToken).where(ApiToken.role == ORGANIZER, ApiToken.revoked_at.is_(None))
         ).first()
         print(f"data folder: {settings.data_dir}")
-        print(f"database:    {settings.db_url}")
+        print(f"database:    {settings.db_url_display}")
         if existing is not None and not args.rotate_token:
             print(
                 "already initialised; an organizer token exists (use --rotate-token for a new one)"

@@ -1,7 +1,10 @@
 """Rate limit of failed authentications (token guessing), in memory, per process.
 
-A failure is a request that presents a token (bearer header, page cookie, ``?token=``,
-the login form) that does not authenticate. Failures are counted in a sliding window
+A failure is a request that presents a token (bearer header, the login form) that does
+not authenticate. A browser's session cookie is not a token: a cookie naming no live
+session (logged out, expired, rotated token) is deleted in the answer and not counted,
+so a stale cookie cannot lock out everyone behind its address; session ids are 256
+random bits, so guessing them is hopeless with or without a limit. Failures are counted in a sliding window
 per *client address* and per *token prefix* (the first 8 characters presented), so that
 neither many tokens from one address nor one partly known token from many addresses
 gets more than ``limit`` tries per ``window`` seconds. While a key is over the limit,

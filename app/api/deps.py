@@ -1,24 +1,27 @@
 """Request-scoped dependencies: settings, DB session, the caller's principal.
 
 API calls authenticate with ``Authorization: Bearer <token>`` only. HTML pages also
-accept ``?token=`` (moved into an HttpOnly cookie at once) and that cookie.
+accept the session cookie that the login form sets (a random session id, see
+:func:`app.security.open_web_session`); a token is never taken from an address.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.api.middleware import CLEAR_SESSION, SESSION_COOKIE
 from app.jobs.dispatcher import Dispatcher
 from app.ratelimit import AuthFailureLimiter, failure_keys
-from app.security import Principal, authenticate
+from app.security import Principal, authenticate, web_session_principal
 from app.services import Forbidden, ServiceError, Unauthorized, problem
 from app.settings import Settings
 
-COOKIE = "hecktor_token"
+COOKIE = SESSION_COOKIE
 
 
 def get_settings(request: Request) -> Settings:
@@ -125,9 +128,79 @@ def require_team(principal: Principal = Depends(require_principal)) -> Principal
     return principal
 
 
+def organizer_token(settings: Settings) -> str | None:
+    return settings.organizer_token.get_secret_value() if settings.organizer_token else None
+
+
 def page_principal(
     request: Request, session: Session = Depends(get_read_session)
 ) -> Principal | None:
-    """Pages: the bearer header, else the cookie. ``?token=`` is handled by a redirect."""
-    token = bearer_token(request) or request.cookies.get(COOKIE)
-    return resolve(request, session, token)
+    """Pages: the bearer header, else the session cookie. A cookie that names no live
+    session (logged out, expired, its token rotated) is deleted in the answer and is not
+    an authentication failure: session ids are 256 random bits, not worth guessing, and
+    a stale cookie must not lock out everyone behind the same address. The session's
+    CSRF token is left in ``request.state.csrf_token`` for the forms of the page."""
+    token = bearer_token(request)
+    if token is not None:
+        return resolve(request, session, token)
+    sid = request.cookies.get(COOKIE)
+    if sid is None:
+        return None
+    found = web_session_principal(session, sid, organizer_token(request.app.state.settings))
+    session.rollback()  # end the read transaction (SQLite: release the lock at once)
+    if found is None:
+        request.scope[CLEAR_SESSION] = True
+        return None
+    principal, request.state.csrf_token = found
+    return principal
+
+
+def https_site(request: Request) -> bool:
+    """Served over https: the public URL is https, or the request came over https (from
+    a trusted proxy's ``X-Forwarded-Proto``, which uvicorn applies)."""
+    settings: Settings = request.app.state.settings
+    return urlsplit(settings.public_url).scheme == "https" or request.url.scheme == "https"
+
+
+def _origin(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def form_origin_problem(request: Request) -> str | None:
+    """Why a form post does not come from this site's own pages, or None.
+
+    The browser's ``Origin`` header (else, when it sends none, the origin of ``Referer``)
+    must be the origin of ``HECKTOR_PUBLIC_URL`` or of the address the request was sent
+    to (its scheme and ``Host``)."""
+    settings: Settings = request.app.state.settings
+    sent = request.headers.get("origin")
+    source = "Origin"
+    if sent in (None, "null"):
+        sent, source = request.headers.get("referer"), "Referer"
+    own = list(
+        dict.fromkeys(
+            o for o in (_origin(str(request.base_url)), _origin(settings.public_url)) if o
+        )
+    )
+    if not sent:
+        return (
+            "the form was sent without an Origin or Referer header, so it cannot be told "
+            f"apart from a form on another site; sign in from {own[0]}/ in a browser, "
+            "or use the API with Authorization: Bearer <token>"
+        )
+    origin = _origin(sent)
+    if origin not in own:
+        return (
+            f"the form was sent from {origin or sent!r} ({source} header), not from this "
+            f"site ({', '.join(own)}); sign in from this site's own page"
+        )
+    return None

@@ -1,18 +1,21 @@
 """HTML pages: ``/`` (phases and leaderboards), ``/leaderboards/{phase}/{task}``,
 ``/submissions/{id}`` (result and per-case table).
 
-Authentication for pages: the ``Authorization: Bearer`` header, or the HttpOnly cookie
-``hecktor_token``. Opening any page with ``?token=<token>`` (or posting the form on
-``/``) stores the token in that cookie and redirects to the same page without it, so
-the token does not stay in the address bar or the history. ``/logout`` clears it.
+Authentication for pages: the ``Authorization: Bearer`` header, or the session cookie
+``hecktor_session`` that the login form on ``/`` sets (``POST /login``, checked by its
+Origin): a random session id stored server-side, never the API token, ending after
+``HECKTOR_SESSION_HOURS``, at ``POST /logout`` (with the session's CSRF token) or when the
+token that signed in is rotated. Tokens in addresses (``?token=``) are never accepted:
+such a page is redirected to itself without it (see :mod:`app.api.middleware`).
 """
 
 from __future__ import annotations
 
+import hmac
 import math
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -20,10 +23,19 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 import evaluator
-from app.api.deps import COOKIE, get_read_session, get_session, page_principal, resolve
+from app.api.deps import (
+    COOKIE,
+    form_origin_problem,
+    get_read_session,
+    get_session,
+    https_site,
+    organizer_token,
+    page_principal,
+    resolve,
+)
 from app.db.models import SCORED, VALID
 from app.leaderboard import format_rank
-from app.security import Principal
+from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
 from app.services import (
     Conflict,
     Forbidden,
@@ -118,34 +130,12 @@ def error_page(
     )
 
 
-def _token_redirect(request: Request, session: Session) -> Response | None:
-    """``?token=...``: move a valid token into the cookie and drop it from the URL."""
-    token = request.query_params.get("token")
-    if token is None:
-        return None
-    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-    url = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-    response = RedirectResponse(url, status_code=303)
-    if resolve(request, session, token) is not None:
-        response.set_cookie(
-            COOKIE,
-            token,
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-            max_age=30 * 24 * 3600,
-        )
-    return response
-
-
 @router.get("/", response_class=HTMLResponse)
 def index(
     request: Request,
     principal: Principal | None = Depends(page_principal),
     session: Session = Depends(get_read_session),
 ) -> Response:
-    if (r := _token_redirect(request, session)) is not None:
-        return r
     phases = [
         {
             "phase": p,
@@ -160,26 +150,70 @@ def index(
 
 @router.post("/login")
 def login(
-    request: Request, token: str = Form(...), session: Session = Depends(get_session)
+    request: Request,
+    token: str = Form(""),
+    next: str = Form("/"),
+    session: Session = Depends(get_session),
 ) -> Response:
-    response = RedirectResponse("/", status_code=303)
-    if resolve(request, session, token.strip()) is None:
-        return error_page(request, 401, "that token is not valid", [])
+    """Trade a token for a browser session, then go to ``next`` (a path of this site).
+    Refused (403) unless the form comes from this site's own page (Origin, else
+    Referer); a wrong token is an authentication failure (rate-limited)."""
+    if (why := form_origin_problem(request)) is not None:
+        return error_page(request, 403, f"sign-in refused: {why}", [])
+    token = token.strip()
+    if not token:
+        return error_page(request, 400, "enter a team or organizer token to sign in", [])
+    principal = resolve(request, session, token)
+    if principal is None:
+        return error_page(
+            request,
+            401,
+            "that token is not valid (mistyped, or rotated by the organizers); "
+            "paste the current token of your team",
+            [],
+        )
+    opened = open_web_session(
+        session, principal, token, hours=request.app.state.settings.session_hours
+    )
+    session.commit()
+    # a path of this site only: no scheme, no "//host", no characters a browser drops
+    local = re.fullmatch(r"/|(/[A-Za-z0-9_.\-]+)+", next) is not None
+    response = RedirectResponse(next if local else "/", status_code=303)
     response.set_cookie(
         COOKIE,
-        token.strip(),
+        opened.sid,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
-        max_age=30 * 24 * 3600,
+        secure=https_site(request),
+        max_age=opened.max_age,
     )
     return response
 
 
-@router.get("/logout")
-def logout() -> Response:
+@router.post("/logout")
+def logout(
+    request: Request, csrf_token: str = Form(""), session: Session = Depends(get_session)
+) -> Response:
+    """End this browser's session (revoked server-side) and delete its cookie. Needs the
+    session's CSRF token (the form in the page header carries it)."""
+    sid = request.cookies.get(COOKIE)
+    found = web_session_principal(session, sid, organizer_token(request.app.state.settings))
+    if found is not None:
+        if (why := form_origin_problem(request)) is not None and request.headers.get("origin"):
+            return error_page(request, 403, f"logout refused: {why}", [])
+        if not hmac.compare_digest(csrf_token.encode(), found[1].encode()):
+            return error_page(
+                request,
+                403,
+                "logout refused: the form's CSRF token does not match this session "
+                "(a form from another site, or an old page); reload the page and log out again",
+                [],
+            )
+        assert sid is not None
+        revoke_web_session(session, sid)
+        session.commit()
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(COOKIE)
+    response.delete_cookie(COOKIE, httponly=True, samesite="lax", secure=https_site(request))
     return response
 
 
@@ -193,8 +227,6 @@ def leaderboard_page(
 ) -> Response:
     """Read-only: the board comes from the leaderboard cache, like the API's, and a
     write session is opened only when the analysis is not cached yet."""
-    if (r := _token_redirect(request, session)) is not None:
-        return r
     selection = request.query_params.get("selection") or None
     live = request.query_params.get("live", "").lower() in ("1", "true", "yes")
     board = request.app.state.board_cache.leaderboard(
@@ -253,8 +285,6 @@ def submission_page(
     principal: Principal | None = Depends(page_principal),
     session: Session = Depends(get_read_session),
 ) -> Response:
-    if (r := _token_redirect(request, session)) is not None:
-        return r
     sub = get_submission(session, submission_id, principal)
     assert principal is not None
     view = submission_public(session, sub, principal)

@@ -166,6 +166,16 @@ def auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def login(client: TestClient, token: str) -> None:
+    """Sign ``client`` in through the login form, as a browser on this site does (its
+    Origin header); the client's cookie jar then holds the session cookie."""
+    origin = str(client.base_url).rstrip("/")
+    r = client.post(
+        "/login", data={"token": token}, headers={"Origin": origin}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+
+
 class Api:
     """A TestClient plus helpers that go through HTTP."""
 

@@ -11,7 +11,7 @@ from sqlalchemy import update
 from app.db.models import Phase
 from app.db.session import make_engine, session_factory
 from app.services import leaderboard
-from tests.app.conftest import ORG, InlineDispatcher, auth
+from tests.app.conftest import ORG, InlineDispatcher, auth, login
 
 
 def _fresh(api: Any, phase: str, task: int, **kw: Any) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def test_pages_read_beside_a_writer_and_follow_changes(
     sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
     first = api.client.get("/leaderboards/p/2")  # computes and stores the analysis
     assert first.status_code == 200 and "good" in first.text
-    api.client.cookies.set("hecktor_token", tok)
+    login(api.client, tok)
     writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0)
     writer.isolation_level = None
     writer.execute("BEGIN IMMEDIATE")  # the write lock, held
