@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import evaluator
+from app.access import visible_analysis, visible_board_centers, withheld_note
 from app.db.models import (
     AnalysisCache,
     CaseResult,
@@ -510,7 +511,7 @@ def analysis_view(
             "hit": hit,
             "source": "cache" if hit else "computed",
         }
-    doc.update(_public_payload(payload, board))
+    doc.update(_public_payload(visible_analysis(payload, phase, principal), board))
     return doc
 
 
@@ -533,6 +534,9 @@ def _public_payload(payload: Mapping[str, Any], board: Mapping[str, Any]) -> dic
         "centers": payload.get("centers", []),
         "per_center": payload.get("per_center", {}),
         "per_case": payload.get("per_case", {}),
+        "per_case_values": payload.get("per_case_values"),
+        "withheld_centers": payload.get("withheld_centers", 0),
+        "note": payload.get("note"),
     }
 
 
@@ -544,7 +548,8 @@ def board_analysis(
     write_sessions: Callable[[], Session] | None = None,
 ) -> dict[str, Any] | None:
     """The analysis payload of a board returned by :func:`app.services.leaderboard`
-    (the snapshot's when frozen), or None when the caller may not see scores.
+    (the snapshot's when frozen) as the caller may see it
+    (:func:`app.access.visible_analysis`), or None when the caller may not see scores.
 
     With ``write_sessions``, ``session`` is only read from (it may be a read-only one):
     a cache miss computes and stores the analysis through a session of its own."""
@@ -554,7 +559,8 @@ def board_analysis(
     except (Forbidden, Unauthorized):
         return None
     if board.get("frozen"):
-        return snapshot_analysis(session, board) or None
+        stored = snapshot_analysis(session, board)
+        return visible_analysis(stored, phase, principal) if stored else None
     pt = get_phase_task(session, phase, int(board["task"]))
     payload, _ = get_analysis_commit(
         session,
@@ -565,7 +571,7 @@ def board_analysis(
         seed=phase.analysis_seed,
         write_sessions=write_sessions,
     )
-    return payload
+    return visible_analysis(payload, phase, principal)
 
 
 # -- per centre ----------------------------------------------------------------------------
@@ -578,7 +584,8 @@ def leaderboard_centers(
     selection: str | None = None,
     live: bool = False,
 ) -> dict[str, Any]:
-    """Per-centre results of each leaderboard row (the snapshot's when frozen)."""
+    """Per-centre results of each leaderboard row (the snapshot's when frozen), as the
+    caller may see them (:func:`app.access.visible_board_centers`)."""
     phase = get_phase(session, phase_name)
     check_scores_visible(phase, principal)
     board = leaderboard(session, phase_name, task, principal, selection=selection, live=live)
@@ -596,13 +603,18 @@ def leaderboard_centers(
             centres[r["team"]] = {c: v.to_dict() for c, v in result.items()}
             for c, v in result.items():
                 counts[c] = max(counts.get(c, 0), v.n_cases)
+    shown, centres, n_withheld = visible_board_centers(
+        phase, principal, [{"center": c, "n_cases": counts[c]} for c in sorted(counts)], centres
+    )
     return {
         "phase": phase.name,
         "task": task,
         "selection": board["selection"],
         "frozen": bool(board.get("frozen")),
         "frozen_at": board.get("frozen_at"),
-        "centers": [{"center": c, "n_cases": counts[c]} for c in sorted(counts)],
+        "centers": shown,
+        "withheld_centers": n_withheld,
+        "note": withheld_note(phase, n_withheld),
         "rows": [
             {
                 "rank": r["rank"],

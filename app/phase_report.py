@@ -54,10 +54,15 @@ def task_report_data(
     payload = payload or {}
     boot = payload.get("bootstrap")
     centres = {t: centers_from_dict(c) for t, c in (payload.get("per_center") or {}).items()}
-    # case records for the per-case plot (Task 1) and the case and centre counts
+    # case records for the per-case plot (Task 1) and the case and centre counts; a
+    # payload seen by a team or an anonymous reader has each team's values sorted
+    # (``per_case_values``, no patient), or nothing per case
     cases: dict[str, list[dict[str, Any]]] = {}
     per_case = payload.get("per_case") or {}
-    if per_case:
+    values = payload.get("per_case_values")
+    if values:
+        cases = {t: [{"gtvp_dsc": v} for v in vs] for t, vs in values.items()}
+    elif values is None and per_case:
         cases = {t: [dict(c) for c in recs] for t, recs in per_case.items()}
     elif payload.get("centers"):
         stub = [
@@ -177,7 +182,13 @@ def page_sections(board: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[
     order = [(r["team"], r["submission_id"], r["rank"]) for r in board["rows"]]
     memo = hashlib.sha256(
         json.dumps(
-            [payload.get("key"), payload.get("computed_at"), board.get("snapshot_sha256"), order],
+            [
+                payload.get("key"),
+                payload.get("computed_at"),
+                payload.get("view"),  # what the caller may see (app.access)
+                board.get("snapshot_sha256"),
+                order,
+            ],
             default=str,
         ).encode()
     ).hexdigest()

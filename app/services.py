@@ -453,7 +453,16 @@ def create_phase(
     protocol: Protocol | dict[str, Any] | None = None,
     analysis_resamples: int | None = None,
     analysis_seed: int | None = None,
+    case_rows: str | None = None,
+    min_center_cases: int | None = None,
+    dry_run_limit: int | None = None,
+    dry_run_bytes: int | None = None,
+    failed_limit: int | None = None,
+    failed_bytes: int | None = None,
+    retention_days: int | None = None,
 ) -> Phase:
+    """Create a phase and import its ground truth. Settings left ``None`` take their
+    defaults (:data:`PHASE_SETTINGS`; ``daily_limit`` the server's)."""
     if not NAME_RE.match(name or ""):
         raise BadRequest(
             f"phase name {name!r} is not allowed: letters, digits, '_', '.', '-', at most 64"
@@ -478,6 +487,18 @@ def create_phase(
         phase.analysis_resamples = analysis_resamples
     if analysis_seed is not None:
         phase.analysis_seed = analysis_seed
+    extra = {
+        "case_rows": case_rows,
+        "min_center_cases": min_center_cases,
+        "dry_run_limit": dry_run_limit,
+        "dry_run_bytes": dry_run_bytes,
+        "failed_limit": failed_limit,
+        "failed_bytes": failed_bytes,
+        "retention_days": retention_days,
+    }
+    for key, value in extra.items():
+        if value is not None:
+            setattr(phase, key, check_phase_setting(key, value))
     session.add(phase)
     session.flush()
     import_ground_truth(session, settings, phase, ground_truth, parse_tasks(tasks), protocol)
@@ -486,6 +507,38 @@ def create_phase(
 
 MAX_ANALYSIS_RESAMPLES = 20_000
 MAX_ANALYSIS_SEED = 2**63 - 1
+
+#: visibility, allowance and retention settings of a phase: name -> (upper bound, what
+#: it is); ``case_rows`` takes one of :data:`app.db.models.CASE_ROWS` instead
+PHASE_SETTINGS: dict[str, tuple[int, str]] = {
+    "case_rows": (0, "what teams see of their own per-case rows: 'scores' or 'none'"),
+    "min_center_cases": (1_000_000, "centres with fewer cases are shown to organizers only"),
+    "dry_run_limit": (1_000_000, "dry runs per team, task and 24 h"),
+    "dry_run_bytes": (2**63 - 1, "bytes of dry-run uploads per team, task and 24 h"),
+    "failed_limit": (1_000_000, "failed submissions per team, task and 24 h"),
+    "failed_bytes": (2**63 - 1, "bytes of failed uploads per team, task and 24 h"),
+    "retention_days": (36_500, "days failed uploads and dry runs are kept"),
+}
+
+
+def check_phase_setting(key: str, value: Any) -> Any:
+    """``value`` when it is valid for the phase setting ``key``, else :class:`BadRequest`
+    saying what is accepted."""
+    from app.db.models import CASE_ROWS
+
+    if key == "case_rows":
+        if value not in CASE_ROWS:
+            raise BadRequest(
+                f"case_rows must be 'scores' (teams see their own per-case scores, never "
+                f"a ground-truth value) or 'none' (aggregate scores only), not {value!r}"
+            )
+        return value
+    top, what = PHASE_SETTINGS[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key} ({what}) must be a whole number, not {value!r}")
+    if not 0 <= value <= top:
+        raise BadRequest(f"{key} ({what}) must be between 0 and {top}, not {value}")
+    return value
 
 
 def _check_analysis_settings(n_resamples: int | None, seed: int | None) -> None:
@@ -501,13 +554,15 @@ def _check_analysis_settings(n_resamples: int | None, seed: int | None) -> None:
 def update_phase(session: Session, name: str, **changes: Any) -> Phase:
     phase = get_phase(session, name)
     allowed = {"is_open", "hidden", "leaderboard_public", "daily_limit", "selection", "title"}
-    allowed |= {"analysis_resamples", "analysis_seed"}
+    allowed |= {"analysis_resamples", "analysis_seed", *PHASE_SETTINGS}
     _check_analysis_settings(changes.get("analysis_resamples"), changes.get("analysis_seed"))
     for key, value in changes.items():
         if value is None:
             continue
         if key not in allowed:
             raise BadRequest(f"cannot change {key!r} of a phase")
+        if key in PHASE_SETTINGS:
+            value = check_phase_setting(key, value)
         if key == "selection" and value not in ("best", "latest"):
             raise BadRequest(f"selection must be 'best' or 'latest', not {value!r}")
         if key == "daily_limit" and value < 0:
@@ -525,6 +580,8 @@ def phase_public(phase: Phase) -> dict[str, Any]:
         "leaderboard_public": phase.leaderboard_public,
         "daily_limit": phase.daily_limit,
         "selection": phase.selection,
+        "case_rows": phase.case_rows,
+        "min_center_cases": phase.min_center_cases,
         "tasks": [t.task for t in phase.tasks],
         "created_at": phase.created_at,
     }
@@ -535,6 +592,8 @@ def phase_detail(phase: Phase) -> dict[str, Any]:
     d = phase_public(phase)
     d["analysis_resamples"] = phase.analysis_resamples
     d["analysis_seed"] = phase.analysis_seed
+    for key in PHASE_SETTINGS:
+        d[key] = getattr(phase, key)
     d["task_details"] = [
         {
             "task": t.task,
@@ -771,15 +830,31 @@ def submission_cases(session: Session, submission_id: int) -> list[dict[str, Any
     return [dict(r.record) for r in rows]
 
 
+def visible_submission_cases(
+    session: Session, sub: Submission, principal: Principal
+) -> list[dict[str, Any]] | None:
+    """The per-case rows of ``sub`` the principal may read (:func:`app.access.visible_cases`):
+    all fields for organizers, the allowed fields for its team, None when the phase shows
+    teams no per-case rows."""
+    from app.access import visible_cases
+
+    return visible_cases(sub.task, sub.phase, principal, submission_cases(session, sub.id))
+
+
 def submission_public(
     session: Session, sub: Submission, principal: Principal, *, include_cases: bool = True
 ) -> dict[str, Any]:
+    from app.access import case_rows_policy
+
     hidden = scores_hidden(sub, principal)
     result = None
     if sub.result is not None and not hidden and sub.status in (SCORED, "valid"):
         result = dict(sub.result.document)
+        result.pop("cases", None)
         if include_cases:
-            result["cases"] = submission_cases(session, sub.id)
+            cases = visible_submission_cases(session, sub, principal)
+            if cases is not None:
+                result["cases"] = cases
     return {
         "id": sub.id,
         "team": sub.team.name,
@@ -796,6 +871,7 @@ def submission_public(
         "scored_at": sub.finished_at if sub.status in (SCORED, "valid") else None,
         "finished_at": sub.finished_at,
         "scores_hidden": hidden,
+        "case_rows": "all" if principal.is_organizer else case_rows_policy(sub.phase),
         "result": result,
         "errors": sub.errors if sub.status == FAILED else None,
     }

@@ -23,6 +23,7 @@ from app.api.schemas import (
 )
 from app.api.submissions import ERRORS
 from app.services import (
+    PHASE_SETTINGS,
     create_phase,
     create_team,
     get_phase,
@@ -73,6 +74,7 @@ def phase_create(
         protocol=body.protocol,
         analysis_resamples=body.analysis_resamples,
         analysis_seed=body.analysis_seed,
+        **body.model_dump(include=set(PHASE_SETTINGS)),
     )
     session.commit()
     session.refresh(phase)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
+from app.access import visible_centers, withheld_note
 from app.analysis import (
     analysis_view,
     leaderboard_centers,
@@ -102,7 +103,8 @@ def leaderboard_centers_route(
             per_center_csv(task, doc["rows"]),
             media_type="text/csv; charset=utf-8",
             headers={
-                "Content-Disposition": f'attachment; filename="centers-{phase}-task{task}.csv"'
+                "Content-Disposition": f'attachment; filename="centers-{phase}-task{task}.csv"',
+                **withheld_headers(int(doc.get("withheld_centers") or 0), doc.get("note")),
             },
         )
     return doc
@@ -120,14 +122,20 @@ def submission_centers_route(
     principal: Principal = Depends(require_principal),
     session: Session = Depends(get_session),
 ) -> Any:
-    """Per-centre results of one scored submission (its team or an organizer)."""
+    """Per-centre results of one scored submission (its team or an organizer). For its
+    team, centres with fewer than the phase's ``min_center_cases`` cases are withheld
+    (``withheld_centers``; the CSV's ``X-Withheld-Centers`` header) and undefined
+    metrics carry a generic reason."""
     sub = get_submission(session, submission_id, principal)
     if scores_hidden(sub, principal):
         raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
     if sub.status != SCORED:
         raise Conflict(f"submission {sub.id} is {sub.status}; there are no scores")
     pt = get_phase_task(session, sub.phase, sub.task)
-    centers = submission_centers(sub.task, submission_cases(session, sub.id), pt)
+    centers, n_withheld = visible_centers(
+        sub.phase, principal, submission_centers(sub.task, submission_cases(session, sub.id), pt)
+    )
+    note = withheld_note(sub.phase, n_withheld)
     if format == "csv":
         rows = [
             {
@@ -140,10 +148,24 @@ def submission_centers_route(
             per_center_csv(sub.task, rows),
             media_type="text/csv; charset=utf-8",
             headers={
-                "Content-Disposition": f'attachment; filename="submission-{sub.id}-centers.csv"'
+                "Content-Disposition": f'attachment; filename="submission-{sub.id}-centers.csv"',
+                **withheld_headers(n_withheld, note),
             },
         )
-    return {"submission_id": sub.id, "task": sub.task, "centers": centers}
+    return {
+        "submission_id": sub.id,
+        "task": sub.task,
+        "centers": centers,
+        "withheld_centers": n_withheld,
+        "note": note,
+    }
+
+
+def withheld_headers(n_withheld: int, note: str | None) -> dict[str, str]:
+    """What a CSV answer says about the centres it leaves out."""
+    if not n_withheld:
+        return {}
+    return {"X-Withheld-Centers": str(n_withheld), "X-Note": note or ""}
 
 
 admin = APIRouter(

@@ -55,6 +55,12 @@ class SubmissionPublic(BaseModel):
     scores_hidden: bool = Field(
         description="true in a hidden phase: the team sees status and errors, never scores"
     )
+    case_rows: Literal["all", "scores", "none"] = Field(
+        default="scores",
+        description="the per-case rows in result.cases: 'all' (organizers: full records), "
+        "'scores' (the team's predictions and per-case scores, no ground-truth value), "
+        "'none' (the phase shows teams aggregate scores only: no cases)",
+    )
     result: dict[str, Any] | None = Field(
         description="the SPEC section 5 result document (with its cases), when scored"
     )
@@ -113,6 +119,14 @@ class PhasePublic(BaseModel):
     leaderboard_public: bool
     daily_limit: int
     selection: str
+    case_rows: Literal["scores", "none"] = Field(
+        default="scores",
+        description="per-case rows a team sees of its own submissions: 'scores' (its "
+        "predictions and per-case scores, never a ground-truth value) or 'none'",
+    )
+    min_center_cases: int = Field(
+        default=5, description="per-centre results of smaller centres: organizers only"
+    )
     tasks: list[int]
     created_at: datetime
 
@@ -130,9 +144,46 @@ class PhaseDetail(PhasePublic):
     task_details: list[TaskDetail]
     analysis_resamples: int = 1000
     analysis_seed: int = 0
+    dry_run_limit: int = Field(default=20, description="dry runs per team, task and 24 h")
+    dry_run_bytes: int = Field(default=8 << 30, description="dry-run bytes per team, task, 24 h")
+    failed_limit: int = Field(default=10, description="failed submissions per team, task, 24 h")
+    failed_bytes: int = Field(default=8 << 30, description="failed bytes per team, task, 24 h")
+    retention_days: int = Field(default=7, description="days failed uploads and dry runs are kept")
 
 
-class PhaseCreate(BaseModel):
+CASE_ROWS_FIELD = Field(
+    default=None,
+    description="per-case rows teams see: 'scores' (default; their predictions and per-case "
+    "scores, never a ground-truth value) or 'none' (aggregate scores only; recommended "
+    "for test phases)",
+)
+
+
+def _count(description: str, top: int = 1_000_000) -> Any:
+    return Field(default=None, ge=0, le=top, strict=True, description=description)
+
+
+class PhaseSettings(BaseModel):
+    """Visibility, allowance and retention settings (``None``: unchanged / default)."""
+
+    case_rows: Literal["scores", "none"] | None = CASE_ROWS_FIELD
+    min_center_cases: int | None = _count(
+        "per-centre results of centres with fewer cases are shown to organizers only (default 5)"
+    )
+    dry_run_limit: int | None = _count("dry runs per team, task and 24 h (default 20)")
+    dry_run_bytes: int | None = _count(
+        "bytes of dry-run uploads per team, task and 24 h (default 8 GiB)", 2**63 - 1
+    )
+    failed_limit: int | None = _count("failed submissions per team, task and 24 h (default 10)")
+    failed_bytes: int | None = _count(
+        "bytes of failed uploads per team, task and 24 h (default 8 GiB)", 2**63 - 1
+    )
+    retention_days: int | None = _count(
+        "days failed uploads and dry runs are kept (default 7)", 36_500
+    )
+
+
+class PhaseCreate(PhaseSettings):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -155,7 +206,7 @@ class PhaseCreate(BaseModel):
     analysis_seed: int | None = Field(default=None, ge=0, description="bootstrap seed")
 
 
-class PhaseUpdate(BaseModel):
+class PhaseUpdate(PhaseSettings):
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = None
@@ -258,8 +309,18 @@ class LeaderboardAnalysis(BaseModel):
     centers: list[CenterCount]
     per_center: dict[str, dict[str, CenterMetrics]] = Field(description="team -> centre -> metrics")
     per_case: dict[str, list[dict[str, Any]]] = Field(
-        description="Task 1: team -> per-case GTVp DSC (None when both sides are empty)"
+        description="Task 1: team -> per-case GTVp DSC by patient (None when both sides are "
+        "empty); for teams their own team's rows only, for anonymous readers none"
     )
+    per_case_values: dict[str, list[float | None]] | None = Field(
+        default=None,
+        description="teams and anonymous readers, Task 1, phases showing per-case scores: "
+        "team -> its per-case GTVp DSC sorted by value (no patient, no centre)",
+    )
+    withheld_centers: int = Field(
+        default=0, description="centres under the phase's min_center_cases, not shown"
+    )
+    note: str | None = None
 
 
 class LeaderboardCenterRow(BaseModel):
@@ -277,12 +338,20 @@ class LeaderboardCenters(BaseModel):
     frozen_at: datetime | None = None
     centers: list[CenterCount]
     rows: list[LeaderboardCenterRow]
+    withheld_centers: int = Field(
+        default=0, description="centres under the phase's min_center_cases, not shown"
+    )
+    note: str | None = None
 
 
 class SubmissionCenters(BaseModel):
     submission_id: int
     task: int
     centers: list[CenterMetrics]
+    withheld_centers: int = Field(
+        default=0, description="centres under the phase's min_center_cases, not shown"
+    )
+    note: str | None = None
 
 
 class FreezeRequest(BaseModel):

@@ -6,13 +6,14 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.access import aggregate_only_message
 from app.api.deps import get_read_session, get_session, require_principal, require_team
 from app.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionPublic, SubmissionSummary
-from app.db.models import SCORED, VALID
+from app.db.models import SCORED, VALID, Submission
 from app.db.session import session_scope
 from app.security import Principal
 from app.services import (
@@ -26,8 +27,8 @@ from app.services import (
     problem,
     register_submission,
     scores_hidden,
-    submission_cases,
     submission_public,
+    visible_submission_cases,
 )
 from app.uploads import MultipartReceiver, boundary_of, human_size, sniff_type
 from evaluator.results import cases_csv
@@ -208,16 +209,26 @@ def submission_cases_csv(
     submission_id: int,
     principal: Principal = Depends(require_principal),
     session: Session = Depends(get_session),
-) -> PlainTextResponse:
-    """Per-case records of a scored submission as CSV."""
+) -> Response:
+    """Per-case records of a scored submission as CSV: for its team the fields of
+    :data:`app.access.TEAM_CASE_FIELDS` (never a ground-truth value), for organizers every
+    field. 403 in a hidden phase and in a phase showing aggregate scores only."""
     sub = get_submission(session, submission_id, principal)
+    return cases_csv_response(session, sub, principal)
+
+
+def cases_csv_response(session: Session, sub: Submission, principal: Principal) -> Response:
+    """The ``cases.csv`` answer of the API and of the pages."""
     if scores_hidden(sub, principal):
         raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
     if sub.status not in (SCORED, VALID):
         raise Conflict(
             f"submission {sub.id} is {sub.status}; per-case results exist once it is scored"
         )
-    text = cases_csv(submission_cases(session, sub.id))
+    cases = visible_submission_cases(session, sub, principal)
+    if cases is None:
+        raise Forbidden(aggregate_only_message(sub.phase))
+    text = cases_csv(cases)
     return PlainTextResponse(
         text,
         media_type="text/csv; charset=utf-8",

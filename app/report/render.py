@@ -252,6 +252,8 @@ def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | Non
     teams = [t for t in order if t in data.per_center]
     teams += [t for t in data.per_center if t not in teams]
     centres = sorted({c for t in teams for c in data.per_center[t]})
+    if not centres:
+        return None
     n_cases: dict[str, int] = {}
     for t in teams:
         for c, result in data.per_center[t].items():
