@@ -121,7 +121,25 @@ def register(subparsers: Any) -> None:
     pc.add_argument("--selection", choices=("best", "latest"), default="best")
     pc.add_argument("--protocol", type=Path, help="protocol JSON (default: hecktor2025)")
     pc.add_argument("--closed", action="store_true", help="create it closed")
+    _phase_setting_flags(pc)
     pc.set_defaults(func=run, app_command="admin.phase.create")
+    pup = phs.add_parser(
+        "update", help="change a phase's settings (visibility, limits, allowances, retention)"
+    )
+    pup.add_argument("name")
+    pup.add_argument("--title")
+    pup.add_argument("--daily-limit", type=int, help="submissions per team, task and 24 h")
+    pup.add_argument("--selection", choices=("best", "latest"))
+    vis = pup.add_mutually_exclusive_group()
+    vis.add_argument("--hidden", dest="hidden", action="store_true", default=None)
+    vis.add_argument("--visible", dest="hidden", action="store_false", help="scores visible")
+    lbu = pup.add_mutually_exclusive_group()
+    lbu.add_argument(
+        "--public-leaderboard", dest="leaderboard_public", action="store_true", default=None
+    )
+    lbu.add_argument("--private-leaderboard", dest="leaderboard_public", action="store_false")
+    _phase_setting_flags(pup)
+    pup.set_defaults(func=run, app_command="admin.phase.update")
     for verb in ("open", "close"):
         pv = phs.add_parser(verb, help=f"{verb} a phase for submissions")
         pv.add_argument("name")
@@ -295,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
         "admin.migrate": cmd_migrate,
         "admin.init": cmd_init,
         "admin.phase.create": cmd_phase_create,
+        "admin.phase.update": cmd_phase_update,
         "admin.phase.open": cmd_phase_open_close,
         "admin.phase.close": cmd_phase_open_close,
         "admin.phase.rescore": cmd_phase_rescore,
@@ -452,6 +471,7 @@ def cmd_phase_create(args: argparse.Namespace) -> int:
             selection=args.selection,
             is_open=not args.closed,
             protocol=protocol,
+            **_phase_settings(args),
         )
         s.commit()
         d = phase_detail(phase)
@@ -466,6 +486,61 @@ def cmd_phase_create(args: argparse.Namespace) -> int:
             f"  task {t['task']}: {t['n_cases']} cases, ground truth {t['ground_truth_sha256'][:16]}…, "
             f"protocol {t['protocol']['name']} {t['protocol']['version']} {t['protocol_sha256'][:16]}…"
         )
+    return EXIT_OK
+
+
+def _phase_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """``--case-rows``, ``--min-center-cases``, the dry-run and failed-submission
+    allowances and ``--retention-days`` (unset: the default, or unchanged)."""
+    parser.add_argument(
+        "--case-rows",
+        choices=("scores", "none"),
+        help="per-case rows teams see: their predictions and per-case scores (scores, the "
+        "default) or none (aggregate scores only; recommended for test phases)",
+    )
+    parser.add_argument(
+        "--min-center-cases",
+        type=int,
+        help="centres with fewer cases are shown to organizers only (default 5)",
+    )
+    parser.add_argument("--dry-run-limit", type=int, help="dry runs per team, task, 24 h (20)")
+    parser.add_argument(
+        "--dry-run-bytes", type=int, help="dry-run bytes per team, task, 24 h (8 GiB)"
+    )
+    parser.add_argument(
+        "--failed-limit", type=int, help="failed submissions per team, task, 24 h (10)"
+    )
+    parser.add_argument("--failed-bytes", type=int, help="failed bytes per team, task, 24 h")
+    parser.add_argument(
+        "--retention-days", type=int, help="days failed uploads and dry runs are kept (7)"
+    )
+
+
+def _phase_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from app.services import PHASE_SETTINGS
+
+    return {k: getattr(args, k) for k in PHASE_SETTINGS if getattr(args, k, None) is not None}
+
+
+def cmd_phase_update(args: argparse.Namespace) -> int:
+    from app.services import phase_detail, update_phase
+
+    changes = {
+        k: getattr(args, k)
+        for k in ("title", "daily_limit", "selection", "hidden", "leaderboard_public")
+        if getattr(args, k, None) is not None
+    }
+    changes.update(_phase_settings(args))
+    if not changes:
+        _err("nothing to change: give at least one setting, e.g. --case-rows none")
+        return EXIT_ERROR
+    with _db(_settings(args))() as s:
+        phase = update_phase(s, args.name, **changes)
+        s.commit()
+        d = phase_detail(phase)
+    print(f"phase {d['name']!r} updated:")
+    for k in sorted(changes):
+        print(f"  {k} = {d[k]}")
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
@@ -33,22 +33,18 @@ from app.api.deps import (
     page_principal,
     resolve,
 )
-from app.db.models import SCORED, VALID
+from app.db.models import SCORED
 from app.leaderboard import format_rank
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
 from app.services import (
-    Conflict,
-    Forbidden,
     can_see_leaderboard,
     get_submission,
     list_phases,
     list_submissions,
-    scores_hidden,
     submission_cases,
     submission_public,
 )
 from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
-from evaluator.results import cases_csv
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -296,12 +292,23 @@ def submission_page(
                 columns.append(k)
     metrics = (view["result"] or {}).get("metrics") or {}
     centers: list[dict[str, Any]] = []
-    if cases and view["status"] == SCORED:
+    n_withheld = 0
+    if view["result"] is not None and view["status"] == SCORED:
+        from app.access import visible_centers
         from app.analysis import submission_centers
 
-        centers = submission_centers(
-            sub.task, cases, next((t for t in sub.phase.tasks if t.task == sub.task), None)
+        # from the full rows, then what the caller may see of each centre
+        centers, n_withheld = visible_centers(
+            sub.phase,
+            principal,
+            submission_centers(
+                sub.task,
+                submission_cases(session, sub.id),
+                next((t for t in sub.phase.tasks if t.task == sub.task), None),
+            ),
         )
+    from app.access import aggregate_only_message, withheld_note
+
     return render(
         request,
         "submission.html",
@@ -311,6 +318,12 @@ def submission_page(
             "columns": columns,
             "metrics": metrics,
             "centers": centers,
+            "centers_note": withheld_note(sub.phase, n_withheld),
+            "cases_note": (
+                aggregate_only_message(sub.phase)
+                if view["result"] is not None and view["case_rows"] == "none"
+                else None
+            ),
             "center_metrics": [m.name for m in metrics_of(sub.task) if m.kind == "score"],
             "principal": principal,
             "pending": view["status"] in ("received", "queued", "running"),
@@ -325,14 +338,8 @@ def submission_cases_page(
     principal: Principal | None = Depends(page_principal),
     session: Session = Depends(get_read_session),
 ) -> Response:
+    from app.api.submissions import cases_csv_response
+
     sub = get_submission(session, submission_id, principal)
     assert principal is not None
-    if scores_hidden(sub, principal):
-        raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
-    if sub.status not in (SCORED, VALID):
-        raise Conflict(f"submission {sub.id} is {sub.status}; there are no per-case results yet")
-    return PlainTextResponse(
-        cases_csv(submission_cases(session, sub.id)),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="submission-{sub.id}-cases.csv"'},
-    )
+    return cases_csv_response(session, sub, principal)
