@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 import evaluator
@@ -20,12 +19,12 @@ from app.api import admin, analysis, errors, leaderboards, submissions
 from app.api.middleware import SecurityHeaders
 from app.board_cache import BoardCache
 from app.db.migrate import upgrade
-from app.db.models import QUEUED, Submission
 from app.db.session import make_engine, read_only, session_factory, session_scope
 from app.jobs.dispatcher import Dispatcher, make_dispatcher
+from app.jobs.runner import refuse_test_hooks
+from app.jobs.sweeper import Sweeper
 from app.ratelimit import AuthFailureLimiter
 from app.settings import Settings, get_settings
-from app.uploads import remove_stale_parts
 from app.web import pages
 
 log = logging.getLogger(__name__)
@@ -39,37 +38,6 @@ Authenticate with `Authorization: Bearer <token>`: the organizer token (from
 """
 
 
-async def _sweep(app: FastAPI, d: Dispatcher, interval: float) -> None:
-    """Submit ``queued`` rows that the dispatcher does not hold (queued by another process,
-    e.g. ``admin phase rescore``, or left behind by a failed dispatch)."""
-
-    def _queued() -> list[int]:
-        with session_scope(app.state.sessions) as s:
-            return list(
-                s.scalars(
-                    select(Submission.id)
-                    .where(Submission.status == QUEUED)
-                    .order_by(Submission.id)
-                    .limit(1000)
-                )
-            )
-
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            held = d.in_flight() or set()
-            for sid in await run_in_threadpool(_queued):
-                if sid not in held:
-                    log.info(
-                        "sweeper: submission %d is queued but not dispatched; dispatching", sid
-                    )
-                    d.submit(sid)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sweeper failed; retrying in %.0f s", interval)
-
-
 def create_app(
     settings: Settings | None = None, *, dispatcher: Dispatcher | None = None
 ) -> FastAPI:
@@ -78,9 +46,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refuse_test_hooks(settings)
         settings.ensure_dirs()
-        if n_parts := remove_stale_parts(settings.incoming_dir):
-            log.info("removed %d partial upload(s) left by an earlier process", n_parts)
         engine = make_engine(settings.db_url)
         await run_in_threadpool(upgrade, engine)
         app.state.engine = engine
@@ -90,6 +57,8 @@ def create_app(
         if dispatcher is None:
             d.start()
         app.state.dispatcher = d
+        sweeps = Sweeper(settings, app.state.sessions, d)
+        await run_in_threadpool(sweeps.startup)
 
         def _recover() -> list[int]:
             with session_scope(app.state.sessions) as s:
@@ -107,8 +76,8 @@ def create_app(
             d.name,
         )
         sweeper = (
-            asyncio.create_task(_sweep(app, d, settings.sweep_interval))
-            if settings.sweep_interval > 0 and d.in_flight() is not None
+            asyncio.create_task(sweeps.run(settings.sweep_interval))
+            if settings.sweep_interval > 0
             else None
         )
         try:
