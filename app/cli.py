@@ -349,9 +349,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.api.main import create_app
+    from app.jobs.runner import test_hooks_problem
 
     _logging(getattr(args, "verbose", False), args.log_level)
     settings = _settings(args, workers=args.workers)
+    if (why := test_hooks_problem(settings)) is not None:
+        _err(why)
+        return EXIT_ERROR
     app = create_app(settings)
     print(f"hecktor-eval: serving http://{args.host}:{args.port}/ (data in {settings.data_dir})")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -361,9 +365,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.jobs.celery_app import make_celery_app
     from app.jobs.celery_dispatcher import require_postgresql
+    from app.jobs.runner import test_hooks_problem
 
     _logging(getattr(args, "verbose", False), args.loglevel)
     settings = _settings(args)
+    if (why := test_hooks_problem(settings)) is not None:
+        _err(why)
+        return EXIT_ERROR
     try:
         require_postgresql(settings)
     except RuntimeError as exc:
