@@ -91,6 +91,14 @@ def register(subparsers: Any) -> None:
     )
     mg.set_defaults(func=run, app_command="admin.migrate")
 
+    pg = ads.add_parser(
+        "purge",
+        help="delete the uploads of failed submissions and dry runs older than their "
+        "phase's retention_days (the service also does it every HECKTOR_RETENTION_INTERVAL s)",
+    )
+    pg.add_argument("--dry-run", action="store_true", help="list what would be deleted only")
+    pg.set_defaults(func=run, app_command="admin.purge")
+
     ph = ads.add_parser("phase", help="create, open, close, re-score phases")
     phs = ph.add_subparsers(dest="phase_command", required=True)
     pc = phs.add_parser("create", help="create a phase and import its ground truth")
@@ -311,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
         "serve": cmd_serve,
         "worker": cmd_worker,
         "admin.migrate": cmd_migrate,
+        "admin.purge": cmd_purge,
         "admin.init": cmd_init,
         "admin.phase.create": cmd_phase_create,
         "admin.phase.update": cmd_phase_update,
@@ -423,6 +432,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"database {engine.url.render_as_string(hide_password=True)} at revision {rev}")
     return EXIT_OK
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from app.retention import purge
+    from app.uploads import human_size
+
+    settings = _settings(args)
+    sessions = _db(settings)
+    verb = "would delete" if args.dry_run else "deleted"
+    total, size, kept = 0, 0, 0
+    limit = 1_000_000 if args.dry_run else settings.retention_batch
+    while True:  # passes of retention_batch uploads until none is due
+        report = purge(sessions, settings, limit=limit, dry_run=args.dry_run)
+        for p in report.purged:
+            kind = "dry run" if p.dry_run else "failed submission"
+            ended = p.ended_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+            print(
+                f"  {verb} {p.path}: {kind} {p.submission_id} of team {p.team!r}, phase "
+                f"{p.phase!r}, task {p.task} ({p.status}, ended {ended}, "
+                f"{human_size(p.size_bytes)})"
+            )
+        for sid, reason in report.failed:
+            _err(f"submission {sid}: upload not deleted: {reason}")
+        total += len(report.purged)
+        size += report.bytes
+        kept += len(report.failed)
+        if args.dry_run or not report.more or not report.purged:
+            break
+    print(
+        f"{verb} {total} upload(s) of failed submissions and dry runs past their phase's "
+        f"retention ({human_size(size)})"
+    )
+    return EXIT_ERROR if kept else EXIT_OK
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -80,9 +80,14 @@ def create_app(
             if settings.sweep_interval > 0
             else None
         )
+        from app.retention import RetentionThread
+
+        retention = RetentionThread(app.state.sessions, settings)  # expired uploads
+        retention.start()
         try:
             yield
         finally:
+            retention.stop()
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
