@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- helpers ----------------------------------------------------------------------------
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from pydantic import ValidationError
+
     from app.settings import Settings
 
     overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
@@ -274,7 +276,14 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "database_url", None):
         overrides["database_url"] = args.database_url
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # the messages only: the input may hold secrets
+        for e in exc.errors():
+            where = ".".join(f"HECKTOR_{x}".upper() for x in e.get("loc", ()))
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            _err(f"invalid settings: {where + ': ' if where else ''}{msg}")
+        raise SystemExit(EXIT_ERROR) from None
 
 
 def _db(settings: Any) -> Any:

@@ -188,6 +188,17 @@ class Settings(BaseSettings):
                     "Shannon entropy of its characters); make one with "
                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
                 )
+            broker = urlsplit(self.broker_url)
+            if (
+                self.dispatcher == "celery"
+                and broker.scheme in ("redis", "rediss")
+                and not broker.password
+            ):
+                problems.append(
+                    "HECKTOR_BROKER_URL has no password: production's Redis must require one "
+                    "(redis-server --requirepass <secret>) and the URL carry it, "
+                    "redis://:<secret>@host:6379/0"
+                )
             for name in NO_LIMIT_WHEN_ZERO:
                 if getattr(self, name) == 0:
                     problems.append(

@@ -21,10 +21,11 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 EXAMPLE_ENV = ROOT / "docker" / "example.env"
-SECRETS = ("HECKTOR_ORGANIZER_TOKEN", "POSTGRES_PASSWORD", "HECKTOR_PUBLIC_URL")
+SECRETS = ("HECKTOR_ORGANIZER_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "HECKTOR_PUBLIC_URL")
 FILLED = {
-    "HECKTOR_ORGANIZER_TOKEN": "x" * 43,
+    "HECKTOR_ORGANIZER_TOKEN": "Zq3vN8-Lw0pXr5Tb2Ye7Hc1Uj6Mk9Fa4Gd_SsQiOoWl",  # token_urlsafe(32)
     "POSTGRES_PASSWORD": "pw-0123456789abcdef",
+    "REDIS_PASSWORD": "redis-pw-0123456789abcdef",
     "HECKTOR_PUBLIC_URL": "https://challenge.example.org",
     "HECKTOR_GROUND_TRUTH_HOST_DIR": "./ground-truth",
 }
@@ -53,7 +54,7 @@ def _compose_config(tmp_path: Path, env: dict[str, str]) -> subprocess.Completed
     clean = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("HECKTOR_", "POSTGRES_", "COMPOSE_"))
+        if not k.startswith(("HECKTOR_", "POSTGRES_", "REDIS_", "COMPOSE_"))
     }
     return subprocess.run(
         [_tool("docker-compose"), "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
@@ -78,7 +79,7 @@ def test_compose_config_with_a_filled_env(config: dict[str, Any]) -> None:
     assert {"api", "worker", "postgres", "redis", "migrate"} <= set(services)
     env = services["worker"]["environment"]
     assert env["HECKTOR_DISPATCHER"] == "celery"
-    assert env["HECKTOR_BROKER_URL"].startswith("redis://redis:")
+    assert env["HECKTOR_BROKER_URL"].startswith("redis://:")  # with its password
     assert env["HECKTOR_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert int(env["HECKTOR_JOB_MEMORY_MB"]) == 8192
     assert int(env["HECKTOR_JOB_TIMEOUT_SECONDS"]) == 1800
@@ -106,6 +107,7 @@ def test_compose_config_without_a_secret_fails_naming_it(tmp_path: Path, missing
 def test_example_env_has_no_secret_filled_in(tmp_path: Path) -> None:
     env = _example_env()
     assert env["HECKTOR_ORGANIZER_TOKEN"] == "" and env["POSTGRES_PASSWORD"] == ""
+    assert env["REDIS_PASSWORD"] == ""
     res = _compose_config(tmp_path, env)  # as shipped: refused, naming what to fill in
     assert res.returncode != 0 and re.search(r"set \w+ in \.env", res.stderr), res.stderr
 
@@ -120,6 +122,72 @@ def test_worker_is_only_on_an_internal_network(config: dict[str, Any]) -> None:
         assert all(
             config["networks"][n].get("internal") for n in config["services"][name]["networks"]
         )
+
+
+def _published(entry: Any) -> tuple[str, str]:
+    """(host address, host port) of a ``ports`` entry as ``docker-compose config`` prints
+    it: ``"127.0.0.1:8000:8000/tcp"``, ``"8000:8000/tcp"`` or the long form."""
+    if isinstance(entry, dict):
+        return str(entry.get("host_ip") or "0.0.0.0"), str(entry.get("published"))
+    parts = str(entry).split("/")[0].rsplit(":", 2)
+    if len(parts) == 3:
+        return parts[0], parts[1]
+    return "0.0.0.0", parts[0]
+
+
+def test_plain_http_is_published_on_loopback_only(config: dict[str, Any]) -> None:
+    """Only the TLS proxy on the host may reach the api's plain HTTP: nothing is
+    published on every interface, nothing but the api is published at all."""
+    published = {
+        name: [_published(p) for p in svc.get("ports", [])]
+        for name, svc in config["services"].items()
+    }
+    assert published["api"] == [("127.0.0.1", "8000")], published
+    assert all(not ports for name, ports in published.items() if name != "api"), published
+
+
+def test_redis_requires_a_password_that_every_client_carries(config: dict[str, Any]) -> None:
+    from urllib.parse import urlsplit
+
+    pw = FILLED["REDIS_PASSWORD"]
+    redis = config["services"]["redis"]
+    cmd = redis["command"]
+    assert cmd[0] == "redis-server" and cmd[cmd.index("--requirepass") + 1] == pw, cmd
+    assert redis["environment"]["REDISCLI_AUTH"] == pw  # the healthcheck's redis-cli
+    assert redis["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
+    for name in ("api", "worker", "migrate"):
+        url = urlsplit(config["services"][name]["environment"]["HECKTOR_BROKER_URL"])
+        assert (url.scheme, url.hostname, url.password) == ("redis", "redis", pw), name
+
+
+def test_the_services_environment_passes_production_validation(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What compose hands the api and the workers is accepted by the production settings;
+    the same with a guessable token, an http URL or no Redis password is refused."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    def settings(env: dict[str, Any]) -> Settings:
+        for k in [k for k in os.environ if k.startswith("HECKTOR_")]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            if k.startswith("HECKTOR_"):
+                monkeypatch.setenv(k, str(v))
+        return Settings(_env_file=None)  # type: ignore[call-arg]
+
+    for name in ("api", "worker"):
+        env = config["services"][name]["environment"]
+        assert settings(env).mode == "production"
+        for change, message in (
+            ({"HECKTOR_ORGANIZER_TOKEN": "x" * 43}, "bits of entropy"),
+            ({"HECKTOR_PUBLIC_URL": "http://challenge.example.org"}, "https is needed"),
+            ({"HECKTOR_BROKER_URL": "redis://redis:6379/0"}, "no password"),
+            ({"HECKTOR_JOB_TIMEOUT_SECONDS": "0"}, "means no limit"),
+        ):
+            with pytest.raises(ValidationError, match=message):
+                settings({**env, **change})
 
 
 def test_ground_truth_is_mounted_read_only(config: dict[str, Any]) -> None:
