@@ -119,6 +119,20 @@ class QuotaExceeded(ServiceError):
     status_code = 429
 
 
+class StorageFull(ServiceError):
+    """The server's disk (or database) is full: 507, retry later; the request was fine."""
+
+    status_code = 507
+    RETRY_AFTER = 300
+
+    def __init__(self, detail: str = "server storage full, retry later") -> None:
+        super().__init__(
+            detail,
+            [problem(detail, kind="storage")],
+            headers={"Retry-After": str(self.RETRY_AFTER)},
+        )
+
+
 def problem(message: str, *, case: str = "", kind: str = "request") -> dict[str, str]:
     return {"case": case, "kind": kind, "message": message}
 
@@ -354,7 +368,13 @@ def import_ground_truth(
     from evaluator.scoring import load_ground_truth
 
     proto = _protocol_of(protocol)
-    source_root = Path(source_root).expanduser().resolve()
+    try:
+        source_root = Path(source_root).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a symlink loop
+        raise BadRequest(
+            f"ground-truth folder {str(source_root)!r} is not a usable path ({exc}); give "
+            "the folder's path on the server, e.g. /ground-truth/<phase>"
+        ) from None
     if not source_root.is_dir():
         raise BadRequest(f"ground-truth folder {str(source_root)!r} does not exist on the server")
     problems: list[dict[str, str]] = []

@@ -7,9 +7,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.services import ServiceError
+from app.services import ServiceError, StorageFull
+from app.storage import is_storage_full
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,24 @@ def install(app: FastAPI) -> None:
             errors.append({"case": "", "kind": "request", "message": f"{loc}: {e.get('msg', '')}"})
         return JSONResponse(error_body("invalid request", errors), status_code=422)
 
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    async def _storage_or_internal(request: Request, exc: Exception) -> JSONResponse:
+        """A full disk or database (``ENOSPC``/``EDQUOT``, SQLite's "database or disk is
+        full", PostgreSQL's disk full) is :class:`StorageFull` (507, ``Retry-After``);
+        any other error is a 500. Either way the service keeps serving."""
+        if is_storage_full(exc):
+            log.error(
+                "server storage full on %s %s: %s; answered 507",
+                request.method,
+                request.url.path,
+                exc,
+            )
+            return await _service_error(request, StorageFull())
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(
             error_body("internal server error; the organizers have been notified"),
             status_code=500,
         )
+
+    app.add_exception_handler(OSError, _storage_or_internal)
+    app.add_exception_handler(SQLAlchemyError, _storage_or_internal)
+    app.add_exception_handler(Exception, _storage_or_internal)

@@ -59,6 +59,7 @@ _KEEPALIVES = {
 }
 TMP_DIR = "tmp"  # under the data dir: the judging jobs' temporary folders
 OWNER_FILE = ".owner"
+TMP_GRACE = 60.0  # a job folder without its owner file (being created) is left this long
 _JOB_DIR = re.compile(r"job-(\d+)-[A-Za-z0-9_]+")
 
 
@@ -162,7 +163,6 @@ def job_dir(data_dir: Path, submission_id: int) -> Iterator[Path]:
     fd = os.open(path / OWNER_FILE, os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         _flock(fd, block=True)
-        os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -200,3 +200,25 @@ def job_dirs(data_dir: Path) -> Iterator[tuple[int, Path]]:
 def live_job_ids(data_dir: Path) -> set[int]:
     """Submissions whose job folder a live process holds, on this machine."""
     return {sid for sid, path in job_dirs(data_dir) if job_dir_owned(path)}
+
+
+def remove_orphaned_job_dirs(data_dir: Path) -> int:
+    """Remove the job folders under ``<data_dir>/tmp`` whose owner is gone (or that never
+    got an owner file within :data:`TMP_GRACE` seconds). Returns how many went."""
+    removed = 0
+    cutoff = time.time() - TMP_GRACE
+    for sid, path in job_dirs(data_dir):
+        owned = job_dir_owned(path)
+        if owned is None:
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+            except OSError:
+                continue
+        elif owned:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            log.info("removed %s, left by a killed job of submission %d", path.name, sid)
+            removed += 1
+    return removed

@@ -29,6 +29,7 @@ twice, or N times at once on M machines:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -76,7 +77,7 @@ from app.jobs.isolation import (
     set_memory_limit,
     watch_parent,
 )
-from app.jobs.locks import job_dir, submission_lock
+from app.jobs.locks import job_dir, remove_orphaned_job_dirs, submission_lock
 from app.services import absolute, delete_results, replace_result
 from app.settings import Settings
 from app.storage import FULL_ERRNOS, SERVER_STORAGE_FULL, storage_reason
@@ -719,8 +720,16 @@ def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
         if not lock.acquired:
             log.info("submission %d: being judged by another worker; skipped", submission_id)
             return SKIPPED
-        # owned before the claim, so that a `running` row always has a live owner record
-        with job_dir(settings.data_dir, submission_id) as tmp:
+        remove_orphaned_job_dirs(settings.data_dir)  # workers sweep their own data dir
+        with contextlib.ExitStack() as stack:
+            # owned before the claim, so that a `running` row always has a live owner record
+            try:
+                tmp: Path | None = stack.enter_context(job_dir(settings.data_dir, submission_id))
+            except OSError as e:
+                if e.errno not in FULL_ERRNOS:
+                    raise
+                log.error("submission %d: no room for its job folder: %s", submission_id, e)
+                tmp = None
             claim = _claim(sf, submission_id, reclaim=lock.exclusive)
             if claim is None:
                 log.info(
@@ -730,7 +739,11 @@ def run_job(submission_id: int, settings_dict: dict[str, Any]) -> str:
                 return SKIPPED
             if claim.get("gave_up"):
                 return FAILED
-            status = _judge(sf, settings, submission_id, claim, tmp)
+            if tmp is None:
+                error = platform_error(storage_full_message())
+                status = _store(sf, submission_id, claim["attempt"], status=FAILED, errors=[error])
+            else:
+                status = _judge(sf, settings, submission_id, claim, tmp)
     if status == SCORED:  # after the lock: the bootstrap holds up no other judge
         warm_analysis(engine, submission_id)
     return status

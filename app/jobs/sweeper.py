@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import FAILED, QUEUED, RUNNING, Submission, utcnow
 from app.db.session import rowcount, session_scope
 from app.jobs.dispatcher import Dispatcher
-from app.jobs.locks import held_submission_ids, job_dir_owned, job_dirs, live_job_ids
+from app.jobs.locks import held_submission_ids, live_job_ids, remove_orphaned_job_dirs
 from app.jobs.runner import MAX_ATTEMPTS, lost_judges_message, platform_error
 from app.services import delete_results
 from app.settings import Settings
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 QUEUED_GRACE = 300.0  # Celery: seconds a row may stay queued after its last publication
 PART_GRACE = 3600.0  # a live upload writes at least every few seconds
 FOLDER_GRACE = 600.0  # a submission folder's row is committed milliseconds after it is made
-TMP_GRACE = 60.0  # a job folder without its owner file (being created) is left this long
 _ID_BATCH = 500
 
 
@@ -259,23 +258,7 @@ class Sweeper:
     # -- files --------------------------------------------------------------------------
     def sweep_job_dirs(self) -> int:
         """Remove job folders whose owner is gone (or that never got one)."""
-        removed = 0
-        cutoff = time.time() - TMP_GRACE
-        for sid, path in job_dirs(self.settings.data_dir):
-            owned = job_dir_owned(path)
-            if owned is None:
-                try:
-                    if path.stat().st_mtime >= cutoff:
-                        continue
-                except OSError:
-                    continue
-            elif owned:
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            if not path.exists():
-                log.info("removed %s, left by a killed job of submission %d", path.name, sid)
-                removed += 1
-        return removed
+        return remove_orphaned_job_dirs(self.settings.data_dir)
 
     def sweep_submission_folders(self, *, older_than: float) -> int:
         """Remove ``submissions/<id>/`` folders that no row has (older than ``older_than``)."""
