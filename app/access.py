@@ -12,9 +12,10 @@ server. What leaves the server for anyone but an organizer goes through this mod
   Tasks 2 and 3 the team's own prediction. A phase with ``case_rows = "none"``
   (recommended for test phases) shows teams no per-case row at all;
 * **per-centre results** (:func:`visible_centers`): centres with fewer than the
-  phase's ``min_center_cases`` cases are withheld, and the reason a metric is
-  undefined on a centre ("all 2 case(s) are HPV positive") becomes
-  :data:`GENERIC_UNDEFINED`;
+  phase's ``min_center_cases`` cases are withheld, the reason a metric is undefined
+  on a centre ("all 2 case(s) are HPV positive") becomes :data:`GENERIC_UNDEFINED`,
+  and only score metrics are shown (not the GTVn TP/FP/FN counts, whose TP + FN is the
+  centre's true lesion count);
 * **the leaderboard analysis** (:func:`visible_analysis`): per-centre results as
   above; per-case values of other teams never by patient: a team gets its own rows,
   everyone the per-case GTVp DSC of each board submission as a sorted list (the
@@ -31,6 +32,7 @@ from typing import Any
 
 from app.db.models import CASE_ROWS, CASE_ROWS_NONE, CASE_ROWS_SCORES, Phase
 from app.security import Principal
+from evaluator.registry import BY_NAME, metrics_of
 
 __all__ = [
     "CASE_FIELDS_NOTE",
@@ -39,6 +41,7 @@ __all__ = [
     "TEAM_CASE_FIELDS",
     "aggregate_only_message",
     "case_rows_policy",
+    "center_metric_names",
     "is_organizer",
     "team_case_record",
     "visible_analysis",
@@ -153,13 +156,30 @@ def visible_cases(
 
 
 # -- per-centre results ----------------------------------------------------------------------
+def _score_metric(name: str) -> bool:
+    m = BY_NAME.get(name)
+    return m is not None and m.kind == "score"
+
+
+def center_metric_names(task: int, principal: Principal | None) -> list[str]:
+    """The metric columns of per-centre results the caller may see."""
+    names = [m.name for m in metrics_of(task)]
+    return names if is_organizer(principal) else [n for n in names if _score_metric(n)]
+
+
 def visible_center(result: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
     """One centre's result (:meth:`CenterResult.to_dict`); for anyone but an organizer
-    every reason a metric is undefined is the generic one (the detailed reasons say how
-    many cases of each class or how many events the centre has)."""
+    the score metrics only, and every reason a metric is undefined is the generic one
+    (the detailed reasons say how many cases of each class or how many events the
+    centre has)."""
     out = dict(result)
     if not is_organizer(principal):
-        out["undefined"] = {k: GENERIC_UNDEFINED for k in (result.get("undefined") or {})}
+        out["metrics"] = {
+            k: v for k, v in (result.get("metrics") or {}).items() if _score_metric(k)
+        }
+        out["undefined"] = {
+            k: GENERIC_UNDEFINED for k in (result.get("undefined") or {}) if _score_metric(k)
+        }
     return out
 
 

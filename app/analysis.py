@@ -640,16 +640,19 @@ def submission_centers(
     return [r.to_dict() for r in result.values()]
 
 
-def per_center_csv(task: int, rows: Sequence[Mapping[str, Any]]) -> str:
+def per_center_csv(
+    task: int, rows: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None
+) -> str:
     """Long format: one line per (leaderboard row, centre). ``rows`` as in
     :func:`leaderboard_centers` (``rank``/``team``/``submission_id`` optional, for a
-    single submission)."""
+    single submission); ``names``: the metric columns (default: every metric of the
+    task)."""
     import csv
     import io
 
     from app.leaderboard import format_rank
 
-    names = [m.name for m in metrics_of(task)]
+    names = list(names) if names is not None else [m.name for m in metrics_of(task)]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["rank", "team", "submission_id", "center", "n_cases", *names, "undefined"])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
-from app.access import visible_centers, withheld_note
+from app.access import center_metric_names, visible_centers, withheld_note
 from app.analysis import (
     analysis_view,
     leaderboard_centers,
@@ -100,7 +100,7 @@ def leaderboard_centers_route(
     doc = leaderboard_centers(session, phase, task, principal, selection=selection, live=live)
     if format == "csv":
         return PlainTextResponse(
-            per_center_csv(task, doc["rows"]),
+            per_center_csv(task, doc["rows"], center_metric_names(task, principal)),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="centers-{phase}-task{task}.csv"',
@@ -145,7 +145,7 @@ def submission_centers_route(
             }
         ]
         return PlainTextResponse(
-            per_center_csv(sub.task, rows),
+            per_center_csv(sub.task, rows, center_metric_names(sub.task, principal)),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="submission-{sub.id}-centers.csv"',
