@@ -26,8 +26,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[d
     dispatcher = InlineDispatcher(settings)
     with TestClient(create_app(settings, dispatcher=dispatcher)) as c:
         api = Api(c, challenge)
-        api.create_phase("val", tasks=[1, 3], analysis_resamples=100)
-        api.create_phase("fz", tasks=[3], analysis_resamples=50)
+        # every centre shown to teams (one or two cases each)
+        api.create_phase("val", tasks=[1, 3], analysis_resamples=100, min_center_cases=1)
+        api.create_phase("fz", tasks=[3], analysis_resamples=50, min_center_cases=1)
         tokens = {t: api.create_team(t) for t in TEAMS}
         ids = {
             (t, task): api.submit_ok(tokens[t], p, task, challenge.archive(t, task))
