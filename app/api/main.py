@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -106,6 +107,16 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+
+    def openapi() -> dict[str, Any]:
+        """The document built from the routes, with this server's upload limits."""
+        if app.openapi_schema is None:
+            app.openapi_schema = submissions.document_upload_limits(
+                FastAPI.openapi(app), settings.max_upload_bytes
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.auth_limiter = AuthFailureLimiter(
         settings.auth_failure_limit, settings.auth_failure_window
     )

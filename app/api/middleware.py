@@ -89,17 +89,17 @@ def _deleted_cookie(name: str, secure: bool) -> str:
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def allowed_methods(app: ASGIApp | None, scope: Scope) -> list[str]:
-    """Every method some route of ``app`` accepts on the path of ``scope`` (a path may be
-    served by several routes, one per method): each method is matched against the
-    routes as a request would be."""
+def allowed_methods(app: ASGIApp | None, path: str, root_path: str = "") -> list[str]:
+    """Every method some route of ``app`` accepts on ``path`` (a path may be served by
+    several routes, one per method): each method is matched against the routes as a
+    request would be."""
     routes = getattr(getattr(app, "router", None), "routes", ())
     allowed: list[str] = []
     for method in METHODS:
         probe = {
             "type": "http",
-            "path": scope["path"],
-            "root_path": scope.get("root_path", ""),
+            "path": path,
+            "root_path": root_path,
             "method": method,
             "headers": [],
         }
@@ -154,6 +154,8 @@ class SecurityHeaders:
         extra = () if scope["path"].startswith(("/docs", "/redoc")) else PAGE_HEADERS
         https = self.public_https or scope.get("scheme") == "https"
         cookies = _cookie_names(scope)
+        # as received: routing rewrites the scope's root_path on the way in (mounts)
+        path, root_path = scope["path"], scope.get("root_path", "")
         credentials = SESSION_COOKIE in cookies or _has_header(scope, b"authorization")
 
         async def send_with_headers(message: Message) -> None:
@@ -170,7 +172,7 @@ class SecurityHeaders:
                 if LEGACY_COOKIE in cookies:
                     headers.append("set-cookie", _deleted_cookie(LEGACY_COOKIE, https))
                 if message["status"] == 405 and (
-                    methods := allowed_methods(scope.get("app"), scope)
+                    methods := allowed_methods(scope.get("app"), path, root_path)
                 ):
                     headers["Allow"] = ", ".join(methods)
             await send(message)

@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# request bodies: unknown fields refused, and no coercion (``true`` is not the integer 1,
+# ``"5"`` is not 5): what an organizer sends is what is stored
+REQUEST = ConfigDict(extra="forbid", strict=True)
+
 
 class ErrorItem(BaseModel):
     case: str = ""
@@ -184,7 +188,7 @@ class PhaseSettings(BaseModel):
 
 
 class PhaseCreate(PhaseSettings):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     ground_truth: str = Field(
@@ -207,7 +211,7 @@ class PhaseCreate(PhaseSettings):
 
 
 class PhaseUpdate(PhaseSettings):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     title: str | None = None
     is_open: bool | None = None
@@ -220,7 +224,7 @@ class PhaseUpdate(PhaseSettings):
 
 
 class GroundTruthImport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     ground_truth: str
     tasks: list[int] = [1, 2, 3]
@@ -229,7 +233,7 @@ class GroundTruthImport(BaseModel):
 
 
 class RescoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     task: int | None = Field(default=None, ge=1, le=3)
 
@@ -240,7 +244,7 @@ class RescoreResult(BaseModel):
 
 
 class TeamCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     name: str = Field(min_length=1, max_length=64)
 
@@ -355,7 +359,7 @@ class SubmissionCenters(BaseModel):
 
 
 class FreezeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     refreeze: bool = Field(default=False, description="replace the current snapshot")
     force: bool = Field(default=False, description="freeze even while submissions are judged")

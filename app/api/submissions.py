@@ -39,6 +39,10 @@ router = APIRouter(prefix="/api/v1", tags=["submissions"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
 }
+FILE_HELP = (
+    "Task 1: .zip/.tar/.tar.gz of <PatientID>.nii.gz; Task 2/3: .csv/.json table or an "
+    "archive holding one. Send phase and task before file so that refusals come early."
+)
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -53,16 +57,45 @@ UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": "Task 1: .zip/.tar/.tar.gz of <PatientID>.nii.gz; "
-                            "Task 2/3: .csv/.json table or an archive holding one. "
-                            "Send phase and task before file so that refusals come early.",
+                            "description": FILE_HELP,
                         },
                     },
-                }
+                },
             }
         },
     }
 }
+# what the upload may be, per task (recognised by its first bytes, not its name)
+_ARCHIVES = ["application/zip", "application/x-tar", "application/gzip (a .tar.gz)"]
+ACCEPTED_TYPES: dict[int, list[str]] = {
+    1: _ARCHIVES,
+    2: ["text/csv", "application/json", *_ARCHIVES],
+    3: ["text/csv", "application/json", *_ARCHIVES],
+}
+
+
+def document_upload_limits(openapi: dict[str, Any], max_upload_bytes: int) -> dict[str, Any]:
+    """State this server's real upload limit and accepted types in ``openapi`` (the
+    document built from the routes), in place; returns it."""
+    op = openapi.get("paths", {}).get("/api/v1/submissions", {}).get("post")
+    if op is None:
+        return openapi
+    size = f"{human_size(max_upload_bytes)} ({max_upload_bytes} bytes, HECKTOR_MAX_UPLOAD_BYTES)"
+    types = "; ".join(f"Task {t}: {', '.join(v)}" for t, v in ACCEPTED_TYPES.items())
+    media = op["requestBody"]["content"]["multipart/form-data"]
+    file_schema = media["schema"]["properties"]["file"]
+    file_schema["maxLength"] = max_upload_bytes
+    file_schema["x-max-upload-bytes"] = max_upload_bytes
+    file_schema["x-accepted-types"] = {str(t): v for t, v in ACCEPTED_TYPES.items()}
+    file_schema["description"] = f"{FILE_HELP} At most {size}. Accepted, by content: {types}."
+    base = (op.get("description") or "").split("\n\nLimits:")[0]
+    op["description"] = (
+        f"{base}\n\nLimits: the upload is at most {size}; larger ones are refused with 413 "
+        f"while streaming. Accepted, by content: {types}; anything else is 415."
+    ).lstrip()
+    if "413" in op.get("responses", {}):
+        op["responses"]["413"]["description"] = f"the upload is larger than {size}"
+    return openapi
 
 
 def _parse_task(value: str | None) -> int:

@@ -37,6 +37,7 @@ from app.db.models import SCORED
 from app.leaderboard import format_rank
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
 from app.services import (
+    NotFound,
     can_see_leaderboard,
     get_submission,
     list_phases,
@@ -223,6 +224,8 @@ def leaderboard_page(
 ) -> Response:
     """Read-only: the board comes from the leaderboard cache, like the API's, and a
     write session is opened only when the analysis is not cached yet."""
+    if task not in TASK_TITLES:  # before any lookup: a huge number fits no database column
+        raise NotFound(f"there is no task {task}: the tasks are 1, 2 and 3")
     selection = request.query_params.get("selection") or None
     live = request.query_params.get("live", "").lower() in ("1", "true", "yes")
     board = request.app.state.board_cache.leaderboard(
