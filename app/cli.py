@@ -540,6 +540,12 @@ def cmd_phase_create(args: argparse.Namespace) -> int:
         f"{'public' if d['leaderboard_public'] else 'organizers only'}, "
         f"{d['daily_limit']} per team, task and 24 h, {d['selection']} per team)"
     )
+    print(
+        f"  per-case rows for teams: {d['case_rows']}; centres under {d['min_center_cases']} "
+        f"cases withheld from teams; dry runs {d['dry_run_limit']}, failed "
+        f"{d['failed_limit']} per team, task and 24 h; failed uploads and dry runs kept "
+        f"{d['retention_days']} day(s)"
+    )
     for t in d["task_details"]:
         print(
             f"  task {t['task']}: {t['n_cases']} cases, ground truth {t['ground_truth_sha256'][:16]}…, "
