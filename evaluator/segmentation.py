@@ -47,6 +47,7 @@ class CaseStats:
     gtvn_tp: int
     gtvn_fp: int
     gtvn_fn: int
+    gtvn_pred_lesions: int  # connected components of the predicted GTVn
     voxel_volume_mm3: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -301,6 +302,7 @@ def statistics_from_crops(
         gtvn_tp=det.tp,
         gtvn_fp=det.fp,
         gtvn_fn=det.fn,
+        gtvn_pred_lesions=n_pred,
         voxel_volume_mm3=float(voxel_volume_mm3),
     )
 

@@ -80,6 +80,7 @@ def ref_case(
         gt == 2, pred == 2, connectivity=connectivity, threshold=threshold, strict=strict
     )
     out.update(gtvn_tp=tp, gtvn_fp=fp, gtvn_fn=fn)
+    out["gtvn_pred_lesions"] = int(ndimage.label(pred == 2, structure(connectivity))[1])
     return out
 
 

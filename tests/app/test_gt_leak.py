@@ -299,7 +299,7 @@ def test_own_rows_are_the_allowed_fields_and_other_teams_none(world: dict[str, A
         for c in cases:
             assert c["center"] == full[c["patient_id"]]["center"]
             if task == 1:
-                for k in ("gtvp_dsc", "gtvp_pred_voxels", "gtvn_pred_voxels"):
+                for k in ("gtvp_dsc", "gtvp_pred_voxels", "gtvn_pred_voxels", "gtvn_pred_lesions"):
                     assert c[k] == full[c["patient_id"]][k]
                 f = full[c["patient_id"]]
                 den = f["gtvn_pred_voxels"] + f["gtvn_gt_voxels"]
