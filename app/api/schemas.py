@@ -66,7 +66,8 @@ class SubmissionPublic(BaseModel):
         "'none' (the phase shows teams aggregate scores only: no cases)",
     )
     result: dict[str, Any] | None = Field(
-        description="the SPEC section 5 result document (with its cases), when scored"
+        description="the SPEC section 5 result document, when scored; its cases as "
+        "case_rows says (teams: no ground-truth field; none in an aggregate-only phase)"
     )
     errors: list[ErrorItem] | None = Field(description="every problem found, when failed")
 
