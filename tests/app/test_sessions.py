@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.db.session import make_engine
-from tests.app.conftest import ORG, auth, free_port, login
+from tests.app.conftest import ORG, auth, free_port, login, make_settings, served
 
 COOKIE = "hecktor_session"
 TEAM_HEADER = "team <strong>t1</strong>"
@@ -338,3 +338,36 @@ def test_https_request_scheme_gives_hsts(sqlite_url: str, app_factory: Any) -> N
     https = TestClient(api.client.app, base_url="https://testserver")
     assert https.get("/").headers["strict-transport-security"] == "max-age=63072000"
     assert "strict-transport-security" not in api.client.get("/").headers
+
+
+# -- a real browser --------------------------------------------------------------------------
+@pytest.mark.browser
+def test_chromium_signs_in_and_out_with_the_forms(
+    tmp_path: Path, challenge: Any, browser: Any
+) -> None:
+    """Chromium sends the site's own Origin with the login form (the pages' Referrer-Policy
+    is same-origin; with no-referrer it would send ``Origin: null``), keeps the HttpOnly
+    session cookie out of scripts, and the logout button revokes the session."""
+    from app.api.main import create_app
+
+    settings = make_settings(tmp_path / "data", f"sqlite:///{tmp_path / 'h.db'}")
+    with TestClient(create_app(settings)) as c:
+        tok = c.post("/api/v1/admin/teams", json={"name": "t1"}, headers=auth(ORG)).json()["token"]
+    with served(create_app(settings)) as base:
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        page.goto(f"{base}/")
+        page.fill("#token", tok)
+        page.click("text=Sign in")
+        page.wait_for_selector("#logout")
+        assert "team t1" in page.locator("header").inner_text()
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: invisible to scripts
+        (cookie,) = [k for k in ctx.cookies() if k["name"] == COOKIE]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["value"] != tok
+        page.click("#logout")
+        page.wait_for_selector("#token")  # the login form again
+        assert not [k for k in ctx.cookies() if k["name"] == COOKIE]
+        # the id the browser held no longer opens anything
+        r = httpx.get(f"{base}/", cookies={COOKIE: cookie["value"]})
+        assert "team <strong>t1</strong>" not in r.text and _deletes_cookie(r)
+        ctx.close()
