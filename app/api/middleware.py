@@ -163,14 +163,14 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in (*BASE_HEADERS, *extra):
                     headers.setdefault(name, value)
-                if credentials or "set-cookie" in headers:
-                    headers["Cache-Control"] = "no-store"
-                if https:
-                    headers.setdefault("Strict-Transport-Security", HSTS)
                 if scope.get(CLEAR_SESSION):
                     headers.append("set-cookie", _deleted_cookie(SESSION_COOKIE, https))
                 if LEGACY_COOKIE in cookies:
                     headers.append("set-cookie", _deleted_cookie(LEGACY_COOKIE, https))
+                if credentials or "set-cookie" in headers:
+                    headers["Cache-Control"] = "no-store"
+                if https:
+                    headers.setdefault("Strict-Transport-Security", HSTS)
                 if message["status"] == 405 and (
                     methods := allowed_methods(scope.get("app"), path, root_path)
                 ):

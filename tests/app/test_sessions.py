@@ -231,6 +231,7 @@ def test_the_legacy_token_cookie_is_deleted_unread(site: dict[str, Any]) -> None
         v.startswith("hecktor_token=") and "max-age=0" in v.lower()
         for v in r.headers.get_list("set-cookie")
     )
+    assert r.headers["cache-control"] == "no-store"  # an answer that sets a cookie
 
 
 # -- tokens in addresses ---------------------------------------------------------------------
