@@ -24,8 +24,13 @@ from sqlalchemy.engine import make_url
 GIB = 1 << 30
 MIN_SECRET_CHARS = 32
 MIN_SECRET_BITS = 128
-# settings where 0 means "no limit" or "off": refused in production
-NO_LIMIT_WHEN_ZERO = ("job_timeout_seconds", "job_memory_mb", "auth_failure_limit")
+# settings where 0 means "no limit" or "off", refused in production: what 0 would mean
+NO_LIMIT_WHEN_ZERO = {
+    "job_timeout_seconds": "no time limit for a job",
+    "job_memory_mb": "no memory limit for a job",
+    "auth_failure_limit": "no limit on token guessing",
+    "retention_interval": "uploads of failed submissions and dry runs are kept forever",
+}
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
@@ -199,11 +204,12 @@ class Settings(BaseSettings):
                     "(redis-server --requirepass <secret>) and the URL carry it, "
                     "redis://:<secret>@host:6379/0"
                 )
-            for name in NO_LIMIT_WHEN_ZERO:
+            for name, meaning in NO_LIMIT_WHEN_ZERO.items():
                 if getattr(self, name) == 0:
                     problems.append(
-                        f"HECKTOR_{name.upper()} is 0, which means no limit; production needs "
-                        f"a limit (the default is {type(self).model_fields[name].default})"
+                        f"HECKTOR_{name.upper()} is 0, which means no limit ({meaning}); "
+                        "production needs a limit (the default is "
+                        f"{type(self).model_fields[name].default})"
                     )
         if problems:
             raise ValueError(

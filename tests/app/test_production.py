@@ -122,6 +122,7 @@ def test_generated_tokens_pass_with_a_wide_margin() -> None:
         ("job_timeout_seconds", "HECKTOR_JOB_TIMEOUT_SECONDS"),
         ("job_memory_mb", "HECKTOR_JOB_MEMORY_MB"),
         ("auth_failure_limit", "HECKTOR_AUTH_FAILURE_LIMIT"),
+        ("retention_interval", "HECKTOR_RETENTION_INTERVAL"),
     ],
 )
 def test_production_refuses_limits_of_zero(name: str, env: str) -> None:
