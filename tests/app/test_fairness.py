@@ -35,7 +35,7 @@ from tests.app.test_celery import (  # noqa: F401 - fixtures
 )
 
 log = logging.getLogger(__name__)
-SLOW = 3.0  # seconds each of team A's jobs sleeps
+SLOW = 4.0  # seconds each of team A's jobs sleeps
 
 
 def _times(db_url: str) -> dict[int, dict[str, Any]]:
@@ -115,8 +115,9 @@ def _team_a_then_b(api: Any, hooks: Path, db_url: str) -> dict[str, Any]:
 def _check_fair(r: dict[str, Any]) -> None:
     assert r["b1"]["started"] < r["a2"]["started"], "B's first job before A's second"
     assert r["slow"] >= SLOW
-    # B waited for the job running when it arrived, not for A's queue
-    assert r["delay"] < r["slow"] + 1.5, r
+    # B waited for the job running when it arrived (and the judge's turnaround), not
+    # for A's queue: first come first served would make it wait two slow jobs
+    assert r["delay"] < r["slow"] + 2.5, r
     assert _s(r["b1"]["started"], r["a1"]["finished"]) < 1.5, r
 
 
@@ -147,7 +148,7 @@ def test_local_rescoring_runs_after_a_teams_new_upload(one_judge: Any, db_url: s
     assert len(before) <= 1, (before, t)  # only the one already running when B uploaded
     assert all(t[i]["status"] == "scored" for i in [*old, new])
     delay = _s(t[new]["started"], t[new]["submitted"])
-    assert delay < 1.5 + 1.5, t[new]
+    assert delay < 1.5 + 2.5, t[new]  # at most the re-scoring job already running
 
 
 @pytest.mark.celery
