@@ -160,9 +160,13 @@ def job_dir(data_dir: Path, submission_id: int) -> Iterator[Path]:
     root = jobs_tmp_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"job-{int(submission_id)}-", dir=root))
-    fd = os.open(path / OWNER_FILE, os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+    # the owner file appears under its name already locked: a sweeper looking between
+    # its creation and the lock would otherwise see an ownerless folder and remove it
+    pending = path / f"{OWNER_FILE}.new"
+    fd = os.open(pending, os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         _flock(fd, block=True)
+        os.replace(pending, path / OWNER_FILE)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

@@ -331,6 +331,30 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+def test_a_sweep_while_a_job_folder_is_being_created_leaves_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper runs between the owner file's creation and its lock (forced here):
+    the folder of the job being set up is not taken for an orphan."""
+    from app.jobs import locks
+
+    real_flock = locks._flock
+    swept: list[int] = []
+
+    def flock_after_a_sweep(fd: int, *, block: bool) -> bool:
+        if block and not swept:
+            swept.append(locks.remove_orphaned_job_dirs(tmp_path))
+        return real_flock(fd, block=block)
+
+    monkeypatch.setattr(locks, "_flock", flock_after_a_sweep)
+    with job_dir(tmp_path, 7) as path:
+        assert swept == [0]
+        assert path.is_dir() and (path / locks.OWNER_FILE).is_file()
+        (path / "member.nii.gz").write_bytes(b"x")  # the job can use its folder
+        assert locks.remove_orphaned_job_dirs(tmp_path) == 0  # owned: left alone
+    assert not path.exists()
+
+
 def test_a_killed_server_leaves_no_judges_behind(live_server: Any, challenge: Any) -> None:
     server, token, hooks = live_server
     hooks.write_text(json.dumps({"1": {"sleep": 120}}))  # the job sleeps inside its child
