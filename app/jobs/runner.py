@@ -110,7 +110,7 @@ LOCK_WAIT_SECONDS = 2.0
 # job's limits, before scoring. Refused in production (see refuse_test_hooks).
 TEST_HOOKS_ENV = "HECKTOR_TEST_HOOKS"
 
-_GT_CACHE: dict[tuple[str, int, str, str], Any] = {}
+_GT_CACHE: dict[tuple[str, str, int, str, str], Any] = {}
 _GT_CACHE_MAX = 8
 
 
@@ -239,12 +239,14 @@ def _load_ground_truth(settings: Settings, pt: dict[str, Any]) -> Any:
     from evaluator.protocol import Protocol
     from evaluator.scoring import load_ground_truth
 
-    key = (settings.db_url, pt["id"], pt["gt_sha256"], pt["protocol_sha256"])
+    gt_dir = absolute(settings, pt["gt_dir"])
+    # the folder is part of the key: a database recreated with the same ids (or a task
+    # imported again) must never be served the ground truth of an older copy
+    key = (settings.db_url, str(gt_dir), pt["id"], pt["gt_sha256"], pt["protocol_sha256"])
     gt = _GT_CACHE.get(key)
     if gt is not None:
         return gt
     protocol = Protocol.from_json(pt["protocol_json"])
-    gt_dir = absolute(settings, pt["gt_dir"])
     prepared = prepared_dir(gt_dir)
     if pt["task"] == 1 and (prepared / MANIFEST).is_file():
         gt = load_prepared_task1(prepared)  # no image decoded; crops hash-checked on use
