@@ -101,7 +101,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[
     try:
         with client:
             api = Api(client, challenge)
-            api.create_phase(PHASE, daily_limit=100_000)
+            # one team sends every hostile upload: the failed-submission and dry-run
+            # allowances, tested on their own elsewhere, must not refuse them here
+            api.create_phase(
+                PHASE, daily_limit=100_000, failed_limit=100_000, dry_run_limit=100_000
+            )
             token = api.create_team("mallory")
             with zipfile.ZipFile(challenge.archive("good", 1)) as zf:
                 good1 = {
