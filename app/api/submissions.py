@@ -120,7 +120,10 @@ def _parse_phase(value: str | None) -> str:
     "/submissions",
     status_code=202,
     response_model=SubmissionAccepted,
-    responses=ERRORS,
+    responses={
+        **ERRORS,
+        507: {"model": ErrorResponse, "description": "server storage full; retry later"},
+    },
     openapi_extra=UPLOAD_BODY,
     summary="Upload a submission (multipart: file, task, phase); ?dry_run=true validates only",
 )
