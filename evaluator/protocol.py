@@ -144,9 +144,9 @@ class Limits:
 
     max_voxels: int = 512 * 512 * 1024  # declared voxel count of one label map
     max_members: int = 5000  # archive members
-    max_member_bytes: int = 1 << 30  # one extracted file
-    max_total_bytes: int = 8 << 30  # all extracted files
-    max_ratio: int = 2000  # uncompressed / compressed, per member (label maps compress ~500x)
+    max_member_bytes: int = 1 << 30  # one member read (declared size)
+    max_total_bytes: int = 8 << 30  # all members read (declared sizes)
+    max_unread_bytes: int = 64 << 20  # .tar.gz bytes inflated only to skip unread members
     max_table_bytes: int = 16 << 20  # a Task 2/3 prediction table (~100 kB for 1000 cases)
     max_table_rows: int = 100_000  # rows (or JSON entries) of a prediction table
     max_nesting: int = 32  # JSON depth in tables

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.errors import ArchiveError, SubmissionRejected
-from evaluator.io.archive import open_predictions
+from evaluator.io.archive import detect_archive, read_tree
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 from evaluator.results import sha256_path
 
@@ -76,33 +76,43 @@ def score_submission(
             [ArchiveError(predictions.name, "the predictions path does not exist")]
         )
     submission_sha256 = sha256_path(predictions)
-    with open_predictions(predictions, limits=limits, allow_plain_file=task in (2, 3)) as root:
-        if task == 1:
-            from evaluator.task1 import score_task1
+    if task == 1:
+        from evaluator.task1 import score_task1
 
-            return score_task1(
-                ground_truth,
-                root,
-                protocol=protocol,
-                limits=limits,
-                workers=workers,
-                progress=progress,
-                dry_run=dry_run,
-                submission_sha256=submission_sha256,
-            )
-        if task in (2, 3):
-            from evaluator.tabular import score_table_task
+        # a folder or an archive, read in place: nothing is extracted
+        return score_task1(
+            ground_truth,
+            predictions,
+            protocol=protocol,
+            limits=limits,
+            workers=workers,
+            progress=progress,
+            dry_run=dry_run,
+            submission_sha256=submission_sha256,
+        )
+    if task in (2, 3):
+        from evaluator.io.tables import table_bytes_limit, wanted_member
+        from evaluator.tabular import score_table_task
 
-            return score_table_task(
-                task,
-                ground_truth,
-                root,
-                protocol=protocol,
+        root: Any = predictions
+        if not predictions.is_dir() and detect_archive(predictions) is not None:
+            n_rows = len(ground_truth.ids) + len(ground_truth.unknown_ids)
+            root = read_tree(
+                predictions,
                 limits=limits,
-                progress=progress,
-                dry_run=dry_run,
-                submission_sha256=submission_sha256,
+                want=wanted_member,
+                cap=table_bytes_limit(n_rows, limits),
             )
+        return score_table_task(
+            task,
+            ground_truth,
+            root,
+            protocol=protocol,
+            limits=limits,
+            progress=progress,
+            dry_run=dry_run,
+            submission_sha256=submission_sha256,
+        )
     raise ValueError(f"task must be 1, 2 or 3, not {task!r}")
 
 

@@ -10,11 +10,10 @@ so a stored result can always be recomputed exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from evaluator.io.clinical import ClassificationGroundTruth, SurvivalGroundTruth
-from evaluator.io.tables import read_predictions
+from evaluator.io.tables import AnyPath, read_predictions
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 from evaluator.results import build_result
 
@@ -53,7 +52,7 @@ def task3_cases(
 def score_table_task(
     task: int,
     ground_truth: SurvivalGroundTruth | ClassificationGroundTruth,
-    root: Path,
+    root: AnyPath,
     *,
     protocol: Protocol = HECKTOR2025,
     limits: Limits | None = None,
@@ -75,7 +74,7 @@ def score_table_task(
         )
     limits = limits or Limits()
     predictions = read_predictions(
-        Path(root),
+        root,
         task=task,
         case_ids=ground_truth.ids,
         ignored_ids=ground_truth.unknown_ids,

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import connection
 from pathlib import Path
 from typing import Any
@@ -23,18 +23,22 @@ import numpy.typing as npt
 from evaluator.errors import (
     ExtraCaseError,
     FormatError,
+    LimitError,
     MissingCaseError,
     Problem,
     ScoringProcessError,
     SubmissionError,
     SubmissionRejected,
 )
+from evaluator.io.archive import Member, MemberRef, Scan
 from evaluator.io.ground_truth import GtCase, Task1GroundTruth, strip_nifti_ext
 from evaluator.io.nifti import (
+    ByteSource,
     NiftiHeader,
     check_geometry,
     crop,
     foreground_bbox,
+    max_file_bytes,
     read_label_crop,
 )
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
@@ -44,59 +48,93 @@ from evaluator.segmentation import aggregate_task1, gtvp_dsc, statistics_from_cr
 Progress = Callable[[int, int], None]
 
 
-def find_prediction_files(
-    root: Path, case_ids: tuple[str, ...], *, ignore_extra: bool
-) -> tuple[dict[str, Path], list[SubmissionError]]:
-    """Match files to cases by name; every naming problem is returned."""
-    problems: list[SubmissionError] = []
-    files: dict[str, Path] = {}
-    wanted = set(case_ids)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        stem = strip_nifti_ext(path.name)
+@dataclass
+class _Plan:
+    """Which members of a submission are read, and the naming problems of the others
+    (built once the names are final: a single top folder of a tar is only known at
+    its end)."""
+
+    case_ids: tuple[str, ...]
+    ground_truth: Task1GroundTruth
+    ignore_extra: bool
+    resample: bool
+    chosen: dict[str, Member] = field(default_factory=dict)
+    notes: list[tuple[str, Member, Any]] = field(default_factory=list)
+
+    def want(self, m: Member) -> bool:
+        """Only files that can be a case of the phase are read, one per case, and only
+        if their size is one a label map on that case's grid can have."""
+        stem = strip_nifti_ext(m.name.rsplit("/", 1)[-1])
         if stem is None:
-            if ignore_extra:
-                continue
-            problems.append(
-                FormatError(
-                    rel,
-                    "unexpected file: a Task 1 submission holds only <PatientID>.nii.gz "
-                    "label maps (one per case); remove this file",
-                )
-            )
-            continue
+            if not self.ignore_extra:
+                self.notes.append(("unexpected", m, None))
+            return False
         pid = stem.strip()
-        if pid in files:
-            problems.append(
-                FormatError(
-                    rel,
-                    f"a second prediction for case {pid} (the first is "
-                    f"{files[pid].relative_to(root).as_posix()}); keep exactly one file per case",
-                )
-            )
-            continue
-        if pid not in wanted:
-            if not ignore_extra:
-                problems.append(
-                    ExtraCaseError(
-                        rel,
-                        f"case {pid!r} is not part of this phase; remove it (or check the "
-                        "name: files are named <PatientID>.nii.gz, e.g. "
-                        f"{case_ids[0] if case_ids else 'CHUM-001'}.nii.gz)",
+        if pid in self.chosen:
+            self.notes.append(("second", m, self.chosen[pid]))
+            return False
+        if pid not in self.ground_truth.cases:
+            if not self.ignore_extra:
+                self.notes.append(("extra", m, pid))
+            return False
+        shape = self.ground_truth.cases[pid].shape
+        if not self.resample and m.size > max_file_bytes(shape):
+            self.notes.append(("size", m, shape))
+            return False
+        self.chosen[pid] = m
+        return True
+
+    def problems(self) -> list[SubmissionError]:
+        out: list[SubmissionError] = []
+        for what, m, extra in self.notes:
+            if what == "unexpected":
+                out.append(
+                    FormatError(
+                        m.name,
+                        "unexpected file: a Task 1 submission holds only <PatientID>.nii.gz "
+                        "label maps (one per case); remove this file",
                     )
                 )
-            continue
-        files[pid] = path
-    for pid in case_ids:
-        if pid not in files:
-            problems.append(
-                MissingCaseError(
-                    f"{pid}.nii.gz",
-                    f"no prediction for case {pid}; every case of the phase needs a label "
-                    f"map named {pid}.nii.gz (an empty mask is a valid prediction)",
+            elif what == "second":
+                pid = strip_nifti_ext(m.name.rsplit("/", 1)[-1]) or m.name
+                out.append(
+                    FormatError(
+                        m.name,
+                        f"a second prediction for case {pid.strip()} (the first is "
+                        f"{extra.name}); keep exactly one file per case",
+                    )
                 )
-            )
-    return files, problems
+            elif what == "extra":
+                example = self.case_ids[0] if self.case_ids else "CHUM-001"
+                out.append(
+                    ExtraCaseError(
+                        m.name,
+                        f"case {extra!r} is not part of this phase; remove it (or check the "
+                        f"name: files are named <PatientID>.nii.gz, e.g. {example}.nii.gz)",
+                    )
+                )
+            else:
+                sx, sy, sz = extra
+                out.append(
+                    LimitError(
+                        m.name,
+                        f"the file is {m.size:,} bytes uncompressed, more than a label map on "
+                        f"this case's CT grid ({sx}x{sy}x{sz}) can take "
+                        f"({max_file_bytes(extra):,} bytes with a header, voxels of up to 8 "
+                        "bytes and the gzip framing); save the prediction as a .nii.gz label "
+                        "map on the CT grid",
+                    )
+                )
+        for pid in self.case_ids:
+            if pid not in self.chosen:
+                out.append(
+                    MissingCaseError(
+                        f"{pid}.nii.gz",
+                        f"no prediction for case {pid}; every case of the phase needs a label "
+                        f"map named {pid}.nii.gz (an empty mask is a valid prediction)",
+                    )
+                )
+        return out
 
 
 def resample_nearest(
@@ -125,17 +163,20 @@ def resample_nearest(
 class CaseJob:
     patient_id: str
     gt: GtCase
-    pred_path: Path
+    pred_path: Path | MemberRef  # a file, or a zip member read in place
     pred_name: str
     protocol: Protocol
     max_voxels: int
     dry_run: bool
 
 
-def run_case(job: CaseJob) -> tuple[str, dict[str, Any] | None, list[Problem]]:
+def run_case(
+    job: CaseJob, stream: ByteSource | None = None
+) -> tuple[str, dict[str, Any] | None, list[Problem]]:
     """Validate one prediction and compute its statistics (runs in a worker process).
 
-    Returns ``(patient_id, record or None, problems)``.
+    The prediction is read from ``stream`` when given (a tar member, in order), else
+    from ``job.pred_path``. Returns ``(patient_id, record or None, problems)``.
     """
     resample = job.protocol.geometry_mismatch == "resample_nearest"
 
@@ -143,12 +184,22 @@ def run_case(job: CaseJob) -> tuple[str, dict[str, Any] | None, list[Problem]]:
         return check_geometry(h, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
 
     try:
-        pred = read_label_crop(
-            job.pred_path,
-            max_voxels=job.max_voxels,
-            name=job.pred_name,
-            check_header=None if resample else geometry,
-        )
+        source = job.pred_path if stream is None else stream
+        if not isinstance(source, MemberRef):
+            pred = read_label_crop(
+                source,
+                max_voxels=job.max_voxels,
+                name=job.pred_name,
+                check_header=None if resample else geometry,
+            )
+        else:
+            with source.open() as member:
+                pred = read_label_crop(
+                    member,
+                    max_voxels=job.max_voxels,
+                    name=job.pred_name,
+                    check_header=None if resample else geometry,
+                )
     except SubmissionError as exc:
         return job.patient_id, None, [Problem.of(exc)]
     pred_crop, pred_bbox = pred.crop, pred.bbox
@@ -306,35 +357,60 @@ def score_task1(
 ) -> dict[str, Any]:
     limits = limits or Limits()
     case_ids = ground_truth.case_ids
-    files, problems = find_prediction_files(
-        root, case_ids, ignore_extra=protocol.ignore_extra_cases
+    plan = _Plan(
+        case_ids,
+        ground_truth,
+        ignore_extra=protocol.ignore_extra_cases,
+        resample=protocol.geometry_mismatch == "resample_nearest",
     )
-    # headers and geometry are checked in each case's job before its voxels are decoded
-    jobs = [
-        CaseJob(
+    scan = Scan(root, limits=limits, want=plan.want)
+    total = len(case_ids)
+    records: dict[str, dict[str, Any]] = {}
+    case_problems: list[tuple[Member, Problem]] = []
+
+    def job(pid: str, m: Member, *, stream: bool) -> CaseJob:
+        # headers and geometry are checked in each case's job before its voxels are inflated
+        return CaseJob(
             pid,
             ground_truth.cases[pid],
-            files[pid],
-            files[pid].relative_to(root).as_posix(),
+            m.ref if m.ref is not None and not stream else root,
+            m.name,
             protocol,
             limits.max_voxels,
-            dry_run or bool(problems),
+            dry_run or bool(plan.notes),
         )
-        for pid in case_ids
-        if pid in files
-    ]
-    total = len(case_ids)
-    done = total - len(jobs)
-    if progress:
-        progress(done, total)
-    records: dict[str, dict[str, Any]] = {}
-    for pid, rec, probs in _map(jobs, workers):
-        problems.extend(p.to_error() for p in probs)
+
+    done = 0
+
+    def take(m: Member, result: CaseResult) -> None:
+        nonlocal done
+        pid, rec, probs = result
+        case_problems.extend((m, p) for p in probs)
         if rec is not None:
             records[pid] = rec
         done += 1
         if progress:
             progress(done, total)
+
+    if progress:
+        progress(0, total)
+    if scan.kind in ("tar", "tar.gz"):
+        # read in order, each member as it comes: nothing is extracted
+        for m, stream in scan:
+            pid = (strip_nifti_ext(m.name.rsplit("/", 1)[-1]) or "").strip()
+            take(m, run_case(job(pid, m, stream=True), stream))
+        scan.finish()
+    else:
+        for _ in scan:  # the members to read (``plan.chosen``); raises the archive's problems
+            pass
+        jobs = [job(pid, m, stream=False) for pid, m in plan.chosen.items()]
+        for result in _map(jobs, workers):
+            take(plan.chosen[result[0]], result)
+    problems = plan.problems()
+    # a tar's single top folder is known at its end: name each problem by the final name
+    problems.extend(type(p.to_error())(m.name, p.message) for m, p in case_problems)
+    if progress and done < total:
+        progress(total, total)
     if problems:
         order = {pid: i for i, pid in enumerate(case_ids)}
         problems.sort(key=lambda e: (order.get(_case_key(e.case), len(order)), e.case))

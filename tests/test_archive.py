@@ -1,4 +1,5 @@
-"""Safe extraction: every hostile archive refused with a message that names the problem."""
+"""Archives read in place: every hostile archive refused with a message that names the
+problem, and only the members a task wants are ever read."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.errors import SubmissionRejected
-from evaluator.io.archive import detect_archive, open_predictions
+from evaluator.errors import SubmissionError, SubmissionRejected
+from evaluator.io.archive import Scan, detect_archive
 from evaluator.protocol import Limits
 from tests.builders import make_tar, make_zip
 
@@ -18,8 +19,17 @@ LIM = Limits()
 
 
 def extract(path: Path, limits: Limits = LIM) -> list[str]:
-    with open_predictions(path, limits=limits) as root:
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """The names of the files of ``path``, every member read to its end."""
+    scan = Scan(path, limits=limits, want=lambda m: True)
+    for m, stream in scan:
+        f = stream if stream is not None else m.ref.open()
+        try:
+            while f.read(1 << 20):
+                pass
+        except SubmissionError as exc:  # a member that cannot be read: the task's problem
+            raise SubmissionRejected([exc]) from None
+    scan.finish()
+    return sorted(m.name for m in scan.members)
 
 
 def rejected(path: Path, limits: Limits = LIM) -> list[str]:
@@ -113,7 +123,7 @@ def test_too_many_members(tmp_path) -> None:
 
 def test_member_over_size_cap(tmp_path) -> None:
     z = make_zip(tmp_path / "big.zip", {"A-1.nii.gz": b"a" * 5000})
-    msgs = rejected(z, Limits(max_member_bytes=4096, max_ratio=10**9))
+    msgs = rejected(z, Limits(max_member_bytes=4096))
     assert msgs == [
         "member 'A-1.nii.gz' is 4.9 KiB uncompressed, over the limit of 4.0 KiB per file"
     ]
@@ -122,18 +132,10 @@ def test_member_over_size_cap(tmp_path) -> None:
 def test_total_over_cap(tmp_path) -> None:
     t = make_tar(tmp_path / "tot.tar", {f"{i}.nii.gz": b"a" * 3000 for i in range(4)}, mode="w")
     msgs = rejected(t, Limits(max_total_bytes=10000))
-    assert any("expands to" in m and "over the limit" in m for m in msgs)
+    assert any("expand to more than" in m and "(the limit)" in m for m in msgs)
 
 
-def test_zip_bomb_ratio(tmp_path) -> None:
-    p = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_BZIP2) as zf:
-        zf.writestr("A-1.nii", b"\0" * (20 << 20))
-    msgs = rejected(p)
-    assert "expands" in msgs[0] and "fold" in msgs[0] and "compression bomb" in msgs[0]
-
-
-def test_lying_header_is_capped_while_copying(tmp_path) -> None:
+def test_lying_header_is_caught_while_reading(tmp_path) -> None:
     # a zip whose central directory declares a tiny size for a large member
     p = tmp_path / "liar.zip"
     with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -143,7 +145,7 @@ def test_lying_header_is_capped_while_copying(tmp_path) -> None:
     data[cd + 24 : cd + 28] = (100).to_bytes(4, "little")  # uncompressed size in the central dir
     p.write_bytes(bytes(data))
     msgs = rejected(p, Limits(max_member_bytes=4096))
-    assert msgs and ("corrupt" in msgs[0] or "beyond" in msgs[0])
+    assert msgs and "corrupt or truncated" in msgs[0]
 
 
 def test_names_colliding_after_strip(tmp_path) -> None:
@@ -182,10 +184,10 @@ def test_not_an_archive_and_truncated(tmp_path) -> None:
     assert "corrupt or truncated" in rejected(cut2)[0]
 
 
-def test_nested_archive_is_not_extracted(tmp_path) -> None:
+def test_nested_archive_is_not_opened(tmp_path) -> None:
     inner = make_zip(tmp_path / "inner.zip", {"A-1.nii.gz": b"1"})
     outer = make_zip(tmp_path / "outer.zip", {"inner.zip": inner.read_bytes()})
-    assert extract(outer) == ["inner.zip"]  # kept as a file; the Task 1 reader then rejects it
+    assert extract(outer) == ["inner.zip"]  # a file like any other; the Task 1 reader rejects it
 
 
 def test_single_case_folder_is_not_stripped(tmp_path) -> None:

@@ -1,14 +1,19 @@
 """Reading NIfTI label maps: safely, exactly as nibabel would, and fast.
 
 nibabel parses the header (dtype, shape, scaling, affine: its semantics are the
-reference). The voxel data is decoded here in one shot with zlib-ng, about 4x
-faster than nibabel's default gzip reader, into a buffer whose size the header
-declared, so a file can never make us allocate more than it announced and the caps
-allow. Tests check that the arrays equal ``np.asanyarray(nib.load(f).dataobj)``.
+reference). The voxel data is decoded here with zlib-ng, about 4x faster than
+nibabel's default gzip reader, from a file or straight from a binary stream (an
+archive member read in place). Tests check that the arrays equal
+``np.asanyarray(nib.load(f).dataobj)``.
 
-Checked before the voxel data is allocated: the magic, the number of dimensions,
-the data type, and the declared voxel count against ``max_voxels``.
-Checked after: truncation, and that the values are labels 0, 1, 2.
+The header is parsed from the first bytes (at most a few hundred are inflated) and
+checked before any voxel is: the magic, the number of dimensions, the data type, the
+declared voxel count against ``max_voxels``, where the voxel data starts (at most
+MAX_VOX_OFFSET), and whatever the caller checks (the ground truth's grid). Inflation
+then stops at the declared size: ``vox_offset + shape * itemsize`` bytes, plus at
+most TRAILING_LOOK bytes to reach the end of the gzip member and its CRC-32; the
+compressed input consumed is bounded too (:func:`input_bound`). Checked after:
+truncation, the CRC, and that the values are labels 0, 1, 2.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
@@ -37,7 +42,16 @@ _ZERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
 LABELS = (0, 1, 2)
 _HEAD = 544  # enough for a NIfTI-2 header (540 bytes) and the extension flag
 _STEP = 256 * 1024  # inflate step
-_TRAILING_CHECK = 1 << 20  # bytes inflated after the voxel data to reach the gzip CRC
+_IN_CHUNK = 64 * 1024  # compressed bytes taken from the stream at a time
+TRAILING_LOOK = 1 << 20  # bytes inflated after the voxel data to reach the gzip CRC
+MAX_VOX_OFFSET = 1 << 20  # header and extensions: where the voxel data may start
+
+
+class ByteSource(Protocol):
+    """What the readers need of a stream: a file opened "rb", an archive member."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
 
 Bbox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
@@ -142,6 +156,13 @@ def _parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> 
         )
     if not np.all(np.isfinite(affine)):
         raise _fail(name, "the affine holds NaN or infinite values; re-save the label map")
+    if vox_offset > MAX_VOX_OFFSET:
+        raise _fail(
+            name,
+            f"the header puts the voxel data at byte {vox_offset:,}, beyond the "
+            f"{MAX_VOX_OFFSET:,} bytes allowed for the header and its extensions; save "
+            "the label map without header extensions",
+        )
     return NiftiHeader(
         shape=(shape[0], shape[1], shape[2]),
         affine=affine,
@@ -154,101 +175,240 @@ def _parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> 
     )
 
 
-def _decompress(raw: bytes, limit: int, name: str) -> bytes:
-    """Decode a gzip stream (also multi-member) up to ``limit`` bytes."""
-    parts: list[bytes] = []
-    got = 0
-    data = raw
-    try:
-        while data and got < limit:
-            d = _zlib.decompressobj(wbits=31)
-            out = d.decompress(data, limit - got)
-            parts.append(out)
-            got += len(out)
-            if not d.eof:
-                break  # either the limit was reached, or the stream is truncated
-            data = d.unused_data
-    except _ZERRORS as exc:
-        raise _fail(
-            name,
-            f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
-        ) from None
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+class _Stream:
+    """Exact-length reads of a label map's bytes from a binary stream, inflated (a gzip
+    stream, also multi-member) or as stored.
 
-
-def read_header(path: Path, *, max_voxels: int, name: str | None = None) -> NiftiHeader:
-    """Parse only the header (decompressing at most a few hundred bytes)."""
-    name = name or path.name
-    with open(path, "rb") as f:
-        start = f.read(2)
-        f.seek(0)
-        if start == b"\x1f\x8b":
-            d = _zlib.decompressobj(wbits=31)
-            head = b""
-            try:
-                while len(head) < _HEAD:
-                    chunk = f.read(16384)
-                    if not chunk:
-                        break
-                    head += d.decompress(chunk, _HEAD - len(head))
-                    if d.eof:
-                        break
-            except _ZERRORS as exc:
-                raise _fail(
-                    name, f"the gzip data is corrupt ({exc}); re-create the .nii.gz file"
-                ) from None
-            return _parse_header(head, name, max_voxels=max_voxels, gzipped=True)
-        return _parse_header(f.read(_HEAD), name, max_voxels=max_voxels, gzipped=False)
-
-
-def _inflate_voxels(raw: bytes, offset: int, nbytes: int, name: str) -> npt.NDArray[np.uint8]:
-    """Decode the voxel bytes of a gzip stream (also multi-member) into a new array.
-
-    Decoding in 256 KiB steps into one preallocated NumPy buffer is about twice as
-    fast as a one-shot decompress: a fresh 50-80 MB ``bytes`` object costs more in
-    page faults than the inflation itself, while NumPy's large buffers get huge pages.
-    The header bytes before ``offset`` are skipped; at most ``offset + nbytes`` bytes
-    are ever produced, whatever the stream holds.
+    Compressed input is pulled 64 KiB at a time; ``max_in``, once set, bounds how much
+    of it may be consumed (an encoder needs barely more than the bytes it encodes), so
+    a stream of empty deflate blocks cannot keep the reader busy without output.
     """
-    out = np.empty(nbytes, dtype=np.uint8)
-    pos = -offset  # where the next decoded byte goes in ``out`` (negative: header)
-    data = raw
-    d = _zlib.decompressobj(wbits=31)
-    try:
-        while pos < nbytes:
-            chunk = d.decompress(data, min(_STEP, nbytes - pos))
-            if chunk:
-                n = len(chunk)
-                skip = -pos if pos < 0 else 0
-                if skip < n:
-                    out[pos + skip : pos + n] = np.frombuffer(chunk, dtype=np.uint8)[skip:]
-                pos += n
-            data = d.unconsumed_tail
-            if d.eof:
-                data = d.unused_data
-                if not data or pos >= nbytes:
+
+    def __init__(self, f: ByteSource, name: str, *, gzipped: bool) -> None:
+        self.f = f
+        self.name = name
+        self.gzipped = gzipped
+        self.d: Any = _zlib.decompressobj(wbits=31) if gzipped else None
+        self.data = b""  # compressed input taken from ``f`` and not yet consumed
+        self.taken = 0  # bytes taken from ``f``
+        self.produced = 0  # bytes returned by ``read``
+        self.max_in: int | None = None
+
+    def _fill(self) -> bool:
+        chunk = self.f.read(_IN_CHUNK)
+        if not chunk:
+            return False
+        self.taken += len(chunk)
+        if self.max_in is not None and self.taken > self.max_in:
+            raise _fail(
+                self.name,
+                f"the gzip stream is longer than any encoding of the data its header "
+                f"declares (more than {self.max_in:,} compressed bytes consumed, "
+                f"{self.produced:,} bytes produced); re-create the .nii.gz file",
+            )
+        self.data = self.data + chunk if self.data else chunk
+        return True
+
+    def _inflate(self, n: int) -> bytes:
+        """At most ``n`` bytes from the current member (never fed once it ended)."""
+        if self.d.eof:
+            return b""
+        out: bytes = self.d.decompress(self.data, n)
+        self.data = self.d.unused_data if self.d.eof else self.d.unconsumed_tail
+        return out
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only where the stream ends."""
+        if not self.gzipped:
+            parts = []
+            need = n
+            while need > 0:
+                b = self.f.read(min(need, _STEP))
+                if not b:
                     break
-                d = _zlib.decompressobj(wbits=31)  # next member of a multi-member file
-            elif not chunk and not data:
+                parts.append(b)
+                need -= len(b)
+            self.produced += n - need
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        parts = []
+        need = n
+        try:
+            while need > 0:
+                out = self._inflate(need)
+                if out:
+                    parts.append(out)
+                    need -= len(out)
+                if self.d.eof:
+                    if not self.data and not self._fill():
+                        break  # the last member ended
+                    self.d = _zlib.decompressobj(wbits=31)  # the next member
+                elif not out and not self.data and not self._fill():
+                    break  # cut off inside a member
+        except _ZERRORS as exc:
+            raise _corrupt(self.name, exc) from None
+        self.produced += n - need
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def skip(self, n: int) -> int:
+        """Discard ``n`` bytes (in steps); the number discarded."""
+        done = 0
+        while done < n:
+            b = self.read(min(_STEP, n - done))
+            if not b:
                 break
-        # read on to the end of the gzip member, where zlib checks its CRC-32 (a corrupt
-        # file can inflate to plausible labels), unless the member goes on for more than
-        # _TRAILING_CHECK bytes after the voxel data
-        budget = _TRAILING_CHECK
-        while pos >= nbytes and not d.eof and budget > 0:
-            extra = d.decompress(data, min(_STEP, budget))
-            budget -= len(extra)
-            data = d.unconsumed_tail
-            if not extra and not data:
+            done += len(b)
+        return done
+
+    def read_array(self, nbytes: int) -> npt.NDArray[np.uint8]:
+        """The next ``nbytes`` bytes in one new array, decoded in 256 KiB steps.
+
+        Decoding in steps into one preallocated NumPy buffer is about twice as fast as
+        a one-shot decompress: a fresh 50-80 MB ``bytes`` object costs more in page
+        faults than the inflation itself, while NumPy's large buffers get huge pages.
+        """
+        out = np.empty(nbytes, dtype=np.uint8)
+        pos = 0
+        while pos < nbytes:
+            b = self.read(min(_STEP, nbytes - pos))
+            if not b:
                 break
-    except _ZERRORS as exc:
-        raise _fail(
-            name,
-            f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
-        ) from None
-    if pos < nbytes:
-        raise _truncated(name, nbytes, max(0, pos))
-    return out
+            out[pos : pos + len(b)] = np.frombuffer(b, dtype=np.uint8)
+            pos += len(b)
+        return out[:pos]
+
+    def finish(self, declared: int) -> None:
+        """After the voxel data: read on to the end of the gzip member that holds its
+        last bytes, where zlib checks the member's CRC-32 (a corrupt file can inflate
+        to plausible labels), looking at most TRAILING_LOOK bytes beyond the data.
+
+        A member that goes on for longer is refused: its CRC cannot be checked without
+        inflating data no label map needs. What follows the member (another gzip member,
+        anything) is never read. An uncompressed file's bytes after the voxel data are
+        never read either."""
+        if not self.gzipped:
+            return
+        budget = TRAILING_LOOK
+        try:
+            while not self.d.eof:
+                extra = self._inflate(min(_STEP, budget + 1))
+                budget -= len(extra)
+                if budget < 0:
+                    raise _fail(
+                        self.name,
+                        f"the file holds more data than its header declares: the gzip "
+                        f"stream goes on for more than {_human(TRAILING_LOOK)} after the "
+                        f"{declared:,} bytes of header and voxel data; save the label map "
+                        "again (a .nii.gz ends with its voxel data)",
+                    )
+                if not extra and not self.data and not self._fill():
+                    return  # cut off after the voxel data: nothing left to check
+        except _ZERRORS as exc:
+            raise _corrupt(self.name, exc) from None
+
+
+def _corrupt(name: str, exc: BaseException) -> FormatError:
+    return _fail(
+        name,
+        f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
+    )
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def input_bound(nbytes: int) -> int:
+    """The most compressed bytes a gzip encoding of ``nbytes`` bytes may take, with room
+    to spare: stored deflate blocks add 5 bytes per 64 KiB, a BGZF member 26 bytes per
+    64 KiB, a gzip header its file name; we allow 1/64 of the data plus 1 MiB."""
+    return nbytes + nbytes // 64 + (1 << 20)
+
+
+def max_file_bytes(shape: tuple[int, int, int]) -> int:
+    """The largest file (.nii.gz or .nii) a label map on the grid ``shape`` can need:
+    a header with extensions up to MAX_VOX_OFFSET, voxels of up to 8 bytes, the gzip
+    framing allowed by :func:`input_bound` and TRAILING_LOOK bytes after the data."""
+    nvox = int(np.prod(shape, dtype=np.int64))
+    return input_bound(MAX_VOX_OFFSET + 8 * nvox + TRAILING_LOOK)
+
+
+def open_label_stream(
+    f: ByteSource, name: str, *, max_voxels: int
+) -> tuple[NiftiHeader, _Stream, bytes]:
+    """Parse the header from the first bytes of ``f`` (inflating at most a few hundred
+    bytes); returns the header, the stream, and the bytes already read past the header.
+
+    The caller checks the header, then :func:`start_voxels` positions the stream at the
+    voxel data with a bound on the input it may consume."""
+    start = f.read(2)
+    gzipped = start == b"\x1f\x8b"
+    stream = _Stream(f, name, gzipped=gzipped)
+    if gzipped:
+        stream.data = start
+        stream.taken = 2
+        stream.max_in = input_bound(_HEAD)
+        head = stream.read(_HEAD)
+    else:
+        head = start + stream.read(_HEAD - len(start))
+    header = _parse_header(head, name, max_voxels=max_voxels, gzipped=gzipped)
+    return header, stream, head
+
+
+def voxel_bytes(header: NiftiHeader) -> int:
+    return header.shape[0] * header.shape[1] * header.shape[2] * header.dtype.itemsize
+
+
+def start_voxels(stream: _Stream, header: NiftiHeader, head: bytes) -> bytes:
+    """Skip to the voxel data (the header's ``vox_offset``); returns the voxel bytes
+    already read with the header. From here the stream may consume no more input than
+    an encoding of the declared header and voxel data (and TRAILING_LOOK) needs."""
+    end = header.vox_offset + voxel_bytes(header)
+    stream.max_in = input_bound(end + TRAILING_LOOK)
+    if header.vox_offset <= len(head):
+        return head[header.vox_offset :]
+    stream.skip(header.vox_offset - len(head))
+    return b""
+
+
+class _Voxels:
+    """The voxel bytes of a label map, read in order: what came with the header first."""
+
+    def __init__(self, stream: _Stream, header: NiftiHeader, head: bytes) -> None:
+        self.stream = stream
+        self.header = header
+        self.pending = start_voxels(stream, header, head)
+        self.nbytes = voxel_bytes(header)
+        self.got = 0
+
+    def read(self, n: int) -> bytes:
+        if self.pending:
+            first, self.pending = self.pending[:n], self.pending[n:]
+            rest = self.stream.read(n - len(first)) if len(first) < n else b""
+            b = first + rest
+        else:
+            b = self.stream.read(n)
+        self.got += len(b)
+        if len(b) < n:
+            raise _truncated(self.stream.name, self.nbytes, self.got)
+        return b
+
+    def array(self) -> npt.NDArray[np.uint8]:
+        first = np.frombuffer(self.pending, dtype=np.uint8)[: self.nbytes]
+        self.pending = b""
+        out = np.empty(self.nbytes, dtype=np.uint8)
+        out[: first.size] = first
+        rest = self.stream.read_array(self.nbytes - first.size)
+        out[first.size : first.size + rest.size] = rest
+        self.got = first.size + rest.size
+        if self.got < self.nbytes:
+            raise _truncated(self.stream.name, self.nbytes, self.got)
+        return out
+
+    def finish(self) -> None:
+        self.stream.finish(self.header.vox_offset + self.nbytes)
 
 
 def _truncated(name: str, need: int, got: int) -> FormatError:
@@ -259,17 +419,33 @@ def _truncated(name: str, need: int, got: int) -> FormatError:
     )
 
 
-def decode_voxels(raw: bytes, header: NiftiHeader, name: str) -> npt.NDArray[Any]:
-    """The voxel array (Fortran order, as stored), from the file's bytes."""
-    nvox = header.shape[0] * header.shape[1] * header.shape[2]
-    nbytes = nvox * header.dtype.itemsize
-    if header.gzipped:
-        buf = _inflate_voxels(raw, header.vox_offset, nbytes, name)
-        arr = buf.view(header.dtype)
-    else:
-        if len(raw) < header.vox_offset + nbytes:
-            raise _truncated(name, nbytes, max(0, len(raw) - header.vox_offset))
-        arr = np.frombuffer(raw, dtype=header.dtype, count=nvox, offset=header.vox_offset)
+def _open(source: Path | ByteSource, name: str | None) -> tuple[ByteSource, str, Any]:
+    """A binary stream for ``source``, its name, and the file to close (None when the
+    caller owns the stream)."""
+    if isinstance(source, Path):
+        try:
+            f = open(source, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise _fail(name or source.name, f"the file cannot be read ({exc.strerror})") from None
+        return f, name or source.name, f
+    return source, name or "label map", None
+
+
+def read_header(
+    source: Path | ByteSource, *, max_voxels: int, name: str | None = None
+) -> NiftiHeader:
+    """Parse only the header (decompressing at most a few hundred bytes)."""
+    f, name, opened = _open(source, name)
+    try:
+        return open_label_stream(f, name, max_voxels=max_voxels)[0]
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _full_array(voxels: _Voxels) -> npt.NDArray[Any]:
+    header = voxels.header
+    arr = voxels.array().view(header.dtype)
     return arr.reshape(header.shape, order="F")
 
 
@@ -351,19 +527,19 @@ def to_labels(
     return out, foreground_bbox(out)
 
 
-def read_label_map(path: Path, *, max_voxels: int, name: str | None = None) -> LabelMap:
+def read_label_map(
+    source: Path | ByteSource, *, max_voxels: int, name: str | None = None
+) -> LabelMap:
     """Read and validate one label map. Raises a :class:`SubmissionError` subclass."""
-    name = name or path.name
+    f, name, opened = _open(source, name)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _fail(name, f"the file cannot be read ({exc.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        head = _decompress(raw, _HEAD, name)
-        header = _parse_header(head, name, max_voxels=max_voxels, gzipped=True)
-    else:
-        header = _parse_header(raw[:_HEAD], name, max_voxels=max_voxels, gzipped=False)
-    arr = decode_voxels(raw, header, name)
+        header, stream, head = open_label_stream(f, name, max_voxels=max_voxels)
+        voxels = _Voxels(stream, header, head)
+        arr = _full_array(voxels)
+        voxels.finish()
+    finally:
+        if opened is not None:
+            opened.close()
     labels, bbox = to_labels(arr, header, name)
     return LabelMap(labels, header, bbox)
 
@@ -385,60 +561,8 @@ class LabelCrop:
         return out
 
 
-class _GzipStream:
-    """Sequential reads of exact lengths from a (multi-member) gzip stream."""
-
-    def __init__(self, raw: bytes, name: str) -> None:
-        self.name = name
-        self.data = raw
-        self.d = _zlib.decompressobj(wbits=31)
-        self.produced = 0
-
-    def read(self, n: int) -> bytes:
-        parts: list[bytes] = []
-        need = n
-        try:
-            while need > 0:
-                out = self.d.decompress(self.data, need)
-                if out:
-                    parts.append(out)
-                    need -= len(out)
-                self.data = self.d.unconsumed_tail
-                if self.d.eof:
-                    self.data = self.d.unused_data
-                    if not self.data:
-                        break
-                    self.d = _zlib.decompressobj(wbits=31)  # next member
-                elif not out and not self.data:
-                    break
-        except _ZERRORS as exc:
-            raise self._corrupt(exc) from None
-        self.produced += n - need
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _corrupt(self, exc: BaseException) -> FormatError:
-        return _fail(
-            self.name,
-            f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
-        )
-
-    def finish(self) -> None:
-        """Read on to the end of the member, where zlib checks its CRC-32 (a corrupt
-        file can inflate to plausible labels), within _TRAILING_CHECK bytes."""
-        budget = _TRAILING_CHECK
-        try:
-            while not self.d.eof and budget > 0:
-                extra = self.d.decompress(self.data, min(_STEP, budget))
-                budget -= len(extra)
-                self.data = self.d.unconsumed_tail
-                if not extra and not self.data:
-                    break
-        except _ZERRORS as exc:
-            raise self._corrupt(exc) from None
-
-
 def read_label_crop(
-    path: Path,
+    source: Path | ByteSource,
     *,
     max_voxels: int,
     name: str | None = None,
@@ -446,48 +570,54 @@ def read_label_crop(
 ) -> LabelCrop:
     """Read and validate a label map, keeping only its foreground crop.
 
-    The scorer's hot path. A .nii.gz is inflated one z-slice at a time (slices are
-    contiguous on disk, Fortran order); an all-zero slice is dropped while it is
-    still in the CPU cache, so the whole volume never goes through main memory. The
-    values are validated exactly as :func:`read_label_map` does (the tests check that
-    both agree); uncompressed and scaled files take that full path.
+    The scorer's hot path. ``source`` is a file or a binary stream (an archive member
+    read in place). The voxel data is decoded one z-slice at a time (slices are
+    contiguous on disk, Fortran order); an all-zero slice is dropped while it is still
+    in the CPU cache, so the whole volume never goes through main memory. The values
+    are validated exactly as :func:`read_label_map` does (the tests check that both
+    agree); scaled files take that full path.
 
-    ``check_header`` sees the parsed header before any voxel is decoded; the problem
-    it returns (e.g. a geometry mismatch) is raised.
+    ``check_header`` sees the parsed header before any voxel is inflated; the problem
+    it returns (e.g. a grid other than the ground truth's) is raised. No more than the
+    header's declared voxel bytes are ever inflated (and TRAILING_LOOK bytes after them).
     """
-    name = name or path.name
+    f, name, opened = _open(source, name)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _fail(name, f"the file cannot be read ({exc.strerror})") from None
-    gzipped = raw[:2] == b"\x1f\x8b"
-    head = _decompress(raw, _HEAD, name) if gzipped else raw[:_HEAD]
-    header = _parse_header(head, name, max_voxels=max_voxels, gzipped=gzipped)
+        return _read_crop(f, name, max_voxels=max_voxels, check_header=check_header)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _read_crop(
+    f: ByteSource,
+    name: str,
+    *,
+    max_voxels: int,
+    check_header: Callable[[NiftiHeader], SubmissionError | None] | None,
+) -> LabelCrop:
+    header, stream, head = open_label_stream(f, name, max_voxels=max_voxels)
     if check_header is not None:
         problem = check_header(header)
         if problem is not None:
             raise problem
+    voxels = _Voxels(stream, header, head)
     scaled = header.slope is not None and (header.slope != 1.0 or (header.inter or 0.0) != 0.0)
-    if not gzipped or scaled:
-        lm = read_label_map(path, max_voxels=max_voxels, name=name)
-        c = None if lm.bbox is None else np.asfortranarray(crop(lm.array, lm.bbox))
-        return LabelCrop(lm.header, lm.bbox, c)
+    if scaled:
+        arr = _full_array(voxels)
+        voxels.finish()
+        labels, box = to_labels(arr, header, name)
+        c = None if box is None else np.asfortranarray(crop(labels, box))
+        return LabelCrop(header, box, c)
     sx, sy, sz = header.shape
     dtype = header.dtype
     slice_bytes = sx * sy * dtype.itemsize
     words = dtype == np.uint8 and slice_bytes % 8 == 0
     row_words = dtype == np.uint8 and sx % 8 == 0
-    stream = _GzipStream(raw, name)
-    stream.read(header.vox_offset)
     # per occupied slice: (z, first occupied row y, a copy of rows y..y1 as one block)
     kept: list[tuple[int, int, npt.NDArray[Any]]] = []
     for z in range(sz):
-        b = stream.read(slice_bytes)
-        if len(b) < slice_bytes:
-            raise _truncated(
-                name, sx * sy * sz * dtype.itemsize, max(0, stream.produced - header.vox_offset)
-            )
-        v = np.frombuffer(b, dtype=dtype)
+        v = np.frombuffer(voxels.read(slice_bytes), dtype=dtype)
         occupied = (v.view(np.uint64).max() != 0) if words else bool(np.any(v != 0))
         if not occupied:
             continue
@@ -499,7 +629,7 @@ def read_label_crop(
             ys = np.flatnonzero((v.reshape(sy, sx) != 0).any(axis=1))
         y0, y1 = int(ys[0]), int(ys[-1]) + 1
         kept.append((z, y0, v[y0 * sx : y1 * sx].copy()))
-    stream.finish()
+    voxels.finish()
     if not kept:
         return LabelCrop(header, None, None)
     ylo = min(y0 for _, y0, _ in kept)

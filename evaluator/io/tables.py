@@ -26,9 +26,9 @@ import json
 import math
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Union
 
 import numpy as np
 
@@ -42,6 +42,12 @@ from evaluator.errors import (
     TableError,
 )
 from evaluator.protocol import Limits
+
+if TYPE_CHECKING:
+    from evaluator.io.archive import Member, TreePath
+
+# a folder or file on disk, or one of an archive read in place (never extracted)
+AnyPath = Union[Path, "TreePath"]
 
 __all__ = [
     "CASE_FILES",
@@ -231,28 +237,64 @@ def _convert(raw: object, *, task: int, from_text: bool) -> float | str:
 
 
 # -- readers ------------------------------------------------------------------------
-def _too_big(path: Path, name: str, *, limits: Limits) -> LimitError | None:
+def _too_big(path: AnyPath, name: str, *, limits: Limits) -> LimitError | None:
     size = path.stat().st_size
     if size > limits.max_table_bytes:
-        return LimitError(
-            name,
-            f"{name}: the file is {size:,} bytes, more than the {limits.max_table_bytes:,}-byte "
-            "limit for a prediction table; a table of a few hundred cases takes a few "
-            "kilobytes, check that you uploaded the right file",
-        )
+        return _too_big_message(name, size, limits=limits)
     return None
 
 
+def _too_big_message(name: str, size: int, *, limits: Limits) -> LimitError:
+    return LimitError(
+        name,
+        f"{name}: the file is {size:,} bytes, more than the {limits.max_table_bytes:,}-byte "
+        "limit for a prediction table of this phase; a table of a few hundred cases takes "
+        "a few kilobytes, check that you uploaded the right file",
+    )
+
+
+def _read_capped(path: AnyPath, cap: int) -> bytes:
+    """At most ``cap + 1`` bytes of a file: never more, whatever its size says."""
+    if isinstance(path, Path):
+        with open(path, "rb") as f:
+            return f.read(cap + 1)
+    return path.read_bytes()[: cap + 1]
+
+
+TABLE_BYTES_BASE: Final = 1 << 20
+TABLE_BYTES_PER_ROW: Final = 1024
+
+
+def table_bytes_limit(n_rows: int, limits: Limits) -> int:
+    """The most bytes a prediction table of ``n_rows`` cases may take: 1 MiB plus 1 KiB
+    per row (a row of a CSV takes about 30 bytes, of pretty-printed JSON about 60), and
+    never more than ``limits.max_table_bytes``."""
+    return min(limits.max_table_bytes, TABLE_BYTES_BASE + TABLE_BYTES_PER_ROW * n_rows)
+
+
+def wanted_member(m: Member) -> bool:
+    """Whether an archive member is read for a Task 2/3 submission: a table file at the
+    top (or in a single top folder), or a per-case value file in a case folder. Others
+    are listed, never read."""
+    parts = m.name.split("/")
+    if parts[-1] in CASE_FILES.values():
+        return len(parts) <= 3
+    suffix = Path(parts[-1]).suffix.lower()
+    return len(parts) <= 2 and suffix in CSV_SUFFIXES + JSON_SUFFIXES
+
+
 def _read_text(
-    path: Path, name: str, *, limits: Limits
+    path: AnyPath, name: str, *, limits: Limits
 ) -> tuple[str | None, SubmissionError | None]:
     big = _too_big(path, name, limits=limits)
     if big is not None:
         return None, big
     try:
-        data = path.read_bytes()
+        data = _read_capped(path, limits.max_table_bytes)
     except OSError as exc:
         return None, FormatError(name, f"{name}: the file cannot be read ({exc.strerror})")
+    if len(data) > limits.max_table_bytes:  # grew after it was measured
+        return None, _too_big_message(name, len(data), limits=limits)
     try:
         return decode_text(data), None
     except UnicodeDecodeError as exc:
@@ -275,7 +317,7 @@ def _header_help() -> str:
     return f"the first line must be the header '{ID_COLUMN},{PREDICTION_COLUMN}'"
 
 
-def _read_csv(path: Path, name: str, *, limits: Limits) -> LoadedTable:
+def _read_csv(path: AnyPath, name: str, *, limits: Limits) -> LoadedTable:
     text, problem = _read_text(path, name, limits=limits)
     if text is None:
         assert problem is not None
@@ -457,7 +499,7 @@ def _shape_help() -> str:
     )
 
 
-def _read_json(path: Path, name: str, *, limits: Limits) -> LoadedTable:
+def _read_json(path: AnyPath, name: str, *, limits: Limits) -> LoadedTable:
     text, problem = _read_text(path, name, limits=limits)
     if text is None:
         assert problem is not None
@@ -526,7 +568,7 @@ def _read_json(path: Path, name: str, *, limits: Limits) -> LoadedTable:
 
 
 def _read_case_value(
-    path: Path, where: str, *, task: int, limits: Limits
+    path: AnyPath, where: str, *, task: int, limits: Limits
 ) -> tuple[Any, SubmissionError | None]:
     text, problem = _read_text(path, where, limits=limits)
     if text is None:
@@ -539,7 +581,7 @@ def _read_case_value(
 
 
 def _read_case_folders(
-    root: Path, folders: list[Path], *, task: int, limits: Limits
+    root: AnyPath, folders: list[AnyPath], *, task: int, limits: Limits
 ) -> LoadedTable:
     case_file = CASE_FILES[task]
     entries: list[PredictionEntry] = []
@@ -569,11 +611,11 @@ def _read_case_folders(
     return LoadedTable(f"<PatientID>/{case_file}", entries, problems, case_file=case_file)
 
 
-def _visible(path: Path) -> bool:
+def _visible(path: AnyPath) -> bool:
     return not path.name.startswith(".") and path.name not in _IGNORED_NAMES
 
 
-def _table_kind(path: Path) -> str | None:
+def _table_kind(path: AnyPath) -> str | None:
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
         return "csv"
@@ -589,7 +631,7 @@ def _layout_help(task: int) -> str:
     )
 
 
-def load_entries(root: Path, *, task: int, limits: Limits) -> LoadedTable:
+def load_entries(root: AnyPath, *, task: int, limits: Limits) -> LoadedTable:
     """Find the table (or the per-case folders) under ``root`` and read its entries."""
     if task not in CASE_FILES:
         raise ValueError(f"prediction tables exist for tasks 2 and 3, not {task!r}")
@@ -679,7 +721,7 @@ def _normalised(patient_id: str) -> str:
 
 
 def read_predictions(
-    root: Path,
+    root: AnyPath,
     *,
     task: int,
     case_ids: Sequence[str],
@@ -695,7 +737,9 @@ def read_predictions(
     ``ignore_extra_cases``. Raises :class:`SubmissionRejected` listing every problem.
     """
     limits = limits or Limits()
-    source = load_entries(Path(root), task=task, limits=limits)
+    cap = table_bytes_limit(len(case_ids) + len(ignored_ids), limits)
+    limits = replace(limits, max_table_bytes=cap)
+    source = load_entries(root, task=task, limits=limits)
     problems = list(source.problems)
     if source.entries is None:
         raise SubmissionRejected(problems)
