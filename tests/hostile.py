@@ -237,3 +237,74 @@ def children_peak_rss(pause: float) -> tuple[int, int]:
 
     time.sleep(pause)  # let the other judging processes take the other calls
     return os.getpid(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+# -- bombs, built without ever holding (or writing) what they expand to --------------------
+_ZERO_MIB = bytes(1 << 20)
+
+
+def _zero_block() -> bytes:
+    """Raw deflate of 1 MiB of zeros ending on a full flush: independently decodable,
+    so that copies of it can follow each other (or any full-flushed deflate data)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(_ZERO_MIB) + c.flush(zlib.Z_FULL_FLUSH)
+
+
+def zip_bomb(names: list[str], member_mib: int = 1024) -> bytes:
+    """A zip of deflated members of ``member_mib`` MiB of zeros each (about 1 KiB per
+    MiB: 8 members of 1 GiB take 8.3 MB), with their true sizes and CRCs."""
+    data, crc = deflate_zeros(member_mib)
+    return raw_zip(
+        [
+            ZipEntry(n, data, method=zipfile.ZIP_DEFLATED, crc=crc, size=member_mib << 20)
+            for n in names
+        ]
+    )
+
+
+def tar_gz_bomb(names: list[str], member_mib: int = 1024) -> bytes:
+    """A .tar.gz of members of ``member_mib`` MiB of zeros each, written by hand: the
+    tar headers are deflated by one compressor (each ending on a full flush) and the
+    zeros are copies of one deflated MiB. The gzip CRC is not computed (8 GiB of
+    CRC-32 would take seconds): a reader that stops in time never reaches it."""
+    block = _zero_block()
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"]  # gzip header, no name, mtime 0
+    total = 0
+    for name in names:
+        info = tarfile.TarInfo(name)
+        info.size = member_mib << 20
+        header = info.tobuf(format=tarfile.GNU_FORMAT)
+        out.append(c.compress(header) + c.flush(zlib.Z_FULL_FLUSH))
+        out.append(block * member_mib)
+        total += len(header) + info.size
+    out.append(c.compress(bytes(1024)) + c.flush(zlib.Z_FINISH))  # end of archive
+    total += 1024
+    out.append(struct.pack("<II", 0, total & 0xFFFFFFFF))
+    return b"".join(out)
+
+
+def nifti_header_bytes(shape: tuple[int, ...], *, dtype: object = np.uint8) -> bytes:
+    """A NIfTI-1 header (352 bytes, voxels at 352) declaring ``shape``, identity affine."""
+    return nifti_raw(np.zeros((1, 1, 1), np.uint8), np.eye(4), shape=shape, dtype=dtype)[:352]
+
+
+def nii_gz_with_tail(shape: tuple[int, ...], total_mib: int, *, affine: object = None) -> bytes:
+    """One gzip member holding a NIfTI header that declares ``shape`` (uint8) and then
+    ``total_mib`` MiB of zeros: the voxels of an empty mask and, beyond what the header
+    declares, more zeros in the same stream. About 1 KiB per MiB; a valid gzip file."""
+    arr = np.zeros((1, 1, 1), np.uint8)
+    header = nifti_raw(arr, np.eye(4) if affine is None else affine, shape=shape)[:352]
+    block = _zero_block()
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH) + block * total_mib
+    body += c.flush(zlib.Z_FINISH)
+    size = len(header) + (total_mib << 20)
+    crc = zlib.crc32(header)
+    for _ in range(total_mib):
+        crc = zlib.crc32(_ZERO_MIB, crc)
+    return (
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        + body
+        + struct.pack("<II", crc, size & 0xFFFFFFFF)
+    )

@@ -29,7 +29,9 @@ work is that each member is inflated only as far as its task needs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gzip
 import lzma
 import os
 import posixpath
@@ -445,8 +447,14 @@ class Scan:
         return False
 
     def _iter_tar(self) -> Iterator[tuple[Member, _Guarded | None]]:
-        mode = "r|gz" if self.kind == "tar.gz" else "r:"
-        with tarfile.open(self.path, mode) as tf:  # type: ignore[call-overload]
+        with contextlib.ExitStack() as stack:
+            if self.kind == "tar.gz":
+                # inflated by GzipFile in bounded steps (tarfile's own gzip reader can
+                # return 16 MB for a 16 KiB read of a bomb)
+                gz = stack.enter_context(gzip.GzipFile(self.path, "rb"))
+                tf = stack.enter_context(tarfile.open(fileobj=gz, mode="r|"))
+            else:
+                tf = stack.enter_context(tarfile.open(self.path, "r:"))
             for n, info in enumerate(tf):
                 if n >= self.limits.max_members:
                     self.problems.append(
