@@ -338,3 +338,39 @@ def test_corruption_that_inflates_to_valid_labels_is_caught_by_the_crc(tmp_path)
     # trailing data after the member (a second gzip member) is still accepted
     path.write_bytes(gzip.compress(raw, mtime=0) + gzip.compress(b"\0" * 1000, mtime=0))
     assert read_label_map(path, max_voxels=CAP).array.max() == 0
+
+
+def test_second_gzip_member_right_after_the_voxels_is_never_inflated(tmp_path) -> None:
+    """The member holding the voxel data ends exactly with it; what follows (another
+    member of 64 MiB of zeros) is not read, and the file is accepted."""
+    arr = sample((16, 16, 16))
+    raw = nifti_bytes(arr, level=None)
+    tail = gzip.compress(bytes(64 << 20), 1, mtime=0)
+    path = tmp_path / "tail.nii.gz"
+    path.write_bytes(gzip.compress(raw, mtime=0) + tail)
+    assert np.array_equal(read_label_crop(path, max_voxels=CAP).full(), arr)
+    # and one member going on for more than 1 MiB after the voxel data is refused
+    path.write_bytes(gzip.compress(raw + bytes(2 << 20), mtime=0))
+    with pytest.raises(FormatError, match="holds more data than its header declares"):
+        read_label_crop(path, max_voxels=CAP)
+    with pytest.raises(FormatError, match="holds more data than its header declares"):
+        read_label_map(path, max_voxels=CAP)
+
+
+def test_voxel_offset_beyond_the_header_allowance_is_refused(tmp_path) -> None:
+    raw = bytearray(nifti_bytes(sample(), level=None))
+    struct.pack_into("<f", raw, 108, float(64 << 20))  # vox_offset
+    path = tmp_path / "off.nii.gz"
+    path.write_bytes(gzip.compress(bytes(raw), mtime=0))
+    with pytest.raises(FormatError, match=r"puts the voxel data at byte 67,108,864, beyond"):
+        read_label_crop(path, max_voxels=CAP)
+
+
+def test_empty_deflate_blocks_cannot_keep_the_reader_busy(tmp_path) -> None:
+    """A gzip stream of empty stored blocks produces nothing: the reader stops after
+    consuming what an encoding of the header could need, not at the end of the file."""
+    empty = b"\x00\x00\x00\xff\xff"  # a non-final stored block of length 0
+    path = tmp_path / "empty.nii.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + empty * (1 << 20))
+    with pytest.raises(FormatError, match="longer than any encoding of the data"):
+        read_header(path, max_voxels=CAP)

@@ -238,6 +238,8 @@ class _Stream:
                 if out:
                     parts.append(out)
                     need -= len(out)
+                    if need == 0:
+                        break  # a member that just ended stays the current one (finish)
                 if self.d.eof:
                     if not self.data and not self._fill():
                         break  # the last member ended

@@ -298,11 +298,11 @@ class Hostile:
 H = Hostile
 INPUTS: list[Hostile] = [
     # ---- archives
-    H("zip-bomb-bzip2-ratio", 1, lambda w: make_zip({**w.good1, "bomb.nii": bytes(64 << 20)}, compression=zipfile.ZIP_BZIP2), "-fold (a compression bomb?)"),
-    H("zip-bomb-deflate-1.1GiB", 1, lambda w: deflate_bomb(), "over the limit of 1.0 GiB per file"),
+    H("zip-bomb-bzip2-not-a-case", 1, lambda w: make_zip({**w.good1, "bomb.nii": bytes(64 << 20)}, compression=zipfile.ZIP_BZIP2), "case 'bomb' is not part of this phase"),
+    H("zip-bomb-deflate-1.1GiB", 1, lambda w: deflate_bomb(), "more than a label map on this case's CT grid"),
     H("zip-bomb-nested-archives", 1, nested_bomb, "more.zip: unexpected file"),
     H("archive-inside-a-case-file", 1, zip_in_case, "not a NIfTI file"),
-    H("zip-declares-9-GiB", 1, forged_total, "over the limit of 8.0 GiB"),
+    H("zip-declares-9-GiB", 1, forged_total, "more than a label map on this case's CT grid"),
     H("zip-lying-uncompressed-size", 1, lying_size, "corrupt or truncated"),
     H("zip-absolute-path", 1, lambda w: make_zip({f"/etc/{k}": v for k, v in w.good1.items()}), "has an absolute path"),
     H("tar-absolute-path", 1, lambda w: make_tar([tar_member(f"/tmp/{k}", v) for k, v in w.good1.items()]), "has an absolute path"),
@@ -317,7 +317,7 @@ INPUTS: list[Hostile] = [
     H("zip-device-mode", 1, lambda w: raw_zip([ZipEntry(case0(w), b"", mode=stat.S_IFBLK | 0o600)]), "is not a regular file"),
     H("zip-too-many-members", 1, too_many_zip, f"more than the limit of {LIMITS.max_members}"),
     H("tar-too-many-members", 1, too_many_tar, f"more than {LIMITS.max_members} members"),
-    H("tar-member-over-cap", 1, lambda w: forged_tar_member(case0(w), 2 * GIB, b"\0" * 4096), "over the limit of 1.0 GiB per file"),
+    H("tar-member-over-cap", 1, lambda w: forged_tar_member(case0(w), 2 * GIB, b"\0" * 4096), "(2.0 GiB) is not read by this task"),
     H("names-collide-after-strip-case", 1, lambda w: make_zip({**{f"top/{k}": v for k, v in w.good1.items()}, f"top/{case0(w).lower()}": b"x"}), "would be extracted to the same file"),
     H("names-collide-after-strip-dot", 1, lambda w: make_zip({**{f"top/{k}": v for k, v in w.good1.items()}, f"top/./{case0(w)}": b"x"}), "would be extracted to the same file"),
     H("same-case-in-two-folders", 1, lambda w: make_zip({**{f"a/{k}": v for k, v in w.good1.items()}, f"b/{case0(w)}": w.good1[case0(w)]}), "a second prediction for case"),
@@ -363,7 +363,7 @@ INPUTS: list[Hostile] = [
     H("nifti-wrong-shape", 1, lambda w: image(w, nii(w, np.asarray(w.grid["array"])[:, :, :-1])), "does not match the CT"),
     H("nifti-flipped-axis", 1, lambda w: image(w, nii(w, affine=_affine(w, flip=True))), "orientation/spacing"),
     H("nifti-shifted-origin", 1, lambda w: image(w, nii(w, affine=_affine(w, shift=5.0))), "origin"),
-    H("nifti-huge-vox-offset", 1, lambda w: image(w, nii(w, vox_offset=1 << 30)), "truncated"),
+    H("nifti-huge-vox-offset", 1, lambda w: image(w, nii(w, vox_offset=1 << 30)), "beyond the 1,048,576 bytes allowed for the header"),
     H("nifti-gzip-tail-512MiB", 1, multi_member_tail, "", "scored"),
     # ---- tables
     H("csv-no-header", 2, lambda w: table(w, 2, lambda ls: ls[1:]), "no header"),
@@ -379,7 +379,7 @@ INPUTS: list[Hostile] = [
     H("csv-overflow", 2, lambda w: table(w, 2, set_value(1, "1e999")), "too large to be a finite number"),
     H("csv-empty-value", 2, lambda w: table(w, 2, set_value(1, "")), "the value is empty"),
     H("csv-string-value", 2, lambda w: table(w, 2, set_value(1, "high")), "'high' is not a number"),
-    H("csv-huge-file-in-zip", 2, huge_table_zip, f"more than the {LIMITS.max_table_bytes:,}-byte limit"),
+    H("csv-huge-file-in-zip", 2, huge_table_zip, "-byte limit for a prediction table of this phase"),
     H("csv-too-many-rows", 2, many_rows, f"more than {LIMITS.max_table_rows:,} rows"),
     H("csv-5000-unknown-ids", 2, many_unknown, "more problems like the ones above"),
     H("csv-huge-field", 2, lambda w: table(w, 2, set_value(1, "9" * 200_000)), "not a readable CSV table"),
@@ -397,7 +397,7 @@ INPUTS: list[Hostile] = [
     H("json-nan-literal", 2, lambda w: json.dumps({pid: 1.0 for pid in w.case_ids}).replace("1.0", "NaN", 1).encode(), "the value is NaN"),
     H("json-string-values", 2, lambda w: json.dumps({pid: "1.0" for pid in w.case_ids}).encode(), "write numbers without quotes"),
     H("json-null-id", 2, lambda w: json.dumps([{"PatientID": None, "Prediction": 1}]).encode(), "PatientID is null"),
-    H("json-too-many-entries", 2, lambda w: json.dumps({f"X-{i}": 1 for i in range(LIMITS.max_table_rows * 2 + 5)}).encode(), f"more than {LIMITS.max_table_rows:,} rows"),
+    H("json-too-many-entries", 2, lambda w: json.dumps({f"X-{i}": 1 for i in range(LIMITS.max_table_rows * 2 + 5)}).encode(), "-byte limit for a prediction table of this phase"),
 ]  # fmt: skip
 
 
