@@ -297,6 +297,7 @@ def _map(jobs: list[CaseJob], workers: int) -> Iterator[CaseResult]:
     running = {p.pid: p for p in procs}  # children that have not said "done"
 
     def died(p: Any) -> ScoringProcessError:
+        p.join(1.0)  # its pipe end can close before it is reaped: wait for the exit code
         lost = [j.pred_name for i, j in enumerate(order) if i not in received]
         more = " ..." if len(lost) > 5 else ""
         return ScoringProcessError(
