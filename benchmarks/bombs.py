@@ -8,8 +8,9 @@ prediction (an empty mask: the cost of decoding the grid once) and three bombs:
 
   (a) zip:    8.5 MB of zip, 8 members of 1 GiB of zeros (deflate's ~1,032:1);
   (b) tar.gz: the same 8 GiB as one .tar.gz stream;
-  (c) member: a zip whose only member is a 1 GiB .nii.gz (stored blocks) whose header
-      declares the case's grid, i.e. an empty mask followed by ~950 MB more.
+  (c) member: a zip (1.1 MB) whose only member is a 1 GiB .nii.gz (stored blocks, just
+      under the 1 GiB per-member cap) whose header declares the case's grid: an empty
+      mask followed by ~950 MB more in the same gzip stream.
 
 Each is scored by ``evaluator.scoring.score_submission`` in a fresh process whose
 ``PYTHONPATH`` is ``--tree`` (default: this checkout; pass a ``git worktree`` of an
@@ -61,7 +62,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "outcome": outcome}))
 """
 
 
-def stored_nii_gz_member(path: Path, total: int = 1 << 30) -> None:
+def stored_nii_gz_member(path: Path, total: int = (1 << 30) - (1 << 20)) -> None:
     """A zip (deflate level 1) whose member is a .nii.gz of ``total`` bytes made of
     stored deflate blocks: a NIfTI header declaring CT, then zeros."""
     header = nifti_header_bytes(CT)
