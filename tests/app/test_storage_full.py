@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,11 +39,11 @@ FULL = "server storage full, retry later"
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs at a temporary folder (needs root, as in CI)."""
+    """A 2 MB tmpfs with 1000 inodes at a temporary folder (needs root, as in CI)."""
     mnt = tmp_path / "small-disk"
     mnt.mkdir()
     r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+        ["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=1000", "tmpfs", str(mnt)],
         capture_output=True,
         text=True,
         check=False,
@@ -62,6 +63,16 @@ def _fill(disk: Path) -> Path:
         while True:
             f.write(b"\0" * 4096)
     return ballast
+
+
+def _fill_inodes(disk: Path) -> Path:
+    """Create empty files until the disk has no inode left; returns their folder."""
+    folder = disk / "inodes"
+    folder.mkdir()
+    with contextlib.suppress(OSError):
+        for i in range(100_000):
+            (folder / str(i)).touch()
+    return folder
 
 
 def _assert_507(r: Any) -> None:
@@ -169,11 +180,13 @@ def test_a_full_disk_while_judging_is_a_platform_failure_not_the_teams(
 ) -> None:
     api, tok = _world(app_factory, sqlite_url, small_disk / "data")
     sid = api.submit_ok(tok, "p", 1, challenge.archive("good", 1))
-    ballast = _fill(small_disk)  # the archive is stored; its extraction will not fit
+    # the archive is stored; judging reads it in place, but its job folder will not fit
+    ballast, inodes = _fill(small_disk), _fill_inodes(small_disk)
     try:
         assert run_job(sid, api.settings.to_dict()) == "failed"
     finally:
         ballast.unlink()
+        shutil.rmtree(inodes)
     doc = api.status(tok, sid)
     assert doc["status"] == "failed"
     assert doc["errors"] == [
@@ -184,7 +197,8 @@ def test_a_full_disk_while_judging_is_a_platform_failure_not_the_teams(
             "storage full); this does not count against your quota, resubmit later",
         }
     ]
-    assert not list((small_disk / "data" / "tmp").iterdir())  # the job's folder is gone
+    jobs_tmp = small_disk / "data" / "tmp"
+    assert not jobs_tmp.exists() or not list(jobs_tmp.iterdir())  # no job folder left
     # the daily limit is 1: the failed judging used none of it
     api.submit_ok(tok, "p", 1, challenge.archive("good", 1))
 
