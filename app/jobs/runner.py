@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -346,7 +346,9 @@ def _claim(
         }
 
 
-def _mine(submission_id: int, attempt: int) -> Any:
+def running_attempt(submission_id: int, attempt: int) -> ColumnElement[bool]:
+    """The row is still running this attempt: a write under this condition never touches
+    a row that another attempt owns or that has finished."""
     return (
         (Submission.id == submission_id)
         & (Submission.status == RUNNING)
@@ -372,7 +374,7 @@ class _Progress:
             with session_scope(self.sf) as s:
                 s.execute(
                     update(Submission)
-                    .where(_mine(self.sid, self.attempt))
+                    .where(running_attempt(self.sid, self.attempt))
                     .values(progress_done=int(done), progress_total=int(total))
                 )
         except MemoryError:
@@ -396,7 +398,9 @@ def _finish(
         if doc is not None:
             n = len(doc.get("cases") or [])
             values.update(progress_done=n, progress_total=n)
-        res = s.execute(update(Submission).where(_mine(submission_id, attempt)).values(**values))
+        res = s.execute(
+            update(Submission).where(running_attempt(submission_id, attempt)).values(**values)
+        )
         if rowcount(res) != 1:
             s.rollback()
             return False

@@ -45,7 +45,7 @@ from app.db.models import FAILED, QUEUED, RUNNING, Submission, utcnow
 from app.db.session import rowcount, session_scope
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.locks import held_submission_ids, live_job_ids, remove_orphaned_job_dirs
-from app.jobs.runner import MAX_ATTEMPTS, lost_judges_message, platform_error
+from app.jobs.runner import MAX_ATTEMPTS, lost_judges_message, platform_error, running_attempt
 from app.services import delete_results
 from app.settings import Settings
 from app.uploads import remove_stale_parts
@@ -186,11 +186,7 @@ class Sweeper:
         with session_scope(self.sessions) as s:
             res = s.execute(
                 update(Submission)
-                .where(
-                    Submission.id == sid,
-                    Submission.status == RUNNING,
-                    Submission.attempts == attempts,
-                )
+                .where(running_attempt(sid, attempts))
                 .values(status=QUEUED, progress_done=0, progress_total=0)
             )
             return rowcount(res) == 1
@@ -199,11 +195,7 @@ class Sweeper:
         with session_scope(self.sessions) as s:
             res = s.execute(
                 update(Submission)
-                .where(
-                    Submission.id == sid,
-                    Submission.status == RUNNING,
-                    Submission.attempts == attempts,
-                )
+                .where(running_attempt(sid, attempts))
                 .values(
                     status=FAILED,
                     finished_at=utcnow(),
