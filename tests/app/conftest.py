@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 
 from app.api.main import create_app
 from app.db.migrate import upgrade
-from app.db.models import Base
-from app.db.session import make_engine
+from app.db.models import Base, Result, Submission
+from app.db.session import make_engine, session_factory
 from app.jobs.dispatcher import Dispatcher, LocalDispatcher
 from app.jobs.runner import run_job
 from app.settings import Settings
@@ -94,6 +94,28 @@ def truncate_all(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+def set_submission(db_url: str, sid: int, **values: Any) -> None:
+    """Write ``values`` into submission ``sid``'s row directly: states the API never makes
+    on request (a judge that died mid-job, an upload of yesterday)."""
+    engine = make_engine(db_url)
+    with session_factory(engine)() as s:
+        s.execute(update(Submission).where(Submission.id == sid).values(**values))
+        s.commit()
+    engine.dispose()
+
+
+def submission_row(db_url: str, sid: int) -> tuple[str, int, int]:
+    """Submission ``sid`` as stored: its status, its attempts and how many result rows it has."""
+    engine = make_engine(db_url)
+    with session_factory(engine)() as s:
+        sub = s.get(Submission, sid)
+        assert sub is not None
+        n = len(list(s.scalars(select(Result).where(Result.submission_id == sid))))
+        out = (sub.status, sub.attempts, n)
+    engine.dispose()
+    return out
 
 
 @pytest.fixture(

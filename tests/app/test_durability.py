@@ -154,6 +154,20 @@ class Server:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30)
 
+    def create_phase_and_team(self, phase: str, ground_truth: Path) -> str:
+        """Create ``phase`` on ``ground_truth`` and a team "t" through the admin API;
+        returns the team's token."""
+        with self.client() as c:
+            r = c.post(
+                "/api/v1/admin/phases",
+                json={"name": phase, "ground_truth": str(ground_truth)},
+                headers=auth(ORG),
+            )
+            assert r.status_code == 201, r.text
+            r = c.post("/api/v1/admin/teams", json={"name": "t"}, headers=auth(ORG))
+            assert r.status_code == 201, r.text
+            return str(r.json()["token"])
+
 
 def _state(pid: int) -> str:
     try:
@@ -167,15 +181,7 @@ def lab(tmp_path: Path, challenge: Any) -> Iterator[dict[str, Any]]:
     data = tmp_path / "data"
     server = Server(data, tmp_path / "server.log")
     server.start()
-    with server.client() as c:
-        r = c.post(
-            "/api/v1/admin/phases",
-            json={"name": "crash", "ground_truth": str(challenge.ground_truth)},
-            headers=auth(ORG),
-        )
-        assert r.status_code == 201, r.text
-        r = c.post("/api/v1/admin/teams", json={"name": "t"}, headers=auth(ORG))
-        token = r.json()["token"]
+    token = server.create_phase_and_team("crash", challenge.ground_truth)
     try:
         yield {"server": server, "token": token, "data": data, "challenge": challenge}
     finally:

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
 
-from app.db.models import Result, Submission
 from app.db.session import make_engine, session_factory
 from app.jobs.dispatcher import LocalDispatcher
 from app.jobs.isolation import EXIT_ERROR, EXIT_MEMORY, format_duration, run_in_child
@@ -29,7 +27,7 @@ from app.jobs.runner import (
     run_job,
     time_message,
 )
-from tests.app.conftest import RecordingDispatcher
+from tests.app.conftest import RecordingDispatcher, set_submission, submission_row
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,25 +178,6 @@ def test_local_job_over_the_time_limit_fails_and_the_pool_keeps_serving(
 
 
 # -- claims: any number of runs, one judging ------------------------------------------------
-def _set(db_url: str, sid: int, **values: Any) -> None:
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        s.execute(update(Submission).where(Submission.id == sid).values(**values))
-        s.commit()
-    engine.dispose()
-
-
-def _row(db_url: str, sid: int) -> tuple[str, int, int]:
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        sub = s.get(Submission, sid)
-        assert sub is not None
-        n = len(list(s.scalars(select(Result).where(Result.submission_id == sid))))
-        out = (sub.status, sub.attempts, n)
-    engine.dispose()
-    return out
-
-
 def test_running_row_is_reclaimed_only_when_its_job_is_gone(
     db_url: str, app_factory: Any, challenge: Any
 ) -> None:
@@ -207,7 +186,7 @@ def test_running_row_is_reclaimed_only_when_its_job_is_gone(
     tok = api.create_team("t")
     sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
     settings = api.settings.to_dict()
-    _set(db_url, sid, status="running", attempts=1)  # its judge died mid-job
+    set_submission(db_url, sid, status="running", attempts=1)  # its judge died mid-job
     postgres = db_url.startswith("postgresql")
     if postgres:
         engine = make_engine(db_url)
@@ -216,22 +195,22 @@ def test_running_row_is_reclaimed_only_when_its_job_is_gone(
             with session_factory(engine)() as s:
                 assert held_submission_ids(s) == {sid}
             assert run_job(sid, settings) == SKIPPED
-            assert _row(db_url, sid) == ("running", 1, 0)
+            assert submission_row(db_url, sid) == ("running", 1, 0)
         engine.dispose()
         # the lock is free: the row is an orphan and is judged again, once
         assert run_job(sid, settings) == "scored"
-        assert _row(db_url, sid) == ("scored", 2, 1)
+        assert submission_row(db_url, sid) == ("scored", 2, 1)
         assert run_job(sid, settings) == SKIPPED  # a duplicate message
-        assert _row(db_url, sid) == ("scored", 2, 1)
+        assert submission_row(db_url, sid) == ("scored", 2, 1)
         # a submission whose judges keep dying is failed after MAX_ATTEMPTS claims
-        _set(db_url, sid, status="running", attempts=3)
+        set_submission(db_url, sid, status="running", attempts=3)
         assert run_job(sid, settings) == "failed"
         status = api.status(tok, sid)
         assert status["status"] == "failed"
         assert "stopped unexpectedly 3 times" in status["errors"][0]["message"]
     else:  # SQLite: no lock, so a running row is never taken from its owner
         assert run_job(sid, settings) == SKIPPED
-        assert _row(db_url, sid) == ("running", 1, 0)
+        assert submission_row(db_url, sid) == ("running", 1, 0)
 
 
 @pytest.mark.postgres
@@ -249,8 +228,8 @@ def test_celery_dispatcher_recovers_orphans_without_touching_live_jobs(
     live, orphan, queued = (
         api.submit_ok(tok, "p", 2, challenge.archive(t, 2)) for t in ("good", "poor", "mediocre")
     )
-    _set(pg_database, live, status="running", attempts=1)
-    _set(pg_database, orphan, status="running", attempts=1)
+    set_submission(pg_database, live, status="running", attempts=1)
+    set_submission(pg_database, orphan, status="running", attempts=1)
 
     class Sent:
         def __init__(self) -> None:
@@ -269,7 +248,7 @@ def test_celery_dispatcher_recovers_orphans_without_touching_live_jobs(
     with submission_lock(engine, live):
         with session_factory(engine)() as s:
             assert d.recover_pending(s) == sorted([orphan, queued])
-        assert _row(pg_database, live)[0] == "running"  # never put back to queued
+        assert submission_row(pg_database, live)[0] == "running"  # never put back to queued
         assert d.maintain_once() == []  # first look: a suspect
         assert d.maintain_once() == [orphan]  # second look: confirmed, published again
         assert d.maintain_once() == []  # not again before the visibility timeout

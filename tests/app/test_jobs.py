@@ -7,13 +7,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
-from app.db.models import Submission
-from app.db.session import make_engine, session_factory
 from app.jobs.dispatcher import LocalDispatcher, make_dispatcher
 from app.jobs.runner import JobTimeout, _time_limit
-from tests.app.conftest import RecordingDispatcher, make_settings
+from tests.app.conftest import RecordingDispatcher, make_settings, set_submission
 
 
 def test_time_limit_interrupts_a_job() -> None:
@@ -23,14 +20,6 @@ def test_time_limit_interrupts_a_job() -> None:
     assert time.monotonic() - t0 < 3
     with _time_limit(0):  # 0 = no limit
         pass
-
-
-def _set(db_url: str, sid: int, **values: Any) -> None:
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        s.execute(update(Submission).where(Submission.id == sid).values(**values))
-        s.commit()
-    engine.dispose()
 
 
 def test_a_crashed_judge_is_retried_once_then_failed(
@@ -44,11 +33,11 @@ def test_a_crashed_judge_is_retried_once_then_failed(
     d = LocalDispatcher(api.settings, executor=pool)
     d.start()
     # a: its worker died on the first attempt -> queued again and judged
-    _set(sqlite_url, a, status="running", attempts=1)
+    set_submission(sqlite_url, a, status="running", attempts=1)
     d._after_crash(a)
     assert api.wait(tok, a)["status"] == "scored"
     # b: its worker died on the last allowed attempt -> failed, with a message
-    _set(sqlite_url, b, status="running", attempts=2)
+    set_submission(sqlite_url, b, status="running", attempts=2)
     d._after_crash(b)
     doc = api.status(tok, b)
     assert doc["status"] == "failed" and "stopped unexpectedly" in doc["errors"][0]["message"]

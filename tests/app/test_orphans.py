@@ -32,38 +32,26 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
 
 from app.api.main import create_app
-from app.db.models import Result, Submission
-from app.db.session import make_engine, session_factory
+from app.db.session import make_engine
 from app.jobs.dispatcher import LocalDispatcher
 from app.jobs.locks import job_dir, submission_lock
 from app.jobs.runner import MAX_ATTEMPTS, TEST_HOOKS_ENV, run_job
 from app.jobs.sweeper import Sweeper
-from tests.app.conftest import ORG, InlineDispatcher, RecordingDispatcher, auth, make_settings
+from tests.app.conftest import (
+    ORG,
+    InlineDispatcher,
+    RecordingDispatcher,
+    auth,
+    make_settings,
+    set_submission,
+    submission_row,
+)
 from tests.app.test_durability import Server, _descendants, _state
 
 pytestmark = pytest.mark.timeout(180)
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _set(url: str, sid: int, **values: Any) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(update(Submission).where(Submission.id == sid).values(**values))
-    engine.dispose()
-
-
-def _row(url: str, sid: int) -> tuple[str, int, int]:
-    engine = make_engine(url)
-    with session_factory(engine)() as s:
-        sub = s.get(Submission, sid)
-        assert sub is not None
-        n = len(list(s.scalars(select(Result).where(Result.submission_id == sid))))
-        out = (sub.status, sub.attempts, n)
-    engine.dispose()
-    return out
 
 
 def _wait_for(what: Any, timeout: float = 30.0, step: float = 0.05) -> Any:
@@ -103,15 +91,15 @@ def test_a_running_row_no_live_judge_holds_is_judged_again_without_a_restart(
     assert api.wait(tok, sid)["status"] == "scored"
     # its judge died mid-job (a worker killed, a result that could not be stored):
     # the row says running, nobody holds it
-    _set(db_url, sid, status="running", attempts=1)
+    set_submission(db_url, sid, status="running", attempts=1)
     started = time.monotonic()
     doc = _wait_for(lambda: (d := api.status(tok, sid))["status"] == "scored" and d, 30)
     took = time.monotonic() - started
     assert doc["status"] == "scored"
-    assert _row(db_url, sid) == ("scored", 2, 1)
+    assert submission_row(db_url, sid) == ("scored", 2, 1)
     assert took < 10, f"judged again after {took:.1f} s"
     # a submission whose judges keep dying fails after MAX_ATTEMPTS, as the platform's fault
-    _set(db_url, sid, status="running", attempts=MAX_ATTEMPTS)
+    set_submission(db_url, sid, status="running", attempts=MAX_ATTEMPTS)
     doc = _wait_for(lambda: (d := api.status(tok, sid))["status"] == "failed" and d, 30)
     assert doc["errors"] == [
         {
@@ -132,7 +120,7 @@ def test_the_sweeper_never_takes_a_row_from_a_live_judge(
     api.create_phase("p", tasks=[2])
     tok = api.create_team("t")
     sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
-    _set(db_url, sid, status="running", attempts=1)
+    set_submission(db_url, sid, status="running", attempts=1)
     sweeper = Sweeper(api.settings, api.client.app.state.sessions, d)
     engine = make_engine(db_url)
 
@@ -151,18 +139,18 @@ def test_the_sweeper_never_takes_a_row_from_a_live_judge(
         with submission_lock(engine, sid) as lock:
             assert lock.exclusive
             assert two_looks() == []
-    assert _row(db_url, sid)[0] == "running" and d.submitted == [sid]  # only the upload's
+    assert submission_row(db_url, sid)[0] == "running" and d.submitted == [sid]  # only the upload's
     # nobody holds it: queued again at the second look, and dispatched
     assert sweeper.sweep_once().requeued == []
     assert sweeper.sweep_once().requeued == [sid]
-    assert _row(db_url, sid)[0] == "queued" and d.submitted[-1] == sid
+    assert submission_row(db_url, sid)[0] == "queued" and d.submitted[-1] == sid
     engine.dispose()
     # the row a live judge claimed meanwhile (attempt 2) is not taken by a stale look
-    _set(db_url, sid, status="running", attempts=1)
+    set_submission(db_url, sid, status="running", attempts=1)
     assert sweeper.sweep_once().requeued == []  # a suspect with attempts 1
-    _set(db_url, sid, status="running", attempts=2)  # a judge claimed it again
+    set_submission(db_url, sid, status="running", attempts=2)  # a judge claimed it again
     assert sweeper.sweep_once().requeued == []  # attempts changed: a new suspect, no action
-    assert _row(db_url, sid)[:2] == ("running", 2)
+    assert submission_row(db_url, sid)[:2] == ("running", 2)
 
 
 @pytest.mark.postgres
@@ -178,7 +166,7 @@ def test_celery_queued_rows_whose_message_was_lost_are_published_again(
     tok = api.create_team("t")
     lost = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))  # its message: lost
     orphan = api.submit_ok(tok, "p", 2, challenge.archive("poor", 2))
-    _set(pg_database, orphan, status="running", attempts=1)  # its worker died
+    set_submission(pg_database, orphan, status="running", attempts=1)  # its worker died
 
     class Broker:
         def __init__(self) -> None:
@@ -201,7 +189,7 @@ def test_celery_queued_rows_whose_message_was_lost_are_published_again(
     assert broker.ids == []
     now[0] += 10
     sweeper.sweep_once()  # the orphan is confirmed: queued again and published
-    assert broker.ids == [orphan] and _row(pg_database, orphan)[0] == "queued"
+    assert broker.ids == [orphan] and submission_row(pg_database, orphan)[0] == "queued"
     now[0] += 55  # the lost one has waited 65 s since it was first seen
     sweeper.sweep_once()
     assert broker.ids == [orphan, lost]
@@ -294,16 +282,7 @@ def live_server(tmp_path: Path, challenge: Any, monkeypatch: pytest.MonkeyPatch)
     server = Server(tmp_path / "data", tmp_path / "server.log")
     server.start()
     try:
-        with server.client() as c:
-            r = c.post(
-                "/api/v1/admin/phases",
-                json={"name": "p", "ground_truth": str(challenge.ground_truth)},
-                headers=auth(ORG),
-            )
-            assert r.status_code == 201, r.text
-            token = c.post("/api/v1/admin/teams", json={"name": "t"}, headers=auth(ORG)).json()[
-                "token"
-            ]
+        token = server.create_phase_and_team("p", challenge.ground_truth)
         yield server, token, hooks
     finally:
         server.kill()
@@ -407,16 +386,7 @@ def test_the_judging_child_sees_no_secret_and_still_reports(
     server = Server(tmp_path / "data", tmp_path / "server.log")
     server.start()
     try:
-        with server.client() as c:
-            r = c.post(
-                "/api/v1/admin/phases",
-                json={"name": "p", "ground_truth": str(challenge.ground_truth)},
-                headers=auth(ORG),
-            )
-            assert r.status_code == 201, r.text
-            token = c.post("/api/v1/admin/teams", json={"name": "t"}, headers=auth(ORG)).json()[
-                "token"
-            ]
+        token = server.create_phase_and_team("p", challenge.ground_truth)
         sid = _upload(server, token, challenge)
         assert sid == 1
         doc = _wait_for(

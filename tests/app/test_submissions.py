@@ -10,19 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
-from app.db.models import Submission, utcnow
-from app.db.session import make_engine, session_factory
-from tests.app.conftest import ORG, InlineDispatcher, RecordingDispatcher, auth
-
-
-def _set(db_url: str, sid: int, **values: Any) -> None:
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        s.execute(update(Submission).where(Submission.id == sid).values(**values))
-        s.commit()
-    engine.dispose()
+from app.db.models import utcnow
+from tests.app.conftest import ORG, InlineDispatcher, RecordingDispatcher, auth, set_submission
 
 
 def _incoming_empty(api: Any) -> bool:
@@ -51,11 +41,11 @@ def test_quota_per_team_phase_task_and_day(db_url: str, app_factory: Any, challe
     # another team is not affected
     assert api.upload(api.create_team("u"), "p", 2, csv2).status_code == 202
     # a failed submission does not count
-    _set(db_url, first, status="failed")
+    set_submission(db_url, first, status="failed")
     third = api.submit_ok(tok, "p", 2, csv2)
     assert api.upload(tok, "p", 2, csv2).status_code == 429
     # the window is 24 hours: an old submission frees its slot
-    _set(db_url, second, submitted_at=utcnow() - timedelta(hours=25))
+    set_submission(db_url, second, submitted_at=utcnow() - timedelta(hours=25))
     assert api.upload(tok, "p", 2, csv2).status_code == 202
     assert third > second
 
