@@ -17,6 +17,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -237,6 +238,15 @@ def children_peak_rss(pause: float) -> tuple[int, int]:
 
     time.sleep(pause)  # let the other judging processes take the other calls
     return os.getpid(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def proc_memory(pid: int | str = "self", field: str = "VmRSS") -> int:
+    """A memory figure of a process from ``/proc/<pid>/status``, in bytes (``VmRSS`` now,
+    ``VmHWM`` its peak); 0 when the kernel does not report it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 # -- bombs, built without ever holding (or writing) what they expand to --------------------

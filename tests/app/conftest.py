@@ -10,6 +10,7 @@ import shutil
 import socket
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ from app.settings import Settings
 ORG = "organizer-token-for-tests-0123456789abcdef"
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 N_CASES = 6
+# a task 2 or 3 table whose ids are none of the cases: accepted, then judged and failed
+BAD_CSV = b"PatientID,Prediction\n" + b"".join(f"X-{i},0.5\n".encode() for i in range(3))
 
 
 # -- synthetic data -----------------------------------------------------------------------
@@ -46,6 +49,11 @@ class Challenge:
             if p.exists():
                 return p
         raise FileNotFoundError(f"{team} task {task}")
+
+    def predictions(self, team: str) -> dict[str, bytes]:
+        """The members of ``team``'s task-1 archive by file name (``<PatientID>.nii.gz``)."""
+        with zipfile.ZipFile(self.archive(team, 1)) as zf:
+            return {n.rsplit("/", 1)[-1]: zf.read(n) for n in zf.namelist() if n.endswith(".gz")}
 
 
 @pytest.fixture(scope="session")
@@ -96,14 +104,19 @@ def truncate_all(url: str) -> None:
     engine.dispose()
 
 
+def db_execute(db_url: str, stmt: Any) -> None:
+    """Run one statement in its own committed transaction, outside the service."""
+    engine = make_engine(db_url)
+    with session_factory(engine)() as s:
+        s.execute(stmt)
+        s.commit()
+    engine.dispose()
+
+
 def set_submission(db_url: str, sid: int, **values: Any) -> None:
     """Write ``values`` into submission ``sid``'s row directly: states the API never makes
     on request (a judge that died mid-job, an upload of yesterday)."""
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        s.execute(update(Submission).where(Submission.id == sid).values(**values))
-        s.commit()
-    engine.dispose()
+    db_execute(db_url, update(Submission).where(Submission.id == sid).values(**values))
 
 
 def submission_row(db_url: str, sid: int) -> tuple[str, int, int]:
@@ -264,6 +277,28 @@ class Api:
         r = self.client.get(f"/api/v1/leaderboards/{phase}/{task}", headers=auth(token))
         assert r.status_code == 200, r.text
         return r.json()
+
+
+@contextmanager
+def judged_service(
+    tmp: Path, challenge: Challenge, **kw: Any
+) -> Iterator[tuple[Api, LocalDispatcher]]:
+    """A service on a fresh SQLite database under ``tmp`` whose jobs run in a real local
+    dispatcher (two spawn judges under the settings' limits); ``kw`` are settings."""
+    settings = make_settings(tmp / "data", f"sqlite:///{tmp / 'hecktor.db'}", **kw)
+    d = LocalDispatcher(settings, max_workers=2)
+    d.start()
+    client = TestClient(create_app(settings, dispatcher=d), raise_server_exceptions=False)
+    try:
+        with client:
+            yield Api(client, challenge), d
+    finally:
+        d.shutdown(wait=True)
+
+
+def judge_pids(d: LocalDispatcher) -> list[int]:
+    """The process ids of a local dispatcher's judging processes."""
+    return list(getattr(d._executor, "_processes", {}) or {})
 
 
 @pytest.fixture

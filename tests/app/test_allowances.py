@@ -17,29 +17,19 @@ from sqlalchemy import func, select, update
 
 from app.db.models import Phase, Submission, utcnow
 from app.db.session import make_engine, session_factory
-from tests.app.conftest import InlineDispatcher, RecordingDispatcher
-
-BAD_CSV = b"PatientID,Prediction\n" + b"".join(f"X-{i},0.5\n".encode() for i in range(3))
-
-
-def _db(db_url: str, stmt: Any) -> None:
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        s.execute(stmt)
-        s.commit()
-    engine.dispose()
+from tests.app.conftest import BAD_CSV, InlineDispatcher, RecordingDispatcher, db_execute
 
 
 def _phase(api: Any, db_url: str, name: str, **allowances: Any) -> None:
     """A phase created through the API, with its allowances set in the database."""
     api.create_phase(name, daily_limit=allowances.pop("daily_limit", 5))
     if allowances:
-        _db(db_url, update(Phase).where(Phase.name == name).values(**allowances))
+        db_execute(db_url, update(Phase).where(Phase.name == name).values(**allowances))
 
 
 def _age(db_url: str, sid: int, hours: float) -> None:
     then = utcnow() - timedelta(hours=hours)
-    _db(db_url, update(Submission).where(Submission.id == sid).values(submitted_at=then))
+    db_execute(db_url, update(Submission).where(Submission.id == sid).values(submitted_at=then))
 
 
 def _refused(r: Any, kind: str) -> str:
@@ -106,7 +96,7 @@ def test_dry_run_bytes_count_this_upload(db_url: str, app_factory: Any, challeng
     assert len(small) < size // 2
     assert api.upload(tok, "p", 2, content=small, filename="s.csv", dry_run=True).status_code == 202
     # a single dry run larger than the whole allowance can never pass: 413, not "retry"
-    _db(db_url, update(Phase).where(Phase.name == "p").values(dry_run_bytes=size - 1))
+    db_execute(db_url, update(Phase).where(Phase.name == "p").values(dry_run_bytes=size - 1))
     r = api.upload(api.create_team("u"), "p", 2, csv2, dry_run=True)
     assert r.status_code == 413, r.text
     assert "is larger than the daily dry-run allowance of" in r.json()["detail"]
@@ -154,7 +144,7 @@ def test_failed_submissions_are_bounded_and_point_to_dry_runs(
     api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
     # a failure of the platform (its errors all of a platform kind) is not the team's
     platform = [{"case": "", "kind": "internal", "message": "internal error while scoring"}]
-    _db(db_url, update(Submission).where(Submission.id == fails[0]).values(errors=platform))
+    db_execute(db_url, update(Submission).where(Submission.id == fails[0]).values(errors=platform))
     sid = api.submit_ok(tok, "p", 3, csv3)
     assert api.status(tok, sid)["status"] == "scored"
     # the window: the other failure leaving it frees the allowance

@@ -15,18 +15,15 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from app.api.main import create_app
 from app.jobs.dispatcher import LocalDispatcher
-from tests.app.conftest import Api, make_settings
-from tests.hostile import make_zip, nii_gz_with_tail, tar_gz_bomb, zip_bomb
+from tests.app.conftest import Api, judge_pids, judged_service
+from tests.hostile import make_zip, nii_gz_with_tail, proc_memory, tar_gz_bomb, zip_bomb
 
 PHASE = "bombs"
 TIME_BOUND = 15.0  # seconds from upload to judgment (the 8 GiB bombs took 203-292 s before)
@@ -48,56 +45,29 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("bombs")
-    settings = make_settings(
-        tmp / "data",
-        f"sqlite:///{tmp / 'hecktor.db'}",
-        job_memory_mb=1536,
-        job_timeout_seconds=300,
-    )
-    d = LocalDispatcher(settings, max_workers=2)
-    d.start()
-    client = TestClient(create_app(settings, dispatcher=d), raise_server_exceptions=False)
-    try:
-        with client:
-            api = Api(client, challenge)
-            api.create_phase(
-                PHASE,
-                daily_limit=1000,
-                dry_run_limit=1000,
-                failed_limit=1000,
-                dry_run_bytes=1 << 40,
-                failed_bytes=1 << 40,
-            )
-            token = api.create_team("boom")
-            with zipfile.ZipFile(challenge.archive("good", 1)) as zf:
-                good1 = {
-                    n.rsplit("/", 1)[-1]: zf.read(n) for n in zf.namelist() if n.endswith(".gz")
-                }
-            case0 = sorted(good1)[0]
-            img = nib.Nifti1Image.from_bytes(gzip.decompress(good1[case0]))
-            yield World(
-                api,
-                token,
-                d,
-                good1,
-                case0,
-                tuple(int(x) for x in img.shape),  # type: ignore[arg-type]
-                np.asarray(img.affine),
-                challenge.archive("good", 2).read_bytes(),
-            )
-    finally:
-        d.shutdown(wait=True)
-
-
-def _judges(w: World) -> list[int]:
-    return list(getattr(w.dispatcher._executor, "_processes", {}) or {})
-
-
-def _hwm(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    with judged_service(tmp, challenge, job_memory_mb=1536, job_timeout_seconds=300) as (api, d):
+        api.create_phase(
+            PHASE,
+            daily_limit=1000,
+            dry_run_limit=1000,
+            failed_limit=1000,
+            dry_run_bytes=1 << 40,
+            failed_bytes=1 << 40,
+        )
+        token = api.create_team("boom")
+        good1 = challenge.predictions("good")
+        case0 = sorted(good1)[0]
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(good1[case0]))
+        yield World(
+            api,
+            token,
+            d,
+            good1,
+            case0,
+            tuple(int(x) for x in img.shape),  # type: ignore[arg-type]
+            np.asarray(img.affine),
+            challenge.archive("good", 2).read_bytes(),
+        )
 
 
 def with_case0(w: World, data: bytes, fmt: str = "zip") -> bytes:
@@ -196,8 +166,8 @@ def test_bomb_fails_fast(world: World, bomb: Bomb, dry_run: bool) -> None:
         assert want in text, text
     assert "Traceback" not in text and "hecktor-sub-" not in text
     assert elapsed < TIME_BOUND, elapsed
-    for pid in _judges(world):
-        assert _hwm(pid) < JUDGE_PEAK_RSS, (pid, _hwm(pid))
+    for pid in judge_pids(world.dispatcher):
+        assert proc_memory(pid, "VmHWM") < JUDGE_PEAK_RSS, (pid, proc_memory(pid, "VmHWM"))
     assert api.client.get("/healthz").status_code == 200
     assert api.client.get(f"/api/v1/leaderboards/{PHASE}/{bomb.task}").status_code == 200
 

@@ -19,19 +19,16 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from app.api.main import create_app
 from app.jobs.dispatcher import LocalDispatcher
 from evaluator.errors import MAX_LISTED_PROBLEMS
 from evaluator.protocol import Limits
-from tests.app.conftest import Api, auth, make_settings
+from tests.app.conftest import Api, auth, judge_pids, judged_service
 from tests.hostile import (
     GIB,
     ZipEntry,
@@ -44,6 +41,7 @@ from tests.hostile import (
     make_tar,
     make_zip,
     nifti_raw,
+    proc_memory,
     raw_zip,
     rlimit_inside_job,
     tar_member,
@@ -73,72 +71,47 @@ class World:
     settings: Any = None
 
 
-def _rss(pid: int | str = "self", field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _judges(w: World) -> list[int]:
-    ex = w.dispatcher._executor
-    return list(getattr(ex, "_processes", {}) or {})
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("hostile")
-    settings = make_settings(
-        tmp / "data",
-        f"sqlite:///{tmp / 'hecktor.db'}",
+    with judged_service(
+        tmp,
+        challenge,
         max_upload_bytes=UPLOAD_CAP,
         job_memory_mb=JOB_MEMORY_MB,
         job_timeout_seconds=120,
-    )
-    d = LocalDispatcher(settings, max_workers=2)
-    d.start()
-    client = TestClient(create_app(settings, dispatcher=d), raise_server_exceptions=False)
-    try:
-        with client:
-            api = Api(client, challenge)
-            # one team sends every hostile upload: the failed-submission and dry-run
-            # allowances, tested on their own elsewhere, must not refuse them here
-            api.create_phase(
-                PHASE, daily_limit=100_000, failed_limit=100_000, dry_run_limit=100_000
-            )
-            token = api.create_team("mallory")
-            with zipfile.ZipFile(challenge.archive("good", 1)) as zf:
-                good1 = {
-                    n.rsplit("/", 1)[-1]: zf.read(n) for n in zf.namelist() if n.endswith(".gz")
-                }
-            case_ids = sorted(n.removesuffix(".nii.gz") for n in good1)
-            img = nib.Nifti1Image.from_bytes(gzip_decompress(good1[f"{case_ids[0]}.nii.gz"]))
-            grid = {
-                "shape": img.shape,
-                "affine": img.affine,
-                "array": np.asanyarray(img.dataobj),
-            }
-            w = World(
-                api=api,
-                token=token,
-                dispatcher=d,
-                case_ids=case_ids,
-                good1=good1,
-                grid=grid,
-                good2=challenge.archive("good", 2).read_bytes(),
-                good3=challenge.archive("good", 3).read_bytes(),
-                clean_scores={},
-                settings=settings,
-            )
-            for task, metric in ((1, "gtvp_dsc_mean"), (2, "c_index"), (3, "auc")):
-                content = task1_zip(w) if task == 1 else (w.good2 if task == 2 else w.good3)
-                sid = api.submit_ok(token, PHASE, task, None, content=content, filename="clean")
-                doc = api.wait(token, sid, timeout=120)
-                assert doc["status"] == "scored", doc["errors"]
-                w.clean_scores[task] = doc["result"]["metrics"][metric]
-            yield w
-    finally:
-        d.shutdown(wait=True)
+    ) as (api, d):
+        # one team sends every hostile upload: the failed-submission and dry-run
+        # allowances, tested on their own elsewhere, must not refuse them here
+        api.create_phase(PHASE, daily_limit=100_000, failed_limit=100_000, dry_run_limit=100_000)
+        token = api.create_team("mallory")
+        good1 = challenge.predictions("good")
+        case_ids = sorted(n.removesuffix(".nii.gz") for n in good1)
+        img = nib.Nifti1Image.from_bytes(gzip_decompress(good1[f"{case_ids[0]}.nii.gz"]))
+        grid = {
+            "shape": img.shape,
+            "affine": img.affine,
+            "array": np.asanyarray(img.dataobj),
+        }
+        w = World(
+            api=api,
+            token=token,
+            dispatcher=d,
+            case_ids=case_ids,
+            good1=good1,
+            grid=grid,
+            good2=challenge.archive("good", 2).read_bytes(),
+            good3=challenge.archive("good", 3).read_bytes(),
+            clean_scores={},
+            settings=d.settings,
+        )
+        for task, metric in ((1, "gtvp_dsc_mean"), (2, "c_index"), (3, "auc")):
+            content = task1_zip(w) if task == 1 else (w.good2 if task == 2 else w.good3)
+            sid = api.submit_ok(token, PHASE, task, None, content=content, filename="clean")
+            doc = api.wait(token, sid, timeout=120)
+            assert doc["status"] == "scored", doc["errors"]
+            w.clean_scores[task] = doc["result"]["metrics"][metric]
+        yield w
 
 
 def gzip_decompress(data: bytes) -> bytes:
@@ -415,7 +388,7 @@ def test_inputs_are_distinct() -> None:
 def test_hostile_input(world: World, h: Hostile) -> None:
     api, token = world.api, world.token
     content = h.build(world)
-    rss0 = _rss()
+    rss0 = proc_memory()
     t0 = time.monotonic()
     r = api.upload(token, PHASE, h.task, content=content, filename=h.filename)
     if h.outcome == "sync":
@@ -441,9 +414,9 @@ def test_hostile_input(world: World, h: Hostile) -> None:
     assert str(world.settings.data_dir) not in text
     assert elapsed < TIME_BOUND
     # memory: the judges' high-water mark, and this process's growth (client + server)
-    for pid in _judges(world):
-        assert _rss(pid, "VmHWM") < JUDGE_PEAK_RSS, (pid, _rss(pid, "VmHWM"))
-    assert _rss() - rss0 < SERVER_RSS_GROWTH + len(content) * 3
+    for pid in judge_pids(world.dispatcher):
+        assert proc_memory(pid, "VmHWM") < JUDGE_PEAK_RSS, (pid, proc_memory(pid, "VmHWM"))
+    assert proc_memory() - rss0 < SERVER_RSS_GROWTH + len(content) * 3
     # the service still answers
     assert api.client.get("/healthz").status_code == 200
     assert api.client.get(f"/api/v1/leaderboards/{PHASE}/{h.task}").status_code == 200

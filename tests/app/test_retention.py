@@ -17,22 +17,12 @@ from sqlalchemy import select, update
 from app.cli import main
 from app.db.models import Phase, Submission, utcnow
 from app.db.session import make_engine, session_factory
-from tests.app.conftest import ORG, InlineDispatcher, auth
-
-BAD_CSV = b"PatientID,Prediction\n" + b"".join(f"X-{i},0.5\n".encode() for i in range(3))
-
-
-def _db(db_url: str, stmt: Any) -> None:
-    engine = make_engine(db_url)
-    with session_factory(engine)() as s:
-        s.execute(stmt)
-        s.commit()
-    engine.dispose()
+from tests.app.conftest import BAD_CSV, ORG, InlineDispatcher, auth, db_execute
 
 
 def _ended_days_ago(db_url: str, sid: int, days: float) -> None:
     then = utcnow() - timedelta(days=days)
-    _db(
+    db_execute(
         db_url,
         update(Submission)
         .where(Submission.id == sid)
@@ -56,7 +46,7 @@ def _stored(api: Any, sid: int) -> bool:
 def _scenario(api: Any, db_url: str, challenge: Any) -> dict[str, int]:
     """One submission of each kind, all ended 8 days ago but ``recent`` (1 day)."""
     api.create_phase("p", daily_limit=20)
-    _db(db_url, update(Phase).where(Phase.name == "p").values(retention_days=7))
+    db_execute(db_url, update(Phase).where(Phase.name == "p").values(retention_days=7))
     tok = api.create_team("t")
     api.token = tok
     csv3 = challenge.archive("good", 3)
@@ -77,7 +67,9 @@ def _scenario(api: Any, db_url: str, challenge: Any) -> dict[str, int]:
     for name, sid in ids.items():
         _ended_days_ago(db_url, sid, 1 if name == "recent" else 8)
     platform = [{"case": "", "kind": "internal", "message": "internal error while scoring"}]
-    _db(db_url, update(Submission).where(Submission.id == ids["platform"]).values(errors=platform))
+    db_execute(
+        db_url, update(Submission).where(Submission.id == ids["platform"]).values(errors=platform)
+    )
     assert all(_stored(api, sid) for sid in ids.values())
     return ids
 
