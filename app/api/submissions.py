@@ -104,7 +104,11 @@ def _parse_task(value: str | None) -> int:
     except ValueError:
         task = 0
     if task not in (1, 2, 3):
-        msg = f"the form field 'task' must be 1, 2 or 3, not {value!r}"
+        msg = (
+            "the form field 'task' (1, 2 or 3) is required"
+            if value is None
+            else f"the form field 'task' must be 1, 2 or 3, not {value!r}"
+        )
         raise BadRequest(msg, [problem(msg)])
     return task
 

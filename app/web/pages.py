@@ -145,6 +145,12 @@ def index(
     return render(request, "index.html", {"phases": phases, "principal": principal, "subs": subs})
 
 
+@router.get("/login")
+def login_form() -> Response:
+    """The sign-in form is on the front page (a bookmarked or typed ``/login``)."""
+    return RedirectResponse("/", status_code=303)
+
+
 @router.post("/login")
 def login(
     request: Request,

@@ -208,3 +208,22 @@ def test_error_pages_escape_what_they_echo(sqlite_url: str, app_factory: Any) ->
     r = c.get("/leaderboards/%3Cscript%3E/9", headers={"accept": "text/html"})
     assert r.status_code == 404 and "<script>" not in r.text
     assert "there is no task 9" in html.unescape(r.text)
+
+
+def test_a_browser_opening_login_gets_the_sign_in_page_and_a_missing_task_is_named(
+    sqlite_url: str, app_factory: Any
+) -> None:
+    api = app_factory(sqlite_url)
+    r = api.client.get("/login", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert 'name="token"' in api.client.get("/login").text  # the form on the front page
+    api.create_phase("p", tasks=[2])
+    tok = api.create_team("t")
+    r = api.client.post(
+        "/api/v1/submissions",
+        data={"phase": "p"},
+        files={"file": ("p.csv", b"PatientID,Prediction\n")},
+        headers=auth(tok),
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"] == "the form field 'task' (1, 2 or 3) is required"
