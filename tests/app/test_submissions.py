@@ -165,7 +165,7 @@ def test_rejected_submission_lists_every_problem(
 @pytest.mark.parametrize(
     ("data", "files", "status", "message"),
     [
-        ({"phase": "p"}, {"file": ("a.csv", b"x")}, 400, "'task' must be 1, 2 or 3"),
+        ({"phase": "p"}, {"file": ("a.csv", b"x")}, 400, "'task' (1, 2 or 3) is required"),
         ({"phase": "p", "task": "7"}, {"file": ("a.csv", b"x")}, 400, "'task' must be 1, 2 or 3"),
         ({"task": "2"}, {"file": ("a.csv", b"x")}, 400, "'phase'"),
         ({"phase": "p", "task": "2"}, None, 400, "no complete 'file' part"),
