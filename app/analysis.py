@@ -1,4 +1,4 @@
-"""Ranking analysis of a phase's leaderboards (issue 8), from stored per-case rows only.
+"""Ranking analysis of a phase's leaderboards, from stored per-case rows only.
 
 For one phase and task, the analysis of the leaderboard's submissions is: bootstrap
 intervals of every leaderboard metric, the stability of the final HECKTOR rank and

@@ -1,4 +1,4 @@
-"""Frozen leaderboards (issue 8).
+"""Frozen leaderboards.
 
 An organizer freezes a phase: for each of its tasks, the live leaderboard and its
 analysis are stored in a :class:`~app.db.models.LeaderboardSnapshot`, each row with the

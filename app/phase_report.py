@@ -1,4 +1,4 @@
-"""Leaderboards and their analyses as report material (issue 8): the phase report of
+"""Leaderboards and their analyses as report material: the phase report of
 ``hecktor-eval report`` and the analysis sections of the HTML leaderboard page.
 
 Both are fed from stored rows only: the board of :func:`app.services.leaderboard` (the

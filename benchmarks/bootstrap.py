@@ -6,7 +6,7 @@ tasks 1, 2 and 3, teams of graded quality so the ranking is neither fixed nor ra
 Times :func:`evaluator.analysis.bootstrap` (full-data values, every resample's metrics,
 ranks, Kendall's tau and the summaries) after one warm-up call that also pays the
 imports (lifelines, scikit-learn), prints the medians and writes
-``benchmarks/results/bootstrap.json``. Target (issue 8): under 10 s per task for
+``benchmarks/results/bootstrap.json``. Target: under 10 s per task for
 20 teams x 400 cases x 1000 resamples.
 """
 

@@ -1,5 +1,5 @@
 """Ranking analysis over stored per-case records: bootstrap intervals, rank stability
-and per-centre breakdowns (issue 8). Pure: numpy and scipy only, no image is read.
+and per-centre breakdowns. Pure: numpy and scipy only, no image is read.
 
 Bootstrap over cases
 --------------------

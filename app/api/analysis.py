@@ -1,5 +1,5 @@
 """Ranking analysis, per-centre results, frozen leaderboards and the phase report
-(issue 8). Thin routes over :mod:`app.analysis`, :mod:`app.freeze` and
+of the service. Thin routes over :mod:`app.analysis`, :mod:`app.freeze` and
 :mod:`app.phase_report`."""
 
 from __future__ import annotations

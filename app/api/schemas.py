@@ -268,7 +268,7 @@ class Me(BaseModel):
     team: str | None
 
 
-# -- ranking analysis, per-centre results, frozen leaderboards (issue 8) ----------------
+# -- ranking analysis, per-centre results, frozen leaderboards ----------------
 class CenterMetrics(BaseModel):
     center: str
     n_cases: int

@@ -92,7 +92,7 @@ class Phase(Base):
     daily_limit: Mapped[int] = mapped_column(Integer, default=5)
     selection: Mapped[str] = mapped_column(String(16), default="best")  # best | latest
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # ranking analysis (issue 8): bootstrap resamples and seed, chosen by the organizers
+    # ranking analysis: bootstrap resamples and seed, chosen by the organizers
     analysis_resamples: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
     analysis_seed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # what a team sees of its own per-case rows: CASE_ROWS_SCORES (its predictions and

@@ -1,4 +1,4 @@
-"""Analysis material for leaderboard pages and the phase report (issue 8).
+"""Analysis material for leaderboard pages and the phase report.
 
 - :mod:`app.report.plots`: server-rendered SVG plots (per-case DSC, rank stability,
   per-centre heat map), each returned as an inline ``<svg>`` string;

@@ -1,4 +1,4 @@
-"""Server-rendered SVG plots for leaderboard pages and the report (issue 8).
+"""Server-rendered SVG plots for leaderboard pages and the report.
 
 Each function returns one ``<svg>`` element as a string, ready to inline in HTML:
 no XML prolog or DOCTYPE, no external reference, text kept as ``<text>`` (browsers

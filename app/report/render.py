@@ -1,4 +1,4 @@
-"""One self-contained HTML report of a phase (issue 8): per task the leaderboard with
+"""One self-contained HTML report of a phase: per task the leaderboard with
 bootstrap intervals, rank stability (table and plot), per-centre results (table and
 heat map) and, for Task 1, the per-case DSC plot.
 

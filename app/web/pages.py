@@ -265,7 +265,7 @@ def _analysis_sections(
     request: Request, session: Session, board: dict[str, Any], principal: Principal | None
 ) -> dict[str, Any]:
     """Intervals, rank stability, per-centre tables and heat maps, per-case plot of a
-    board (issue 8): from the snapshot while frozen, else cached or computed."""
+    board: from the snapshot while frozen, else cached or computed."""
     from app.analysis import board_analysis
     from app.phase_report import interval_cells, page_sections
 

@@ -1,5 +1,5 @@
 """Ranking analysis, per-centre results, frozen leaderboards and the phase report
-through HTTP and the CLI (issue 8), on SQLite and PostgreSQL where it matters (the
+through HTTP and the CLI, on SQLite and PostgreSQL where it matters (the
 cache and the snapshots live in the database).
 
 The synthetic challenge has 6 cases in 5 centres (CHUB, CHUP, CHUS, MDA x2, USZ) and

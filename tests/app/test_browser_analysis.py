@@ -1,4 +1,4 @@
-"""The analysis on the HTML pages in headless Chromium (issue 8): bootstrap intervals
+"""The analysis on the HTML pages in headless Chromium: bootstrap intervals
 in the leaderboard, the rank-stability plot, the per-centre tables and heat maps, the
 per-case DSC plot, all server-rendered inline SVG that draws under the pages'
 Content-Security-Policy (no inline CSS, nothing fetched from elsewhere); the frozen

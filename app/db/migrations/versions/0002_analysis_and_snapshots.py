@@ -1,4 +1,4 @@
-"""ranking analysis cache, frozen leaderboards, result hashes (issue 8)
+"""ranking analysis cache, frozen leaderboards, result hashes
 
 Revision ID: 0002
 Revises: 0001
