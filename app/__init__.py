@@ -2,7 +2,7 @@
 
 ``app`` depends on :mod:`evaluator`, never the reverse. Entry points:
 
-- :func:`app.api.main.create_app` builds the FastAPI application;
+- :func:`app.main.create_app` builds the FastAPI application;
 - :mod:`app.cli` adds the ``serve``, ``admin``, ``submit`` and ``demo`` commands;
 - ``python -m app ...`` runs those commands without the ``hecktor-eval`` script.
 """

@@ -26,11 +26,19 @@ Organizers see everything. Nothing here reads the database.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from app.db.models import CASE_ROWS, CASE_ROWS_NONE, CASE_ROWS_SCORES, Phase
+from app.db.models import (
+    CASE_ROWS,
+    CASE_ROWS_NONE,
+    CASE_ROWS_SCORES,
+    Phase,
+    Submission,
+)
+from app.errors import Forbidden, Unauthorized
 from app.security import Principal
 from evaluator.registry import BY_NAME, metrics_of
 
@@ -253,7 +261,7 @@ def _sorted_values(rows: Iterable[Mapping[str, Any]]) -> list[float | None]:
 def visible_analysis(
     payload: Mapping[str, Any], phase: Phase, principal: Principal | None
 ) -> dict[str, Any]:
-    """The analysis payload (:func:`app.analysis.compute_payload`) as the caller may see
+    """The analysis payload (:func:`app.services.board_analysis.compute_payload`) as the caller may see
     it. Organizers: unchanged. Others: per-centre results of centres with at least
     ``min_center_cases`` cases, with generic reasons; ``per_case`` holds the caller's own
     team's rows only; ``per_case_values`` each team's per-case GTVp DSC sorted by value
@@ -282,3 +290,34 @@ def visible_analysis(
     )
     out["view"] = f"restricted:{policy}:{phase.min_center_cases}"
     return out
+
+
+log = logging.getLogger(__name__)
+
+
+def scores_hidden(sub: Submission, principal: Principal) -> bool:
+    return sub.phase.hidden and not principal.is_organizer
+
+
+# -- leaderboards ----------------------------------------------------------------------
+def can_see_leaderboard(phase: Phase, principal: Principal | None) -> bool:
+    """Organizers always; others when the leaderboard is public and the phase is not
+    hidden (a hidden phase never shows scores to teams, whatever its board setting)."""
+    if principal is not None and principal.is_organizer:
+        return True
+    return phase.leaderboard_public and not phase.hidden
+
+
+# -- access -----------------------------------------------------------------------------
+def check_scores_visible(phase: Phase, principal: Principal | None) -> None:
+    """Analyses reveal scores: the leaderboard must be visible to the caller, and a
+    hidden phase shows them to organizers only."""
+    organizer = principal is not None and principal.is_organizer
+    if not can_see_leaderboard(phase, principal):
+        if principal is None:
+            raise Unauthorized(f"the leaderboard of phase {phase.name!r} is for organizers only")
+        raise Forbidden(f"the leaderboard of phase {phase.name!r} is for organizers only")
+    if phase.hidden and not organizer:
+        if principal is None:
+            raise Unauthorized(f"the scores of phase {phase.name!r} are hidden")
+        raise Forbidden(f"the scores of phase {phase.name!r} are hidden from teams")

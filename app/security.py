@@ -49,6 +49,10 @@ class Principal:
         return self.role == ORGANIZER
 
 
+#: the organizer, for the service's own reads (freezing, reports, precomputed analyses)
+ORGANIZER_PRINCIPAL = Principal(ORGANIZER)
+
+
 def issue_token(session: Session, *, role: str, team: Team | None = None) -> str:
     """Create a token, store its hash, return the token itself (shown once)."""
     if role not in (ORGANIZER, TEAM):
@@ -75,14 +79,14 @@ def _principal_of_digest(
     session: Session, digest: str, organizer_token: str | None
 ) -> Principal | None:
     if organizer_token and hmac.compare_digest(digest, token_hash(organizer_token)):
-        return Principal(ORGANIZER)
+        return ORGANIZER_PRINCIPAL
     row = session.scalars(
         select(ApiToken).where(ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None))
     ).first()
     if row is None or not hmac.compare_digest(row.token_sha256, digest):
         return None
     if row.role == ORGANIZER:
-        return Principal(ORGANIZER)
+        return ORGANIZER_PRINCIPAL
     team = session.get(Team, row.team_id) if row.team_id is not None else None
     if team is None:
         return None

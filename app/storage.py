@@ -8,8 +8,16 @@ participants.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+
+from app.settings import Settings
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 SERVER_STORAGE_FULL = "server storage full"
@@ -73,3 +81,106 @@ def storage_reason(exc: BaseException) -> str:
     if any(isinstance(e, OperationalError) for e in chain):
         return DATABASE_UNAVAILABLE
     return DATABASE_ERROR
+
+
+log = logging.getLogger(__name__)
+
+
+# -- file helpers ----------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy to a temporary name beside ``dst``, fsync, rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.part")
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rel(settings: Settings, path: Path) -> str:
+    return path.resolve().relative_to(settings.data_dir).as_posix()
+
+
+def absolute(settings: Settings, relpath: str) -> Path:
+    p = (settings.data_dir / relpath).resolve()
+    if not p.is_relative_to(settings.data_dir):
+        raise ValueError(f"path {relpath!r} escapes the data dir")
+    return p
+
+
+def prepared_dir(task_dir: Path) -> Path:
+    """Where the prepared form of a phase task's ground truth lives (Task 1)."""
+    return task_dir.parent / f"{task_dir.name}.prepared"
+
+
+STORED_NAMES = {
+    "zip": "submission.zip",
+    "tar": "submission.tar",
+    "tar.gz": "submission.tar.gz",
+    "csv": "predictions.csv",
+    "json": "predictions.json",
+}
+
+
+def stored_name(archive_type: str) -> str:
+    return STORED_NAMES[archive_type]
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def remove_stale_parts(incoming: Path, *, older_than: float = 3600.0) -> int:
+    """Delete partial uploads (``incoming/*.part``) untouched for ``older_than`` seconds:
+    left by a crash or a killed process. Never visible as submissions (those are rows
+    whose file was renamed into ``submissions/<id>/``); this only frees the disk.
+    A live upload writes at least every few seconds, so other servers sharing the data
+    folder lose nothing."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than
+    for part in incoming.glob("*.part"):
+        with contextlib.suppress(OSError):
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+    return removed

@@ -1,1 +1,1 @@
-"""The HTTP API (``/api/v1``) and the application factory :func:`app.api.main.create_app`."""
+"""The HTTP API (``/api/v1``): dependencies, schemas, error handlers, the multipart reader and the routes."""

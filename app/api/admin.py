@@ -22,20 +22,18 @@ from app.api.schemas import (
     TeamPublic,
 )
 from app.api.submissions import ERRORS
-from app.services import (
+from app.services.ground_truth import import_ground_truth
+from app.services.phases import (
     PHASE_SETTINGS,
     create_phase,
-    create_team,
     get_phase,
-    import_ground_truth,
     list_phases,
-    list_teams,
     parse_tasks,
     phase_detail,
-    rescore,
-    rotate_team_token,
     update_phase,
 )
+from app.services.submissions import rescore
+from app.services.teams import create_team, list_teams, rotate_team_token
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -161,7 +159,7 @@ def team_rotate_token(name: str, session: Session = Depends(get_session)) -> dic
     """Revoke the team's tokens and issue a new one."""
     token = rotate_team_token(session, name)
     session.commit()
-    from app.services import get_team
+    from app.services.teams import get_team
 
     team = get_team(session, name)
     return {"id": team.id, "name": team.name, "token": token}

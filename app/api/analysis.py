@@ -1,6 +1,6 @@
 """Ranking analysis, per-centre results, frozen leaderboards and the phase report
-of the service. Thin routes over :mod:`app.analysis`, :mod:`app.freeze` and
-:mod:`app.phase_report`."""
+of the service. Thin routes over :mod:`app.services.board_analysis`, :mod:`app.services.freeze` and
+:mod:`app.report.phase_report`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
-from app.access import center_metric_names, visible_centers, withheld_note
-from app.analysis import (
-    analysis_view,
-    leaderboard_centers,
-    per_center_csv,
-    submission_centers,
-)
+from app.access import center_metric_names, scores_hidden, visible_centers, withheld_note
 from app.api.deps import get_session, optional_principal, require_organizer, require_principal
 from app.api.schemas import (
     FreezeRequest,
@@ -28,17 +22,18 @@ from app.api.schemas import (
 )
 from app.api.submissions import ERRORS
 from app.db.models import SCORED
-from app.freeze import freeze_phase_commit, snapshot_summary, snapshots, unfreeze_phase
+from app.errors import Conflict, Forbidden
 from app.security import Principal
-from app.services import (
-    Conflict,
-    Forbidden,
-    get_phase,
-    get_phase_task,
-    get_submission,
-    scores_hidden,
-    submission_cases,
+from app.services.board_analysis import (
+    analysis_view,
+    leaderboard_centers,
+    per_center_csv,
+    submission_centers,
 )
+from app.services.freeze import freeze_phase_commit, unfreeze_phase
+from app.services.phases import get_phase, get_phase_task
+from app.services.snapshots import snapshot_summary, snapshots
+from app.services.submissions import get_submission, submission_cases
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
@@ -219,7 +214,7 @@ def phase_report(
     session: Session = Depends(get_session),
 ) -> HTMLResponse:
     """The phase report (as ``hecktor-eval report``): one self-contained HTML file."""
-    from app.phase_report import build_phase_report
+    from app.report.phase_report import build_phase_report
 
     html = build_phase_report(session, name, live=live, n_resamples=n_resamples, seed=seed)
     return HTMLResponse(

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.middleware import CLEAR_SESSION, SESSION_COOKIE
-from app.jobs.dispatcher import Dispatcher
+from app.errors import Forbidden, TooManyFailures, Unauthorized, problem
+from app.jobs.base import Dispatcher
 from app.ratelimit import AuthFailureLimiter, failure_keys
 from app.security import Principal, authenticate, web_session_principal
-from app.services import Forbidden, ServiceError, Unauthorized, problem
 from app.settings import Settings
 
 COOKIE = SESSION_COOKIE
@@ -63,10 +63,6 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
-
-
-class TooManyFailures(ServiceError):
-    status_code = 429
 
 
 def resolve(request: Request, session: Session, token: str | None) -> Principal | None:

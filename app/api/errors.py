@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.services import ServiceError, StorageFull
+from app.errors import ServiceError, StorageFull
 from app.storage import is_storage_full
 
 log = logging.getLogger(__name__)
+
+#: renders an error as an HTML page: (request, status, detail, problems) -> response
+ErrorPage = Callable[[Request, int, str, list[dict[str, str]]], Response]
 
 
 def error_body(detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, object]:
@@ -26,24 +30,22 @@ def _wants_html(request: Request) -> bool:
     )
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        if _wants_html(request):
-            from app.web.pages import error_page
+def install(app: FastAPI, *, error_page: ErrorPage | None = None) -> None:
+    """JSON error handlers; with ``error_page``, browsers asking for HTML get a page."""
 
-            return error_page(request, exc.status_code, exc.detail, exc.errors)  # type: ignore[return-value]
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> Response:
+        if error_page is not None and _wants_html(request):
+            return error_page(request, exc.status_code, exc.detail, exc.errors)
         return JSONResponse(
             error_body(exc.detail, exc.errors), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        if _wants_html(request):
-            from app.web.pages import error_page
-
-            return error_page(request, exc.status_code, detail, [])  # type: ignore[return-value]
+        if error_page is not None and _wants_html(request):
+            return error_page(request, exc.status_code, detail, [])
         return JSONResponse(
             error_body(detail), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
@@ -56,7 +58,7 @@ def install(app: FastAPI) -> None:
             errors.append({"case": "", "kind": "request", "message": f"{loc}: {e.get('msg', '')}"})
         return JSONResponse(error_body("invalid request", errors), status_code=422)
 
-    async def _storage_or_internal(request: Request, exc: Exception) -> JSONResponse:
+    async def _storage_or_internal(request: Request, exc: Exception) -> Response:
         """A full disk or database (``ENOSPC``/``EDQUOT``, SQLite's "database or disk is
         full", PostgreSQL's disk full) is :class:`StorageFull` (507, ``Retry-After``);
         any other error is a 500. Either way the service keeps serving."""

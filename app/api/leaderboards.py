@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from app.api.deps import get_read_session, get_session, optional_principal, require_principal
 from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
 from app.api.submissions import ERRORS
-from app.leaderboard import leaderboard_csv
 from app.security import Principal
-from app.services import get_phase, list_phases, phase_detail, phase_public
+from app.services.board_rows import leaderboard_csv
+from app.services.phases import get_phase, list_phases, phase_detail, phase_public
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
 

@@ -10,27 +10,23 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.access import aggregate_only_message
+from app.access import aggregate_only_message, scores_hidden
 from app.api.deps import get_read_session, get_session, require_principal, require_team
+from app.api.multipart import MultipartReceiver, boundary_of, sniff_type
 from app.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionPublic, SubmissionSummary
 from app.db.models import SCORED, VALID, Submission
 from app.db.session import session_scope
+from app.errors import BadRequest, Conflict, Forbidden, TooLarge, problem
 from app.security import Principal
-from app.services import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    TooLarge,
+from app.services.submissions import (
     get_submission,
     list_submissions,
     precheck_submission,
-    problem,
     register_submission,
-    scores_hidden,
     submission_public,
     visible_submission_cases,
 )
-from app.uploads import MultipartReceiver, boundary_of, human_size, sniff_type
+from app.storage import human_size
 from evaluator.results import cases_csv
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ Why tickets: the broker's queue is first in, first out, and its messages cannot 
 reordered, so two slow jobs of team A published before team B's one would make B wait
 for both. Instead every upload publishes one ticket, and a worker taking a ticket
 chooses among the ``queued`` rows of the database by the same key as the local
-dispatcher (:class:`app.jobs.dispatcher.LocalDispatcher`):
+dispatcher (:class:`app.jobs.local.LocalDispatcher`):
 
     (priority, the team's jobs running now, when the team last got a judge, id)
 
@@ -127,7 +127,7 @@ def judge_next(settings: Settings, hint: int | None = None) -> str:
     there was nothing to judge). ``hint`` is the submission the ticket was published
     for: claimed again first if its row was left ``running`` by a judge that is gone."""
     from app.db.session import get_engine, session_factory, session_scope
-    from app.jobs.celery_dispatcher import orphaned_running_ids
+    from app.jobs.claims import orphaned_running_ids
     from app.jobs.runner import SKIPPED, run_job
 
     sd = settings.to_dict()

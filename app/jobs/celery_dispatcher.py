@@ -36,11 +36,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from app.db.models import QUEUED, RUNNING, Submission
+from app.db.models import QUEUED, Submission
 from app.db.session import get_engine, session_factory, session_scope
+from app.jobs.base import Dispatcher
 from app.jobs.celery_app import make_celery_app, send_judge
-from app.jobs.dispatcher import Dispatcher
-from app.jobs.locks import held_submission_ids
+from app.jobs.claims import orphaned_running_ids
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,6 @@ def require_postgresql(settings: Settings) -> None:
             "the job of a worker that died is claimed again through a PostgreSQL lock; "
             "use HECKTOR_DISPATCHER=local with SQLite"
         )
-
-
-def orphaned_running_ids(session: Session) -> list[int]:
-    """``running`` rows whose job lock is not held by anyone (their judge is gone)."""
-    held = held_submission_ids(session)
-    if held is None:
-        return []
-    running = session.scalars(
-        select(Submission.id).where(Submission.status == RUNNING).order_by(Submission.id)
-    )
-    return [sid for sid in running if sid not in held]
 
 
 class CeleryDispatcher(Dispatcher):

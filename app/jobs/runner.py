@@ -78,9 +78,9 @@ from app.jobs.isolation import (
     watch_parent,
 )
 from app.jobs.locks import job_dir, remove_orphaned_job_dirs, submission_lock
-from app.services import absolute, delete_results, replace_result
+from app.services.results import delete_results, replace_result
 from app.settings import Settings
-from app.storage import FULL_ERRNOS, SERVER_STORAGE_FULL, storage_reason
+from app.storage import FULL_ERRNOS, SERVER_STORAGE_FULL, absolute, storage_reason
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def refuse_test_hooks(settings: Settings) -> None:
 
 def _load_ground_truth(settings: Settings, pt: dict[str, Any]) -> Any:
     """The phase task's ground truth from its copy in the data dir, checked against its hash."""
-    from app.services import prepared_dir
+    from app.storage import prepared_dir
     from evaluator.errors import GroundTruthError
     from evaluator.io.ground_truth import MANIFEST, load_prepared_task1
     from evaluator.protocol import Protocol
@@ -760,9 +760,9 @@ def warm_analysis(engine: Engine, submission_id: int) -> None:
     the result lands on (the phase's default selection) and cache it, so that the
     board's first view does not wait for the bootstrap (about 1 s per task for 20
     teams x 400 cases). A failure is logged; the result is stored already."""
-    from app.analysis import board_analysis
-    from app.security import ORGANIZER, Principal
-    from app.services import leaderboard
+    from app.security import ORGANIZER_PRINCIPAL
+    from app.services.board_analysis import board_analysis
+    from app.services.leaderboards import leaderboard
 
     started = time.monotonic()
     # reads go through a read-only session (on SQLite: no write lock while the board is
@@ -774,7 +774,7 @@ def warm_analysis(engine: Engine, submission_id: int) -> None:
             phase = None if sub is None else s.get(Phase, sub.phase_id)
             if sub is None or phase is None or sub.status != SCORED:
                 return
-            organizer = Principal(ORGANIZER)
+            organizer = ORGANIZER_PRINCIPAL
             board = leaderboard(s, phase.name, sub.task, organizer)
             if board.get("frozen") or not board["rows"]:
                 return  # a frozen board serves its snapshot's analysis
@@ -812,7 +812,7 @@ def preload_scorer() -> None:
         "evaluator.classification",
         "lifelines.utils",
         "sklearn.metrics",
-        "app.analysis",
+        "app.services.board_analysis",
     ):
         try:
             __import__(mod)

@@ -43,12 +43,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import FAILED, QUEUED, RUNNING, Submission, utcnow
 from app.db.session import rowcount, session_scope
-from app.jobs.dispatcher import Dispatcher
+from app.jobs.base import Dispatcher
 from app.jobs.locks import held_submission_ids, live_job_ids, remove_orphaned_job_dirs
 from app.jobs.runner import MAX_ATTEMPTS, lost_judges_message, platform_error, running_attempt
-from app.services import delete_results
+from app.services.results import delete_results
 from app.settings import Settings
-from app.uploads import remove_stale_parts
+from app.storage import remove_stale_parts
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 import evaluator
+from app.access import can_see_leaderboard
 from app.api.deps import (
     COOKIE,
     form_origin_problem,
@@ -34,13 +35,12 @@ from app.api.deps import (
     resolve,
 )
 from app.db.models import SCORED
-from app.leaderboard import format_rank
+from app.errors import NotFound
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
-from app.services import (
-    NotFound,
-    can_see_leaderboard,
+from app.services.board_rows import format_rank
+from app.services.phases import list_phases
+from app.services.submissions import (
     get_submission,
-    list_phases,
     list_submissions,
     submission_cases,
     submission_public,
@@ -117,7 +117,7 @@ def render(
 
 
 def error_page(
-    request: Request, status: int, detail: str, errors: list[dict[str, Any]]
+    request: Request, status: int, detail: str, errors: list[dict[str, str]]
 ) -> HTMLResponse:
     return render(
         request,
@@ -266,8 +266,8 @@ def _analysis_sections(
 ) -> dict[str, Any]:
     """Intervals, rank stability, per-centre tables and heat maps, per-case plot of a
     board: from the snapshot while frozen, else cached or computed."""
-    from app.analysis import board_analysis
-    from app.phase_report import interval_cells, page_sections
+    from app.report.phase_report import interval_cells, page_sections
+    from app.services.board_analysis import board_analysis
 
     payload = (
         board_analysis(session, board, principal, write_sessions=request.app.state.sessions)
@@ -304,7 +304,7 @@ def submission_page(
     n_withheld = 0
     if view["result"] is not None and view["status"] == SCORED:
         from app.access import visible_centers
-        from app.analysis import submission_centers
+        from app.services.board_analysis import submission_centers
 
         # from the full rows, then what the caller may see of each centre
         centers, n_withheld = visible_centers(

@@ -21,12 +21,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
-from app.api.main import create_app
 from app.db.migrate import upgrade
 from app.db.models import Base, Result, Submission
 from app.db.session import make_engine, session_factory
-from app.jobs.dispatcher import Dispatcher, LocalDispatcher
+from app.jobs.base import Dispatcher
+from app.jobs.local import LocalDispatcher
 from app.jobs.runner import run_job
+from app.main import create_app
 from app.settings import Settings
 
 ORG = "organizer-token-for-tests-0123456789abcdef"
@@ -344,7 +345,7 @@ def free_port() -> int:
 @contextmanager
 def served(app: Any) -> Iterator[str]:
     """``app`` served by uvicorn on a free local port, in a thread: yields its base URL."""
-    from app.demo import ServerThread
+    from app.cli.demo import ServerThread
 
     port = free_port()
     server = ServerThread(app, "127.0.0.1", port)

@@ -21,6 +21,7 @@ from app.cli import main as cli_main
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import AnalysisCache, LeaderboardSnapshot, Result, Submission
 from app.db.session import make_engine, session_factory
+from app.services import board_analysis
 from evaluator.analysis import bootstrap, per_center
 from tests.app.conftest import ORG, Api, InlineDispatcher, auth, make_settings
 
@@ -377,7 +378,7 @@ def test_cli_freeze_and_report(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from app.api.main import create_app
+    from app.main import create_app
 
     data = tmp_path / "data"
     url = f"sqlite:///{data / 'hecktor.db'}"
@@ -477,7 +478,6 @@ def test_a_failed_precompute_leaves_the_result_alone(
 ) -> None:
     """The judge's analysis precompute is best effort: when it fails, the submission is
     still scored, the failure is logged, and the first view computes the analysis."""
-    import app.analysis
 
     def boom(*_: Any, **__: Any) -> None:
         raise RuntimeError("bootstrap exploded")
@@ -486,7 +486,7 @@ def test_a_failed_precompute_leaves_the_result_alone(
     api.create_phase("p", tasks=[3], analysis_resamples=20)
     tok = api.create_team("good")
     with monkeypatch.context() as m:
-        m.setattr(app.analysis, "board_analysis", boom)
+        m.setattr(board_analysis, "board_analysis", boom)
         sid = api.submit_ok(tok, "p", 3, api.challenge.archive("good", 3))  # type: ignore[union-attr]
     assert api.status(tok, sid)["status"] == "scored"
     assert "analysis not precomputed" in caplog.text and "bootstrap exploded" in caplog.text
@@ -503,8 +503,6 @@ def test_the_precompute_reads_without_the_write_lock(
     read and during the bootstrap."""
     import sqlite3
 
-    import app.analysis
-
     db_file = sqlite_url.removeprefix("sqlite:///")
     probes: list[str] = []
 
@@ -519,7 +517,7 @@ def test_the_precompute_reads_without_the_write_lock(
         finally:
             con.close()
 
-    real_prepare, real_compute = app.analysis.prepare_analysis, app.analysis.AnalysisJob.compute
+    real_prepare, real_compute = board_analysis.prepare_analysis, board_analysis.AnalysisJob.compute
 
     def prepare(*a: Any, **kw: Any) -> Any:
         job = real_prepare(*a, **kw)
@@ -533,8 +531,8 @@ def test_the_precompute_reads_without_the_write_lock(
     api = app_factory(sqlite_url, dispatcher=InlineDispatcher)
     api.create_phase("p", tasks=[3], analysis_resamples=20)
     tok = api.create_team("good")
-    monkeypatch.setattr(app.analysis, "prepare_analysis", prepare)
-    monkeypatch.setattr(app.analysis.AnalysisJob, "compute", compute)
+    monkeypatch.setattr(board_analysis, "prepare_analysis", prepare)
+    monkeypatch.setattr(board_analysis.AnalysisJob, "compute", compute)
     sid = api.submit_ok(tok, "p", 3, api.challenge.archive("good", 3))  # type: ignore[union-attr]
     assert api.status(tok, sid)["status"] == "scored"
     assert "compute: free" in probes and probes.count("prepare: free") >= 2, probes

@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from app.db.models import Phase
 from app.db.session import make_engine, session_factory
-from app.services import leaderboard
+from app.services.leaderboards import leaderboard
 from tests.app.conftest import ORG, InlineDispatcher, auth, login
 
 

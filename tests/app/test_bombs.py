@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app.jobs.dispatcher import LocalDispatcher
+from app.jobs.local import LocalDispatcher
 from tests.app.conftest import Api, judge_pids, judged_service
 from tests.hostile import make_zip, nii_gz_with_tail, proc_memory, tar_gz_bomb, zip_bomb
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.main import create_app
+from app.main import create_app
 from tests.app.conftest import ORG, Api, InlineDispatcher, auth, make_settings, served
 
 pytestmark = pytest.mark.browser

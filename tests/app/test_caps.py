@@ -22,8 +22,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.api.main import create_app
-from app.demo import ServerThread
+from app.cli.demo import ServerThread
+from app.main import create_app
 from tests.app.conftest import ORG, RecordingDispatcher, auth, free_port, make_settings
 from tests.hostile import gz, nifti_raw
 

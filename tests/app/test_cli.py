@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.main import create_app
 from app.cli import main
-from app.demo import ServerThread
-from app.jobs.dispatcher import LocalDispatcher
+from app.cli.demo import ServerThread
+from app.jobs.local import LocalDispatcher
+from app.main import create_app
 from tests.app.conftest import free_port, make_settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from app.db.migrate import alembic_config, upgrade
 from app.db.models import CaseResult, Phase, Result, Submission
 from app.db.session import make_engine, session_factory
 from app.jobs.runner import _finish, _Progress, run_job
-from app.services import recover_pending
+from app.services.submissions import recover_pending
 from tests.app.conftest import N_CASES, RecordingDispatcher
 
 TABLES = {

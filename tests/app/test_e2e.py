@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from app.db.models import CaseResult, Result, Submission
 from app.db.session import make_engine, session_factory
-from app.jobs.dispatcher import LocalDispatcher
+from app.jobs.local import LocalDispatcher
 from tests.app.conftest import N_CASES, ORG, RecordingDispatcher, auth
 
 TEAMS = ("perfect", "good", "mediocre", "poor")
@@ -146,7 +146,7 @@ def test_sweeper_picks_up_rows_queued_by_another_process(
     sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
     assert api.wait(tok, sid)["status"] == "scored"
     # `hecktor-eval admin phase rescore` in another process: it only writes the DB
-    from app.services import rescore
+    from app.services.submissions import rescore
 
     engine = make_engine(sqlite_url)
     with session_factory(engine)() as s:

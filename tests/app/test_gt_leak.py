@@ -31,7 +31,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.access import GENERIC_UNDEFINED, GROUND_TRUTH_FIELDS, TEAM_CASE_FIELDS
-from app.api.main import create_app
+from app.main import create_app
 from tests.app.conftest import ORG, Api, Challenge, InlineDispatcher, auth, make_settings
 
 # distinctive recurrence-free times and events (MDA's two cases have no event, so the

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from app.jobs.dispatcher import LocalDispatcher
+from app.jobs.local import LocalDispatcher
 from evaluator.errors import MAX_LISTED_PROBLEMS
 from evaluator.protocol import Limits
 from tests.app.conftest import Api, auth, judge_pids, judged_service

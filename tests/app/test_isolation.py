@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from app.db.session import make_engine, session_factory
-from app.jobs.dispatcher import LocalDispatcher
 from app.jobs.isolation import EXIT_ERROR, EXIT_MEMORY, format_duration, run_in_child
+from app.jobs.local import LocalDispatcher
 from app.jobs.locks import held_submission_ids, submission_lock
 from app.jobs.runner import (
     SKIPPED,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.jobs.dispatcher import LocalDispatcher, make_dispatcher
+from app.jobs.factory import make_dispatcher
+from app.jobs.local import LocalDispatcher
 from app.jobs.runner import JobTimeout, _time_limit
 from tests.app.conftest import RecordingDispatcher, make_settings, set_submission
 

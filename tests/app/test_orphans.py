@@ -33,12 +33,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.main import create_app
 from app.db.session import make_engine
-from app.jobs.dispatcher import LocalDispatcher
+from app.jobs.local import LocalDispatcher
 from app.jobs.locks import job_dir, submission_lock
 from app.jobs.runner import MAX_ATTEMPTS, TEST_HOOKS_ENV, run_job
 from app.jobs.sweeper import Sweeper
+from app.main import create_app
 from tests.app.conftest import (
     ORG,
     InlineDispatcher,

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from app.api.main import create_app
-from app.demo import ServerThread
+from app.cli.demo import ServerThread
+from app.main import create_app
 from tests.app.conftest import ORG, InlineDispatcher, auth, free_port, make_settings
 
 MAX_EXAMPLES = 8  # per operation, per generation mode; two calls each (organizer, team)

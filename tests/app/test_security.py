@@ -28,8 +28,8 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from app.api.main import create_app
-from app.demo import ServerThread
+from app.cli.demo import ServerThread
+from app.main import create_app
 from app.ratelimit import AuthFailureLimiter
 from tests.app.conftest import ORG, InlineDispatcher, auth, check_answer, free_port, make_settings
 

@@ -349,7 +349,7 @@ def test_chromium_signs_in_and_out_with_the_forms(
     """Chromium sends the site's own Origin with the login form (the pages' Referrer-Policy
     is same-origin; with no-referrer it would send ``Origin: null``), keeps the HttpOnly
     session cookie out of scripts, and the logout button revokes the session."""
-    from app.api.main import create_app
+    from app.main import create_app
 
     settings = make_settings(tmp_path / "data", f"sqlite:///{tmp_path / 'h.db'}")
     with TestClient(create_app(settings)) as c:

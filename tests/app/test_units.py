@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from app.leaderboard import Entry, build_leaderboard, format_rank, leaderboard_csv
+from app.api.multipart import sniff_type
+from app.errors import UnsupportedType
 from app.security import new_token, token_hash
-from app.services import UnsupportedType
+from app.services.board_rows import Entry, build_leaderboard, format_rank, leaderboard_csv
 from app.settings import Settings
-from app.uploads import sniff_type
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -95,7 +95,7 @@ def test_task1_leaderboard_uses_the_hecktor_rule() -> None:
         {"gtvp_dsc_mean": 0.50, "gtvn_dsc_agg": 0.72, "gtvn_f1_agg": 0.70},
     ]
     entries = [Entry(t, i, m[i], T0) for i, t in enumerate("ABCD")]
-    # worked out in tests/test_ranking.py: A 1, B and D 2.5, C 4
+    # worked out in tests/evaluator/test_ranking.py: A 1, B and D 2.5, C 4
     rows = build_leaderboard(1, entries)
     assert [(r["team"], r["rank"]) for r in rows] == [
         ("A", 1.0),

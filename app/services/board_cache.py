@@ -1,6 +1,6 @@
 """A per-process cache of derived leaderboards, checked against the stored rows.
 
-A leaderboard is a pure function of stored rows (:func:`app.services.leaderboard`), and
+A leaderboard is a pure function of stored rows (:func:`app.services.leaderboards.leaderboard`), and
 reading it is the hottest path of the service (everyone refreshes the board; a
 ranking reads every scored submission of the phase). The cache keeps the board of
 ``(phase, task, selection, live, caller's role)`` together with a *fingerprint* of
@@ -123,8 +123,8 @@ class BoardCache:
         selection: str | None,
         live: bool,
     ) -> dict[str, Any]:
-        """:func:`app.services.leaderboard` through the cache (API and pages alike)."""
-        from app.services import leaderboard
+        """:func:`app.services.leaderboards.leaderboard` through the cache (API and pages alike)."""
+        from app.services.leaderboards import leaderboard
 
         return self.get(
             session,

@@ -14,7 +14,7 @@ triples, the ground-truth and protocol hashes, the number of resamples, the seed
 and :data:`ANALYSIS_VERSION`. A lookup recomputes the key from the current rows, so an
 entry computed from older results can never be served. Besides, the transaction that
 writes or deletes a result deletes the entries of its phase and task
-(:func:`app.services.invalidate_analysis`), so stale entries do not pile up.
+(:func:`app.services.results.invalidate_analysis`), so stale entries do not pile up.
 
 Work is split so that no database transaction stays open while the bootstrap runs (on
 SQLite every transaction holds the write lock): :func:`prepare_analysis` reads,
@@ -25,7 +25,6 @@ SQLite every transaction holds the write lock): :func:`prepare_analysis` reads,
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import threading
@@ -38,28 +37,25 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import evaluator
-from app.access import visible_analysis, visible_board_centers, withheld_note
+from app.access import (
+    check_scores_visible,
+    visible_analysis,
+    visible_board_centers,
+    withheld_note,
+)
 from app.db.models import (
     AnalysisCache,
     CaseResult,
     LeaderboardSnapshot,
     Phase,
     PhaseTask,
-    Result,
     utcnow,
 )
-from app.security import ORGANIZER, Principal
-from app.services import (
-    MAX_ANALYSIS_RESAMPLES,
-    MAX_ANALYSIS_SEED,
-    BadRequest,
-    Forbidden,
-    Unauthorized,
-    can_see_leaderboard,
-    get_phase,
-    get_phase_task,
-    leaderboard,
-)
+from app.errors import BadRequest, Forbidden, Unauthorized
+from app.security import Principal
+from app.services.leaderboards import leaderboard
+from app.services.phases import MAX_ANALYSIS_RESAMPLES, MAX_ANALYSIS_SEED, get_phase, get_phase_task
+from app.services.results import _canonical, result_keys
 from evaluator.analysis import (
     BootstrapResult,
     CenterResult,
@@ -78,7 +74,6 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_VERSION = "1"  # bump when the payload or the computation changes
 ALPHA = 0.05
-ORGANIZER_PRINCIPAL = Principal(ORGANIZER)
 
 __all__ = [
     "ALPHA",
@@ -88,7 +83,6 @@ __all__ = [
     "bootstrap_from_dict",
     "cache_key",
     "centers_from_dict",
-    "check_scores_visible",
     "get_analysis_commit",
     "leaderboard_centers",
     "per_center_csv",
@@ -96,21 +90,6 @@ __all__ = [
     "store_analysis",
     "submission_centers",
 ]
-
-
-# -- access -----------------------------------------------------------------------------
-def check_scores_visible(phase: Phase, principal: Principal | None) -> None:
-    """Analyses reveal scores: the leaderboard must be visible to the caller, and a
-    hidden phase shows them to organizers only."""
-    organizer = principal is not None and principal.is_organizer
-    if not can_see_leaderboard(phase, principal):
-        if principal is None:
-            raise Unauthorized(f"the leaderboard of phase {phase.name!r} is for organizers only")
-        raise Forbidden(f"the leaderboard of phase {phase.name!r} is for organizers only")
-    if phase.hidden and not organizer:
-        if principal is None:
-            raise Unauthorized(f"the scores of phase {phase.name!r} are hidden")
-        raise Forbidden(f"the scores of phase {phase.name!r} are hidden from teams")
 
 
 def analysis_params(
@@ -128,27 +107,6 @@ def analysis_params(
     if not 0 <= s <= MAX_ANALYSIS_SEED:
         raise BadRequest(f"seed must be between 0 and 2**63 - 1, not {s}")
     return int(n), int(s)
-
-
-# -- keys -------------------------------------------------------------------------------
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
-
-
-def result_keys(session: Session, submission_ids: Sequence[int]) -> dict[int, str]:
-    """Per submission, what identifies its stored result: the result hash, else (rows
-    written before the hash existed) the time it was written."""
-    if not submission_ids:
-        return {}
-    rows = session.execute(
-        select(Result.submission_id, Result.sha256, Result.created_at).where(
-            Result.submission_id.in_(list(submission_ids))
-        )
-    ).all()
-    return {
-        sid: sha if sha else f"written:{created.isoformat() if created else ''}"
-        for sid, sha, created in rows
-    }
 
 
 def cache_key(
@@ -547,7 +505,7 @@ def board_analysis(
     *,
     write_sessions: Callable[[], Session] | None = None,
 ) -> dict[str, Any] | None:
-    """The analysis payload of a board returned by :func:`app.services.leaderboard`
+    """The analysis payload of a board returned by :func:`app.services.leaderboards.leaderboard`
     (the snapshot's when frozen) as the caller may see it
     (:func:`app.access.visible_analysis`), or None when the caller may not see scores.
 
@@ -650,7 +608,7 @@ def per_center_csv(
     import csv
     import io
 
-    from app.leaderboard import format_rank
+    from app.services.board_rows import format_rank
 
     names = list(names) if names is not None else [m.name for m in metrics_of(task)]
     out = io.StringIO()

@@ -1,6 +1,6 @@
 """Daily allowances of judging work beside the quota: dry runs and failed submissions.
 
-The quota (``Phase.daily_limit``, :func:`app.services.check_quota`) counts a team's
+The quota (``Phase.daily_limit``, :func:`app.services.quota.check_quota`) counts a team's
 real submissions that did not fail. Two more allowances bound what a team can make
 the judges do in the same window (the last 24 hours, per team, phase and task):
 
@@ -22,7 +22,7 @@ submissions may be judged (and fail) while the count of failures is below its li
 failures of a window never exceed ``failed_limit - 1 + daily_limit``. Dry runs are
 counted when they are uploaded, so their allowance holds exactly, also under
 concurrent uploads: the caller checks under the same lock as the quota (see
-:func:`app.services.register_submission`).
+:func:`app.services.submissions.register_submission`).
 
 Functions here read through the session they are given and never commit.
 """
@@ -38,8 +38,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import FAILED, Phase, Submission, utcnow
-from app.services import QuotaExceeded, TooLarge, _fmt_delta, problem
-from app.uploads import human_size
+from app.errors import QuotaExceeded, TooLarge, problem
+from app.services.quota import _fmt_delta
+from app.storage import human_size
 
 WINDOW = timedelta(hours=24)
 # error kinds that say the platform failed, not the submission

@@ -18,13 +18,14 @@ from starlette.concurrency import run_in_threadpool
 import evaluator
 from app.api import admin, analysis, errors, leaderboards, submissions
 from app.api.middleware import SecurityHeaders
-from app.board_cache import BoardCache
 from app.db.migrate import upgrade
 from app.db.session import make_engine, read_only, session_factory, session_scope
-from app.jobs.dispatcher import Dispatcher, make_dispatcher
+from app.jobs.base import Dispatcher
+from app.jobs.factory import make_dispatcher
 from app.jobs.runner import refuse_test_hooks
 from app.jobs.sweeper import Sweeper
 from app.ratelimit import AuthFailureLimiter
+from app.services.board_cache import BoardCache
 from app.settings import Settings, get_settings
 from app.web import pages
 
@@ -81,7 +82,7 @@ def create_app(
             if settings.sweep_interval > 0
             else None
         )
-        from app.retention import RetentionThread
+        from app.jobs.retention import RetentionThread
 
         retention = RetentionThread(app.state.sessions, settings)  # expired uploads
         retention.start()
@@ -121,7 +122,7 @@ def create_app(
         settings.auth_failure_limit, settings.auth_failure_window
     )
     app.state.board_cache = BoardCache()
-    errors.install(app)
+    errors.install(app, error_page=pages.error_page)
     app.include_router(submissions.router)
     app.include_router(leaderboards.router)
     app.include_router(admin.router)

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from app.leaderboard import format_rank
+from app.services.board_rows import format_rank
 from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
 
 SHORT = {

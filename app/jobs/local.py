@@ -15,7 +15,6 @@ recovers unfinished rows on start-up (:meth:`Dispatcher.recover_pending`).
 
 from __future__ import annotations
 
-import abc
 import heapq
 import logging
 import multiprocessing
@@ -26,48 +25,17 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from app.db.models import FAILED, PRIORITY_NORMAL, QUEUED, RUNNING, Submission, utcnow
 from app.db.session import get_engine, session_factory, session_scope
+from app.jobs.base import Dispatcher
 from app.jobs.runner import run_job, warm_up
-from app.services import recover_pending
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 MAX_ATTEMPTS = 2
-
-
-class Dispatcher(abc.ABC):
-    """Runs judging jobs somewhere. ``submit`` must not block on the job."""
-
-    name = "abstract"
-
-    def start(self) -> None:  # noqa: B027 - optional hook
-        """Acquire resources (pools, connections). Called once at service start-up."""
-
-    @abc.abstractmethod
-    def submit(self, submission_id: int) -> None:
-        """Queue the job of a submission whose row is committed with status ``queued``."""
-
-    def shutdown(self, *, wait: bool = True) -> None:  # noqa: B027 - optional hook
-        """Release resources. Jobs not finished stay ``queued``/``running`` in the DB and
-        are re-queued at the next start-up."""
-
-    def in_flight(self) -> set[int] | None:
-        """Ids this dispatcher holds (queued or running), or None when it cannot tell.
-
-        The service's sweeper re-submits ``queued`` rows that no dispatcher holds (e.g.
-        queued by ``admin phase rescore`` from another process); None turns it off.
-        """
-        return None
-
-    def recover_pending(self, session: Session) -> list[int]:
-        """Start-up: the ids to submit again. By default rows left ``running`` (by this
-        service's own judges, which died with it) go back to ``queued``, and every
-        ``queued`` row is returned."""
-        return recover_pending(session)
 
 
 class LocalDispatcher(Dispatcher):
@@ -322,18 +290,3 @@ class LocalDispatcher(Dispatcher):
                 p.terminate()
         for p in processes.values():
             p.join(timeout=5)
-
-
-def make_dispatcher(settings: Settings) -> Dispatcher:
-    if settings.dispatcher == "local":
-        return LocalDispatcher(settings)
-    if settings.dispatcher == "celery":
-        try:
-            from app.jobs.celery_dispatcher import CeleryDispatcher
-        except ImportError as e:
-            raise RuntimeError(
-                f"HECKTOR_DISPATCHER=celery needs the worker extra ({e}); install "
-                "hecktor-eval[worker], or use HECKTOR_DISPATCHER=local"
-            ) from e
-        return CeleryDispatcher(settings)
-    raise RuntimeError(f"unknown dispatcher {settings.dispatcher!r}")

@@ -30,75 +30,19 @@ from app.db.models import (
     Submission,
     utcnow,
 )
-from app.security import ORGANIZER, Principal
-from app.services import Conflict, get_phase, leaderboard
+from app.errors import Conflict
+from app.security import ORGANIZER_PRINCIPAL
+from app.services.leaderboards import leaderboard
+from app.services.phases import get_phase
+from app.services.snapshots import snapshots
 
 log = logging.getLogger(__name__)
-ORG = Principal(ORGANIZER)
+
+
 ATTEMPTS = 3
 
-__all__ = [
-    "active_snapshot",
-    "freeze_phase_commit",
-    "frozen_board",
-    "snapshot_summary",
-    "snapshots",
-    "unfreeze_phase",
-]
 
-
-def active_snapshot(session: Session, phase_id: int, task: int) -> LeaderboardSnapshot | None:
-    return session.scalars(
-        select(LeaderboardSnapshot).where(
-            LeaderboardSnapshot.phase_id == phase_id,
-            LeaderboardSnapshot.task == task,
-            LeaderboardSnapshot.active.is_(True),
-        )
-    ).first()
-
-
-def snapshots(
-    session: Session, phase: Phase, *, active_only: bool = False
-) -> list[LeaderboardSnapshot]:
-    q = select(LeaderboardSnapshot).where(LeaderboardSnapshot.phase_id == phase.id)
-    if active_only:
-        q = q.where(LeaderboardSnapshot.active.is_(True))
-    return list(session.scalars(q.order_by(LeaderboardSnapshot.id)))
-
-
-def frozen_board(snap: LeaderboardSnapshot, *, selection: str | None = None) -> dict[str, Any]:
-    """The stored board, served as it is (plus where it comes from)."""
-    if selection is not None and selection != snap.selection:
-        raise Conflict(
-            f"the leaderboard is frozen with selection {snap.selection!r}; "
-            f"{selection!r} exists only on the live leaderboard (organizers: live=true)"
-        )
-    board = dict(snap.board)
-    board.update(
-        frozen=True,
-        frozen_at=snap.frozen_at,
-        snapshot_id=snap.id,
-        snapshot_sha256=snap.content_sha256,
-    )
-    return board
-
-
-def snapshot_summary(snap: LeaderboardSnapshot) -> dict[str, Any]:
-    analysis = snap.analysis or {}
-    return {
-        "id": snap.id,
-        "task": snap.task,
-        "selection": snap.selection,
-        "active": snap.active,
-        "frozen_at": snap.frozen_at,
-        "unfrozen_at": snap.unfrozen_at,
-        "note": snap.note,
-        "n_rows": len(snap.board.get("rows", [])),
-        "n_resamples": analysis.get("n_resamples"),
-        "seed": analysis.get("seed"),
-        "content_sha256": snap.content_sha256,
-        "evaluator_version": snap.evaluator_version,
-    }
+__all__ = ["freeze_phase_commit", "unfreeze_phase"]
 
 
 def _content_sha256(board: dict[str, Any], analysis: dict[str, Any] | None) -> str:
@@ -139,11 +83,11 @@ def _provenance(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 def _live_state(session: Session, phase: Phase) -> dict[int, tuple[Any, ...]]:
     """What a freeze depends on, per task: the live rows and their result keys."""
-    from app.analysis import result_keys
+    from app.services.results import result_keys
 
     state: dict[int, tuple[Any, ...]] = {}
     for pt in phase.tasks:
-        board = leaderboard(session, phase.name, pt.task, ORG, live=True)
+        board = leaderboard(session, phase.name, pt.task, ORGANIZER_PRINCIPAL, live=True)
         ids = [int(r["submission_id"]) for r in board["rows"]]
         keys = result_keys(session, ids)
         state[pt.task] = (
@@ -171,7 +115,7 @@ def freeze_phase_commit(
     outside any write transaction; the snapshots are then written in one transaction,
     after checking that no result changed meanwhile (else the whole freeze is retried).
     """
-    from app.analysis import analysis_params, get_analysis_commit
+    from app.services.board_analysis import analysis_params, get_analysis_commit
 
     for _attempt in range(ATTEMPTS):
         phase = get_phase(session, phase_name)
@@ -195,12 +139,12 @@ def freeze_phase_commit(
                     f"{pending} submission(s) of phase {phase.name!r} are still being judged; "
                     "freeze when they are done (or force it)"
                 )
-        n, s = analysis_params(phase, ORG, n_resamples, seed)
+        n, s = analysis_params(phase, ORGANIZER_PRINCIPAL, n_resamples, seed)
         before = _live_state(session, phase)
         boards: dict[int, dict[str, Any]] = {}
         analyses: dict[int, dict[str, Any]] = {}
         for pt in phase.tasks:
-            board = leaderboard(session, phase.name, pt.task, ORG, live=True)
+            board = leaderboard(session, phase.name, pt.task, ORGANIZER_PRINCIPAL, live=True)
             payload, _ = get_analysis_commit(session, phase, pt, board, n_resamples=n, seed=s)
             boards[pt.task] = board
             analyses[pt.task] = payload

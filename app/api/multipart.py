@@ -28,34 +28,14 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from app.services import BadRequest, TooLarge, UnsupportedType, problem
+from app.errors import BadRequest, TooLarge, UnsupportedType, problem
+from app.storage import human_size
 
 WRITE_CHUNK = 1 << 20
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 16
 HEAD_BYTES = 512
 FILE_FIELD = "file"
-
-STORED_NAMES = {
-    "zip": "submission.zip",
-    "tar": "submission.tar",
-    "tar.gz": "submission.tar.gz",
-    "csv": "predictions.csv",
-    "json": "predictions.json",
-}
-
-
-def stored_name(archive_type: str) -> str:
-    return STORED_NAMES[archive_type]
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} bytes"  # pragma: no cover
 
 
 _OTHER_MAGIC: list[tuple[int, bytes, str]] = [
@@ -353,24 +333,6 @@ class MultipartReceiver:
             sha256=self._sha.hexdigest(),
             head=bytes(self._head),
         )
-
-
-def remove_stale_parts(incoming: Path, *, older_than: float = 3600.0) -> int:
-    """Delete partial uploads (``incoming/*.part``) untouched for ``older_than`` seconds:
-    left by a crash or a killed process. Never visible as submissions (those are rows
-    whose file was renamed into ``submissions/<id>/``); this only frees the disk.
-    A live upload writes at least every few seconds, so other servers sharing the data
-    folder lose nothing."""
-    import time
-
-    removed = 0
-    cutoff = time.time() - older_than
-    for part in incoming.glob("*.part"):
-        with contextlib.suppress(OSError):
-            if part.stat().st_mtime < cutoff:
-                part.unlink()
-                removed += 1
-    return removed
 
 
 def boundary_of(request: Request) -> bytes:

@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import SecretStr
 from rich.console import Console
 
-from app import client as api
-from app.console import leaderboard_table
+from app.cli import client as api
+from app.cli.console import leaderboard_table
 
 MARKER = ".hecktor-demo"
 TASK_FILES = {
@@ -123,7 +123,7 @@ def run_demo(
     exit_after: bool,
     started: float,
 ) -> int:
-    from app.api.main import create_app
+    from app.main import create_app
     from app.settings import Settings
 
     con = Console(highlight=False)

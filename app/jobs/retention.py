@@ -4,13 +4,13 @@
 What is deleted is the stored archive, the folder ``submissions/<id>/``; the row
 stays, with its errors or its validation result, and ``Submission.purged_at`` says
 when its upload went. A purged submission is never re-scored
-(:func:`app.services.rescore` skips it).
+(:func:`app.services.submissions.rescore` skips it).
 
 Which uploads:
 
 - dry runs that ended (``valid`` or ``failed``);
 - real submissions that failed through their own fault. A failure of the platform
-  (every error of a platform kind, :data:`app.allowances.PLATFORM_ERROR_KINDS`) keeps
+  (every error of a platform kind, :data:`app.services.allowances.PLATFORM_ERROR_KINDS`) keeps
   its upload, so that the organizers can re-score it once the platform is fixed.
 
 Age counts from when the judging ended (``finished_at``, else ``submitted_at``).
@@ -36,9 +36,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.allowances import is_team_failure
 from app.db.models import FAILED, VALID, Phase, Submission, Team, utcnow
 from app.db.session import rowcount, session_scope
+from app.services.allowances import is_team_failure
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

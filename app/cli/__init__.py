@@ -321,7 +321,7 @@ def _logging(verbose: bool, level: str = "warning") -> None:
 # -- commands ---------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     """Run the command chosen by ``register``'s parsers. Returns the exit code."""
-    from app.services import ServiceError
+    from app.errors import ServiceError
 
     cmd = getattr(args, "app_command", None)
     handlers = {
@@ -366,8 +366,8 @@ def run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.api.main import create_app
     from app.jobs.runner import test_hooks_problem
+    from app.main import create_app
 
     _logging(getattr(args, "verbose", False), args.log_level)
     settings = _settings(args, workers=args.workers)
@@ -444,8 +444,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from app.retention import purge
-    from app.uploads import human_size
+    from app.jobs.retention import purge
+    from app.storage import human_size
 
     settings = _settings(args)
     sessions = _db(settings)
@@ -481,7 +481,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from app.db.models import ApiToken
     from app.security import ORGANIZER
-    from app.services import init_organizer_token
+    from app.services.teams import init_organizer_token
 
     settings = _settings(args)
     sf = _db(settings)
@@ -504,7 +504,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_phase_create(args: argparse.Namespace) -> int:
-    from app.services import create_phase, phase_detail
+    from app.services.phases import create_phase, phase_detail
     from evaluator.protocol import Protocol
 
     settings = _settings(args)
@@ -582,13 +582,13 @@ def _phase_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _phase_settings(args: argparse.Namespace) -> dict[str, Any]:
-    from app.services import PHASE_SETTINGS
+    from app.services.phases import PHASE_SETTINGS
 
     return {k: getattr(args, k) for k in PHASE_SETTINGS if getattr(args, k, None) is not None}
 
 
 def cmd_phase_update(args: argparse.Namespace) -> int:
-    from app.services import phase_detail, update_phase
+    from app.services.phases import phase_detail, update_phase
 
     changes = {
         k: getattr(args, k)
@@ -610,7 +610,7 @@ def cmd_phase_update(args: argparse.Namespace) -> int:
 
 
 def cmd_phase_open_close(args: argparse.Namespace) -> int:
-    from app.services import update_phase
+    from app.services.phases import update_phase
 
     settings = _settings(args)
     is_open = args.app_command.endswith(".open")
@@ -622,7 +622,7 @@ def cmd_phase_open_close(args: argparse.Namespace) -> int:
 
 
 def cmd_phase_rescore(args: argparse.Namespace) -> int:
-    from app.services import rescore
+    from app.services.submissions import rescore
 
     settings = _settings(args)
     with _db(settings)() as s:
@@ -657,7 +657,7 @@ def cmd_phase_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_phase_list(args: argparse.Namespace) -> int:
-    from app.services import list_phases, phase_public
+    from app.services.phases import list_phases, phase_public
 
     with _db(_settings(args))() as s:
         for p in list_phases(s):
@@ -671,7 +671,7 @@ def cmd_phase_list(args: argparse.Namespace) -> int:
 
 
 def cmd_team_create(args: argparse.Namespace) -> int:
-    from app.services import create_team
+    from app.services.teams import create_team
 
     with _db(_settings(args))() as s:
         team, token = create_team(s, args.name)
@@ -682,7 +682,7 @@ def cmd_team_create(args: argparse.Namespace) -> int:
 
 
 def cmd_team_token(args: argparse.Namespace) -> int:
-    from app.services import rotate_team_token
+    from app.services.teams import rotate_team_token
 
     with _db(_settings(args))() as s:
         token = rotate_team_token(s, args.name)
@@ -693,7 +693,7 @@ def cmd_team_token(args: argparse.Namespace) -> int:
 
 
 def cmd_team_list(args: argparse.Namespace) -> int:
-    from app.services import list_teams
+    from app.services.teams import list_teams
 
     with _db(_settings(args))() as s:
         for t in list_teams(s):
@@ -702,23 +702,23 @@ def cmd_team_list(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> dict[str, Any]:
-    from app.security import ORGANIZER, Principal
-    from app.services import leaderboard
+    from app.security import ORGANIZER_PRINCIPAL
+    from app.services.leaderboards import leaderboard
 
     with _db(_settings(args))() as s:
         return leaderboard(
             s,
             args.phase,
             args.task,
-            Principal(ORGANIZER),
+            ORGANIZER_PRINCIPAL,
             selection=args.selection,
             live=getattr(args, "live", False),
         )
 
 
 def cmd_leaderboard_export(args: argparse.Namespace) -> int:
-    from app.leaderboard import leaderboard_csv
-    from app.services import atomic_write_text
+    from app.services.board_rows import leaderboard_csv
+    from app.storage import atomic_write_text
 
     if getattr(args, "per_center", False):
         return _export_per_center(args)
@@ -733,7 +733,7 @@ def cmd_leaderboard_export(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_show(args: argparse.Namespace) -> int:
-    from app.console import console, leaderboard_table
+    from app.cli.console import console, leaderboard_table
 
     console().print(leaderboard_table(_board(args)))
     return EXIT_OK
@@ -748,8 +748,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
-    from app import client as api
-    from app.console import console, errors_table, metrics_table
+    from app.cli import client as api
+    from app.cli.console import console, errors_table, metrics_table
 
     out = console()
     err = console(stderr=True)
@@ -838,7 +838,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
+    from app.cli.demo import run_demo
 
     exit_after = args.exit or os.environ.get("DEMO_EXIT", "") not in ("", "0", "false", "no")
     t0 = time.monotonic()
@@ -856,13 +856,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _export_per_center(args: argparse.Namespace) -> int:
-    from app.analysis import leaderboard_centers, per_center_csv
-    from app.security import ORGANIZER, Principal
-    from app.services import atomic_write_text
+    from app.security import ORGANIZER_PRINCIPAL
+    from app.services.board_analysis import leaderboard_centers, per_center_csv
+    from app.storage import atomic_write_text
 
     with _db(_settings(args))() as s:
         doc = leaderboard_centers(
-            s, args.phase, args.task, Principal(ORGANIZER), selection=args.selection, live=args.live
+            s, args.phase, args.task, ORGANIZER_PRINCIPAL, selection=args.selection, live=args.live
         )
     text = per_center_csv(args.task, doc["rows"])
     if str(args.output) == "-":
@@ -877,7 +877,7 @@ def _export_per_center(args: argparse.Namespace) -> int:
 
 
 def cmd_phase_freeze(args: argparse.Namespace) -> int:
-    from app.freeze import freeze_phase_commit
+    from app.services.freeze import freeze_phase_commit
 
     with _db(_settings(args))() as s:
         created = freeze_phase_commit(
@@ -901,7 +901,7 @@ def cmd_phase_freeze(args: argparse.Namespace) -> int:
 
 
 def cmd_phase_unfreeze(args: argparse.Namespace) -> int:
-    from app.freeze import unfreeze_phase
+    from app.services.freeze import unfreeze_phase
 
     with _db(_settings(args))() as s:
         done = unfreeze_phase(s, args.name)
@@ -911,8 +911,8 @@ def cmd_phase_unfreeze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from app.phase_report import build_phase_report
-    from app.services import atomic_write_text
+    from app.report.phase_report import build_phase_report
+    from app.storage import atomic_write_text
 
     with _db(_settings(args))() as s:
         html = build_phase_report(

@@ -1,8 +1,8 @@
 """Leaderboards and their analyses as report material: the phase report of
 ``hecktor-eval report`` and the analysis sections of the HTML leaderboard page.
 
-Both are fed from stored rows only: the board of :func:`app.services.leaderboard` (the
-snapshot's while the phase is frozen) and the analysis payload of :mod:`app.analysis`
+Both are fed from stored rows only: the board of :func:`app.services.leaderboards.leaderboard` (the
+snapshot's while the phase is frozen) and the analysis payload of :mod:`app.services.board_analysis`
 (cached, or the snapshot's). No image and no case file is read.
 """
 
@@ -20,18 +20,18 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 import evaluator
-from app.analysis import (
+from app.errors import BadRequest
+from app.report.render import TaskReportData, TeamRow, render_report, task_sections
+from app.security import ORGANIZER_PRINCIPAL
+from app.services.board_analysis import (
     analysis_params,
     bootstrap_from_dict,
     centers_from_dict,
     get_analysis_commit,
     snapshot_analysis,
 )
-from app.report.render import TaskReportData, TeamRow, render_report, task_sections
-from app.security import ORGANIZER, Principal
-from app.services import BadRequest, get_phase, get_phase_task, leaderboard
-
-ORG = Principal(ORGANIZER)
+from app.services.leaderboards import leaderboard
+from app.services.phases import get_phase, get_phase_task
 
 __all__ = ["build_phase_report", "interval_cells", "page_sections", "task_report_data"]
 
@@ -125,10 +125,12 @@ def build_phase_report(
     frozen boards and their analyses while the phase is frozen (unless ``live``), else
     the live boards with their (cached or computed) analyses. Commits cache entries."""
     phase = get_phase(session, phase_name)
-    n, s = analysis_params(phase, ORG, n_resamples, seed)
+    n, s = analysis_params(phase, ORGANIZER_PRINCIPAL, n_resamples, seed)
     tasks: dict[int, TaskReportData] = {}
     for pt in list(phase.tasks):
-        board = leaderboard(session, phase.name, pt.task, ORG, selection=selection, live=live)
+        board = leaderboard(
+            session, phase.name, pt.task, ORGANIZER_PRINCIPAL, selection=selection, live=live
+        )
         if not board["rows"]:
             continue
         if board.get("frozen"):

@@ -1,0 +1,1 @@
+"""Use cases of the service, without HTTP: one module per domain, in data-flow order."""

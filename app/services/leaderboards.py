@@ -1,0 +1,91 @@
+"""A phase task's leaderboard: its frozen snapshot while the phase is frozen, else
+derived from the stored results."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.access import can_see_leaderboard
+from app.db.models import (
+    FAILED,
+    Phase,
+    Result,
+    Submission,
+    Team,
+)
+from app.errors import BadRequest, Forbidden, Unauthorized
+from app.security import Principal
+from app.services.board_rows import Entry, build_leaderboard
+from app.services.phases import get_phase, get_phase_task
+
+log = logging.getLogger(__name__)
+
+
+def leaderboard_entries(session: Session, phase: Phase, task: int) -> list[Entry]:
+    rows = session.execute(
+        select(Submission, Team.name, Result.metrics)
+        .join(Team, Team.id == Submission.team_id)
+        .join(Result, Result.submission_id == Submission.id)
+        .where(
+            Submission.phase_id == phase.id,
+            Submission.task == task,
+            Submission.dry_run.is_(False),
+            Submission.status != FAILED,
+        )
+        .order_by(Submission.id)
+    ).all()
+    return [
+        Entry(
+            team=team,
+            submission_id=sub.id,
+            metrics=metrics,
+            submitted_at=sub.submitted_at,
+            scored_at=sub.finished_at,
+        )
+        for sub, team, metrics in rows
+    ]
+
+
+def leaderboard(
+    session: Session,
+    phase_name: str,
+    task: int,
+    principal: Principal | None,
+    *,
+    selection: str | None = None,
+    live: bool = False,
+) -> dict[str, Any]:
+    """The leaderboard of a phase and task. While the phase is frozen, its snapshot is
+    served as stored (``frozen`` true); ``live`` (organizers only) derives the current
+    board from the stored rows instead."""
+    phase = get_phase(session, phase_name)
+    if not can_see_leaderboard(phase, principal):
+        if principal is None:
+            raise Unauthorized(f"the leaderboard of phase {phase.name!r} is for organizers only")
+        raise Forbidden(f"the leaderboard of phase {phase.name!r} is for organizers only")
+    if live and (principal is None or not principal.is_organizer):
+        raise Forbidden("only organizers can see the live leaderboard (live=true)")
+    pt = get_phase_task(session, phase, task)
+    if not live:
+        from app.services.snapshots import active_snapshot, frozen_board
+
+        snap = active_snapshot(session, phase.id, task)
+        if snap is not None:
+            return frozen_board(snap, selection=selection)
+    sel = selection or phase.selection
+    if sel not in ("best", "latest"):
+        raise BadRequest(f"selection must be 'best' or 'latest', not {sel!r}")
+    rows = build_leaderboard(task, leaderboard_entries(session, phase, task), selection=sel)  # type: ignore[arg-type]
+    return {
+        "phase": phase.name,
+        "task": task,
+        "selection": sel,
+        "protocol_sha256": pt.protocol_sha256,
+        "ground_truth_sha256": pt.gt_sha256,
+        "rows": rows,
+        "frozen": False,
+    }

@@ -1,0 +1,241 @@
+"""Phases: create (with their ground truth), change settings, list and show."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    Phase,
+    PhaseTask,
+)
+from app.errors import BadRequest, Conflict, NotFound
+from app.services.ground_truth import import_ground_truth
+from app.settings import Settings
+from evaluator.protocol import Protocol
+
+log = logging.getLogger(__name__)
+
+
+TASKS = (1, 2, 3)
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+# -- lookups ---------------------------------------------------------------------------
+def get_phase(session: Session, name: str) -> Phase:
+    phase = session.scalars(select(Phase).where(Phase.name == name)).first()
+    if phase is None:
+        raise NotFound(f"no phase named {name!r}")
+    return phase
+
+
+def get_phase_task(session: Session, phase: Phase, task: int) -> PhaseTask:
+    pt = session.scalars(
+        select(PhaseTask).where(PhaseTask.phase_id == phase.id, PhaseTask.task == task)
+    ).first()
+    if pt is None:
+        tasks = ", ".join(str(t.task) for t in phase.tasks) or "none"
+        raise NotFound(f"phase {phase.name!r} has no task {task} (its tasks: {tasks})")
+    return pt
+
+
+def parse_tasks(value: str | Iterable[int]) -> list[int]:
+    if isinstance(value, str):
+        try:
+            items = [int(x) for x in value.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise BadRequest(
+                f"tasks must be a comma-separated list of 1, 2, 3, not {value!r}"
+            ) from None
+    else:
+        items = [int(x) for x in value]
+    bad = [t for t in items if t not in TASKS]
+    if bad or not items:
+        raise BadRequest(f"tasks must be among 1, 2, 3 (got {items})")
+    return sorted(set(items))
+
+
+def create_phase(
+    session: Session,
+    settings: Settings,
+    *,
+    name: str,
+    ground_truth: Path,
+    tasks: Sequence[int],
+    title: str = "",
+    hidden: bool = False,
+    leaderboard_public: bool | None = None,
+    daily_limit: int | None = None,
+    selection: str = "best",
+    is_open: bool = True,
+    protocol: Protocol | dict[str, Any] | None = None,
+    analysis_resamples: int | None = None,
+    analysis_seed: int | None = None,
+    case_rows: str | None = None,
+    min_center_cases: int | None = None,
+    dry_run_limit: int | None = None,
+    dry_run_bytes: int | None = None,
+    failed_limit: int | None = None,
+    failed_bytes: int | None = None,
+    retention_days: int | None = None,
+) -> Phase:
+    """Create a phase and import its ground truth. Settings left ``None`` take their
+    defaults (:data:`PHASE_SETTINGS`; ``daily_limit`` the server's)."""
+    if not NAME_RE.match(name or ""):
+        raise BadRequest(
+            f"phase name {name!r} is not allowed: letters, digits, '_', '.', '-', at most 64"
+        )
+    if selection not in ("best", "latest"):
+        raise BadRequest(f"selection must be 'best' or 'latest', not {selection!r}")
+    if daily_limit is not None and daily_limit < 0:
+        raise BadRequest("daily_limit must be >= 0")
+    if session.scalars(select(Phase).where(Phase.name == name)).first() is not None:
+        raise Conflict(f"a phase named {name!r} exists already")
+    phase = Phase(
+        name=name,
+        title=title or name,
+        hidden=hidden,
+        leaderboard_public=(not hidden) if leaderboard_public is None else leaderboard_public,
+        daily_limit=settings.daily_limit if daily_limit is None else daily_limit,
+        selection=selection,
+        is_open=is_open,
+    )
+    _check_analysis_settings(analysis_resamples, analysis_seed)
+    if analysis_resamples is not None:
+        phase.analysis_resamples = analysis_resamples
+    if analysis_seed is not None:
+        phase.analysis_seed = analysis_seed
+    extra = {
+        "case_rows": case_rows,
+        "min_center_cases": min_center_cases,
+        "dry_run_limit": dry_run_limit,
+        "dry_run_bytes": dry_run_bytes,
+        "failed_limit": failed_limit,
+        "failed_bytes": failed_bytes,
+        "retention_days": retention_days,
+    }
+    for key, value in extra.items():
+        if value is not None:
+            setattr(phase, key, check_phase_setting(key, value))
+    session.add(phase)
+    session.flush()
+    import_ground_truth(session, settings, phase, ground_truth, parse_tasks(tasks), protocol)
+    return phase
+
+
+MAX_ANALYSIS_RESAMPLES = 20_000
+
+
+MAX_ANALYSIS_SEED = 2**63 - 1
+
+
+#: visibility, allowance and retention settings of a phase: name -> (upper bound, what
+#: it is); ``case_rows`` takes one of :data:`app.db.models.CASE_ROWS` instead
+PHASE_SETTINGS: dict[str, tuple[int, str]] = {
+    "case_rows": (0, "what teams see of their own per-case rows: 'scores' or 'none'"),
+    "min_center_cases": (1_000_000, "centres with fewer cases are shown to organizers only"),
+    "dry_run_limit": (1_000_000, "dry runs per team, task and 24 h"),
+    "dry_run_bytes": (2**63 - 1, "bytes of dry-run uploads per team, task and 24 h"),
+    "failed_limit": (1_000_000, "failed submissions per team, task and 24 h"),
+    "failed_bytes": (2**63 - 1, "bytes of failed uploads per team, task and 24 h"),
+    "retention_days": (36_500, "days failed uploads and dry runs are kept"),
+}
+
+
+def check_phase_setting(key: str, value: Any) -> Any:
+    """``value`` when it is valid for the phase setting ``key``, else :class:`BadRequest`
+    saying what is accepted."""
+    from app.db.models import CASE_ROWS
+
+    if key == "case_rows":
+        if value not in CASE_ROWS:
+            raise BadRequest(
+                f"case_rows must be 'scores' (teams see their own per-case scores, never "
+                f"a ground-truth value) or 'none' (aggregate scores only), not {value!r}"
+            )
+        return value
+    top, what = PHASE_SETTINGS[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key} ({what}) must be a whole number, not {value!r}")
+    if not 0 <= value <= top:
+        raise BadRequest(f"{key} ({what}) must be between 0 and {top}, not {value}")
+    return value
+
+
+def _check_analysis_settings(n_resamples: int | None, seed: int | None) -> None:
+    if n_resamples is not None and not (0 <= n_resamples <= MAX_ANALYSIS_RESAMPLES):
+        raise BadRequest(
+            f"analysis_resamples must be between 0 (no bootstrap) and {MAX_ANALYSIS_RESAMPLES}, "
+            f"not {n_resamples}"
+        )
+    if seed is not None and not (0 <= seed <= MAX_ANALYSIS_SEED):
+        raise BadRequest(f"analysis_seed must be between 0 and 2**63 - 1, not {seed}")
+
+
+def update_phase(session: Session, name: str, **changes: Any) -> Phase:
+    phase = get_phase(session, name)
+    allowed = {"is_open", "hidden", "leaderboard_public", "daily_limit", "selection", "title"}
+    allowed |= {"analysis_resamples", "analysis_seed", *PHASE_SETTINGS}
+    _check_analysis_settings(changes.get("analysis_resamples"), changes.get("analysis_seed"))
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key not in allowed:
+            raise BadRequest(f"cannot change {key!r} of a phase")
+        if key in PHASE_SETTINGS:
+            value = check_phase_setting(key, value)
+        if key == "selection" and value not in ("best", "latest"):
+            raise BadRequest(f"selection must be 'best' or 'latest', not {value!r}")
+        if key == "daily_limit" and value < 0:
+            raise BadRequest("daily_limit must be >= 0")
+        setattr(phase, key, value)
+    return phase
+
+
+def phase_public(phase: Phase) -> dict[str, Any]:
+    return {
+        "name": phase.name,
+        "title": phase.title,
+        "is_open": phase.is_open,
+        "hidden": phase.hidden,
+        "leaderboard_public": phase.leaderboard_public,
+        "daily_limit": phase.daily_limit,
+        "selection": phase.selection,
+        "case_rows": phase.case_rows,
+        "min_center_cases": phase.min_center_cases,
+        "tasks": [t.task for t in phase.tasks],
+        "created_at": phase.created_at,
+    }
+
+
+def phase_detail(phase: Phase) -> dict[str, Any]:
+    """Organizer view: adds the ground-truth and protocol records of each task."""
+    d = phase_public(phase)
+    d["analysis_resamples"] = phase.analysis_resamples
+    d["analysis_seed"] = phase.analysis_seed
+    for key in PHASE_SETTINGS:
+        d[key] = getattr(phase, key)
+    d["task_details"] = [
+        {
+            "task": t.task,
+            "n_cases": t.n_cases,
+            "ground_truth_sha256": t.gt_sha256,
+            "protocol_sha256": t.protocol_sha256,
+            "protocol": Protocol.from_json(t.protocol_json).to_dict(),
+            "imported_at": t.imported_at,
+        }
+        for t in phase.tasks
+    ]
+    return d
+
+
+def list_phases(session: Session) -> list[Phase]:
+    return list(session.scalars(select(Phase).order_by(Phase.created_at, Phase.id)))

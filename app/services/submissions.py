@@ -1,0 +1,291 @@
+"""Submissions: refuse early, register the upload, read them back, queue them again.
+
+Functions taking a ``Session`` never commit unless their docstring says so; the
+caller owns the unit of work."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, joinedload
+
+from app.access import scores_hidden
+from app.db.models import (
+    FAILED,
+    QUEUED,
+    RECEIVED,
+    RUNNING,
+    SCORED,
+    CaseResult,
+    Phase,
+    Submission,
+    Team,
+)
+from app.db.session import rowcount
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.security import TEAM, Principal
+from app.services.phases import get_phase, get_phase_task
+from app.services.quota import check_quota
+from app.settings import Settings
+from app.storage import fsync_dir, rel
+
+log = logging.getLogger(__name__)
+
+
+_quota_lock = threading.Lock()
+
+
+def get_submission(session: Session, submission_id: int, principal: Principal | None) -> Submission:
+    """A submission the principal may read; a team gets 404 for other teams' ones."""
+    if principal is None:
+        raise Unauthorized("a bearer token is required to read a submission")
+    # ids beyond 64 bits exist nowhere (and overflow SQLite's integer)
+    sub = (
+        session.get(
+            Submission,
+            submission_id,
+            # what every reader of a submission shows, in the same query
+            options=[
+                joinedload(Submission.team),
+                joinedload(Submission.phase),
+                joinedload(Submission.result),
+            ],
+        )
+        if 0 < submission_id < 1 << 63
+        else None
+    )
+    if sub is None or (not principal.is_organizer and sub.team_id != principal.team_id):
+        raise NotFound(f"no submission {submission_id} for this token")
+    return sub
+
+
+def rescore(session: Session, phase_name: str, task: int | None = None) -> list[int]:
+    """Queue every finished, non-dry-run submission of the phase again, at low priority
+    (``PRIORITY_RESCORE``: judges take every team's own submissions first). Returns
+    their ids.
+
+    Submissions whose upload retention deleted (``purged_at``, failed ones only) are
+    skipped: there is nothing left to score. Stored results stay until the new ones
+    replace them, so the leaderboard keeps showing the old scores while re-scoring runs.
+    """
+    from app.db.models import PRIORITY_RESCORE
+
+    phase = get_phase(session, phase_name)
+    where = [
+        Submission.phase_id == phase.id,
+        Submission.dry_run.is_(False),
+        Submission.status.in_((SCORED, FAILED)),
+    ]
+    if task is not None:
+        where.append(Submission.task == task)
+    ids = sorted(
+        session.scalars(
+            update(Submission)
+            .where(*where, Submission.purged_at.is_(None))
+            .values(status=QUEUED, progress_done=0, attempts=0, priority=PRIORITY_RESCORE)
+            .returning(Submission.id)
+        )
+    )
+    purged = session.scalar(
+        select(func.count(Submission.id)).where(*where, Submission.purged_at.is_not(None))
+    )
+    if purged:
+        log.info(
+            "phase %s: %d failed submission(s) not re-scored: retention deleted their uploads",
+            phase.name,
+            purged,
+        )
+    return ids
+
+
+def recover_pending(session: Session) -> list[int]:
+    """Start-up: submissions left ``running`` go back to ``queued``; all queued are returned."""
+    n = rowcount(
+        session.execute(
+            update(Submission).where(Submission.status == RUNNING).values(status=QUEUED)
+        )
+    )
+    if n:
+        log.warning("re-queued %d submission(s) left running by a previous process", n)
+    return list(
+        session.scalars(
+            select(Submission.id).where(Submission.status == QUEUED).order_by(Submission.id)
+        )
+    )
+
+
+def precheck_submission(
+    session: Session,
+    principal: Principal,
+    phase_name: str,
+    task: int,
+    *,
+    dry_run: bool,
+    size: int | None = None,
+) -> Phase:
+    """Everything that can be refused before the upload is read (``size`` None), or,
+    with the upload's ``size``, before it is registered: the quota and the allowances
+    (:mod:`app.allowances`)."""
+    from app.services.allowances import check_allowances
+
+    if principal.role != TEAM or principal.team_id is None:
+        raise Forbidden("only a team token can submit; organizers have no team")
+    phase = get_phase(session, phase_name)
+    get_phase_task(session, phase, task)
+    if not phase.is_open:
+        raise Forbidden(f"phase {phase.name!r} is closed; it accepts no submissions")
+    if not dry_run:
+        check_quota(session, phase, principal.team_id, task)
+    check_allowances(session, phase, principal.team_id, task, dry_run=dry_run, size=size)
+    return phase
+
+
+def register_submission(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    *,
+    phase_name: str,
+    task: int,
+    dry_run: bool,
+    upload_path: Path,
+    archive_type: str,
+    filename: str,
+    size: int,
+    sha256: str,
+) -> int:
+    """Insert the row, move the upload to ``submissions/<id>/`` and commit (status queued).
+
+    The caller dispatches the job only after this returned: the row is committed first.
+    """
+    from app.storage import stored_name
+
+    with _quota_lock:
+        phase = precheck_submission(
+            session, principal, phase_name, task, dry_run=dry_run, size=size
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            # serialise concurrent uploads of one team across processes
+            session.execute(select(Team.id).where(Team.id == principal.team_id).with_for_update())
+            if not dry_run:
+                check_quota(session, phase, principal.team_id or 0, task)
+            from app.services.allowances import check_allowances
+
+            check_allowances(
+                session, phase, principal.team_id or 0, task, dry_run=dry_run, size=size
+            )
+        sub = Submission(
+            team_id=principal.team_id,
+            phase_id=phase.id,
+            task=task,
+            dry_run=dry_run,
+            status=RECEIVED,
+            filename=filename[:255],
+            archive_type=archive_type,
+            size_bytes=size,
+            sha256=sha256,
+        )
+        session.add(sub)
+        session.flush()
+        dest_dir = settings.submissions_dir / str(sub.id)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / stored_name(archive_type)
+        os.replace(upload_path, dest)
+        fsync_dir(dest_dir)
+        sub.archive_path = rel(settings, dest)
+        sub.status = QUEUED
+        sid = sub.id
+        try:
+            session.commit()
+        except BaseException:
+            session.rollback()
+            shutil.rmtree(dest_dir, ignore_errors=True)
+            raise
+    log.info(
+        "submission %d: team %s, phase %s, task %d%s, %d bytes queued",
+        sid,
+        principal.team_name,
+        phase_name,
+        task,
+        " (dry run)" if dry_run else "",
+        size,
+    )
+    return sid
+
+
+def submission_cases(session: Session, submission_id: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(CaseResult).where(CaseResult.submission_id == submission_id).order_by(CaseResult.idx)
+    )
+    return [dict(r.record) for r in rows]
+
+
+def visible_submission_cases(
+    session: Session, sub: Submission, principal: Principal
+) -> list[dict[str, Any]] | None:
+    """The per-case rows of ``sub`` the principal may read (:func:`app.access.visible_cases`):
+    all fields for organizers, the allowed fields for its team, None when the phase shows
+    teams no per-case rows."""
+    from app.access import visible_cases
+
+    return visible_cases(sub.task, sub.phase, principal, submission_cases(session, sub.id))
+
+
+def submission_public(
+    session: Session, sub: Submission, principal: Principal, *, include_cases: bool = True
+) -> dict[str, Any]:
+    from app.access import case_rows_policy
+
+    hidden = scores_hidden(sub, principal)
+    result = None
+    if sub.result is not None and not hidden and sub.status in (SCORED, "valid"):
+        result = dict(sub.result.document)
+        result.pop("cases", None)
+        if include_cases:
+            cases = visible_submission_cases(session, sub, principal)
+            if cases is not None:
+                result["cases"] = cases
+    return {
+        "id": sub.id,
+        "team": sub.team.name,
+        "phase": sub.phase.name,
+        "task": sub.task,
+        "dry_run": sub.dry_run,
+        "status": sub.status,
+        "progress": {"done": sub.progress_done, "total": sub.progress_total},
+        "filename": sub.filename,
+        "size_bytes": sub.size_bytes,
+        "sha256": sub.sha256,
+        "submitted_at": sub.submitted_at,
+        "started_at": sub.started_at,
+        "scored_at": sub.finished_at if sub.status in (SCORED, "valid") else None,
+        "finished_at": sub.finished_at,
+        "scores_hidden": hidden,
+        "case_rows": "all" if principal.is_organizer else case_rows_policy(sub.phase),
+        "result": result,
+        "errors": sub.errors if sub.status == FAILED else None,
+    }
+
+
+def list_submissions(
+    session: Session,
+    principal: Principal,
+    *,
+    phase: str | None = None,
+    task: int | None = None,
+    limit: int = 100,
+) -> list[Submission]:
+    q = select(Submission).order_by(Submission.id.desc()).limit(max(1, min(limit, 1000)))
+    if not principal.is_organizer:
+        q = q.where(Submission.team_id == principal.team_id)
+    if phase is not None:
+        q = q.where(Submission.phase_id == get_phase(session, phase).id)
+    if task is not None:
+        q = q.where(Submission.task == task)
+    return list(session.scalars(q))
