@@ -299,6 +299,13 @@ def scores_hidden(sub: Submission, principal: Principal) -> bool:
     return sub.phase.hidden and not principal.is_organizer
 
 
+def check_submission_scores_visible(sub: Submission, principal: Principal) -> None:
+    """A submission's scores (per case, per centre) are for organizers only in a hidden
+    phase: 403 for its team."""
+    if scores_hidden(sub, principal):
+        raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
+
+
 # -- leaderboards ----------------------------------------------------------------------
 def can_see_leaderboard(phase: Phase, principal: Principal | None) -> bool:
     """Organizers always; others when the leaderboard is public and the phase is not
