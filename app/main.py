@@ -6,22 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 import evaluator
-from app.api import admin, analysis, errors, leaderboards, submissions
+from app.api import admin, analysis, errors, freeze, leaderboards, submissions
 from app.api.middleware import SecurityHeaders
 from app.db.migrate import upgrade
 from app.db.session import make_engine, read_only, session_factory, session_scope
 from app.jobs.base import Dispatcher
 from app.jobs.factory import make_dispatcher
+from app.jobs.retention import RetentionThread
 from app.jobs.runner import refuse_test_hooks
 from app.jobs.sweeper import Sweeper
 from app.ratelimit import AuthFailureLimiter
@@ -30,6 +33,8 @@ from app.settings import Settings, get_settings
 from app.web import pages
 
 log = logging.getLogger(__name__)
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 DESCRIPTION = """\
 Evaluation service for HECKTOR-style PET/CT challenges.
@@ -40,37 +45,46 @@ Authenticate with `Authorization: Bearer <token>`: the organizer token (from
 """
 
 
-def create_app(
-    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None
-) -> FastAPI:
-    """Build the service. A ``dispatcher`` passed in is started/stopped by its owner."""
-    settings = settings or get_settings()
+async def _open_database(app: FastAPI, settings: Settings) -> Engine:
+    """Migrate the database and keep its session factories in ``app.state``."""
+    engine = make_engine(settings.db_url)
+    await run_in_threadpool(upgrade, engine)
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.read_sessions = session_factory(read_only(engine))
+    return engine
+
+
+async def _requeue_unfinished(sessions: sessionmaker[Session], d: Dispatcher) -> None:
+    """Hand the submissions left unfinished by an earlier run to the dispatcher again."""
+
+    def _recover() -> list[int]:
+        with session_scope(sessions) as s:
+            return d.recover_pending(s)
+
+    ids = await run_in_threadpool(_recover)
+    for sid in ids:
+        d.submit(sid)
+    if ids:
+        log.info("re-queued %d unfinished submission(s) at start-up", len(ids))
+
+
+def _lifespan(settings: Settings, dispatcher: Dispatcher | None) -> Lifespan:
+    """Start-up and shut-down: database, dispatcher (started and stopped here unless
+    passed in), recovery of unfinished jobs, the sweeper and the retention thread."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         refuse_test_hooks(settings)
         settings.ensure_dirs()
-        engine = make_engine(settings.db_url)
-        await run_in_threadpool(upgrade, engine)
-        app.state.engine = engine
-        app.state.sessions = session_factory(engine)
-        app.state.read_sessions = session_factory(read_only(engine))
+        engine = await _open_database(app, settings)
         d = dispatcher or make_dispatcher(settings)
         if dispatcher is None:
             d.start()
         app.state.dispatcher = d
         sweeps = Sweeper(settings, app.state.sessions, d)
         await run_in_threadpool(sweeps.startup)
-
-        def _recover() -> list[int]:
-            with session_scope(app.state.sessions) as s:
-                return d.recover_pending(s)
-
-        ids = await run_in_threadpool(_recover)
-        for sid in ids:
-            d.submit(sid)
-        if ids:
-            log.info("re-queued %d unfinished submission(s) at start-up", len(ids))
+        await _requeue_unfinished(app.state.sessions, d)
         log.info(
             "hecktor-eval service ready: data in %s, database %s, dispatcher %s",
             settings.data_dir,
@@ -82,8 +96,6 @@ def create_app(
             if settings.sweep_interval > 0
             else None
         )
-        from app.jobs.retention import RetentionThread
-
         retention = RetentionThread(app.state.sessions, settings)  # expired uploads
         retention.start()
         try:
@@ -98,11 +110,33 @@ def create_app(
                 d.shutdown(wait=False)
             engine.dispose()
 
+    return lifespan
+
+
+def _include_routes(app: FastAPI) -> None:
+    app.include_router(submissions.router)
+    app.include_router(leaderboards.router)
+    app.include_router(admin.router)
+    app.include_router(analysis.router)
+    app.include_router(freeze.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None
+) -> FastAPI:
+    """Build the service. A ``dispatcher`` passed in is started/stopped by its owner."""
+    settings = settings or get_settings()
     app = FastAPI(
         title="hecktor-eval",
         version=evaluator.__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, dispatcher),
         openapi_url="/openapi.json",
         docs_url=None,  # Swagger UI and ReDoc load from a CDN; the pages use no external assets
         redoc_url=None,
@@ -123,20 +157,8 @@ def create_app(
     )
     app.state.board_cache = BoardCache()
     errors.install(app, error_page=pages.error_page)
-    app.include_router(submissions.router)
-    app.include_router(leaderboards.router)
-    app.include_router(admin.router)
-    app.include_router(analysis.router)
-    app.include_router(analysis.admin)
-    app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
-
+    _include_routes(app)
     app.add_middleware(
         SecurityHeaders, public_https=urlsplit(settings.public_url).scheme == "https"
     )
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
     return app

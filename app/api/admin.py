@@ -1,15 +1,15 @@
-"""Organizer endpoints: phases, ground truth, teams, re-scoring."""
+"""Organizer endpoints: phases, ground truth, teams, re-scoring, the phase report."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
 
-from app.api.deps import get_session, require_organizer
+from app.api.deps import DispatcherDep, SessionDep, SettingsDep, dispatch, require_organizer
+from app.api.errors import ERRORS
 from app.api.schemas import (
     GroundTruthImport,
     PhaseCreate,
@@ -21,7 +21,6 @@ from app.api.schemas import (
     TeamCreated,
     TeamPublic,
 )
-from app.api.submissions import ERRORS
 from app.services.ground_truth import import_ground_truth
 from app.services.phases import (
     PHASE_SETTINGS,
@@ -33,9 +32,8 @@ from app.services.phases import (
     update_phase,
 )
 from app.services.submissions import rescore
-from app.services.teams import create_team, list_teams, rotate_team_token
+from app.services.teams import create_team, get_team, list_teams, rotate_team_token
 
-log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/v1/admin",
     tags=["admin"],
@@ -44,22 +42,12 @@ router = APIRouter(
 )
 
 
-def _dispatch(request: Request, ids: list[int]) -> None:
-    for sid in ids:
-        try:
-            request.app.state.dispatcher.submit(sid)
-        except Exception:
-            log.exception("submission %d: could not be dispatched; stays queued", sid)
-
-
 @router.post("/phases", status_code=201, response_model=PhaseDetail)
-def phase_create(
-    body: PhaseCreate, request: Request, session: Session = Depends(get_session)
-) -> dict[str, Any]:
+def phase_create(body: PhaseCreate, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Create a phase and import its ground truth from a folder on the server."""
     phase = create_phase(
         session,
-        request.app.state.settings,
+        settings,
         name=body.name,
         ground_truth=Path(body.ground_truth),
         tasks=parse_tasks(body.tasks),
@@ -80,28 +68,26 @@ def phase_create(
 
 
 @router.get("/phases", response_model=list[PhaseDetail])
-def phases_admin_index(session: Session = Depends(get_session)) -> list[dict[str, Any]]:
+def phases_admin_index(session: SessionDep) -> list[dict[str, Any]]:
     return [phase_detail(p) for p in list_phases(session)]
 
 
 @router.patch("/phases/{name}", response_model=PhaseDetail)
-def phase_update(
-    name: str, body: PhaseUpdate, session: Session = Depends(get_session)
-) -> dict[str, Any]:
+def phase_update(name: str, body: PhaseUpdate, session: SessionDep) -> dict[str, Any]:
     phase = update_phase(session, name, **body.model_dump(exclude_none=True))
     session.commit()
     return phase_detail(phase)
 
 
 @router.post("/phases/{name}/open", response_model=PhaseDetail)
-def phase_open(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
+def phase_open(name: str, session: SessionDep) -> dict[str, Any]:
     phase = update_phase(session, name, is_open=True)
     session.commit()
     return phase_detail(phase)
 
 
 @router.post("/phases/{name}/close", response_model=PhaseDetail)
-def phase_close(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
+def phase_close(name: str, session: SessionDep) -> dict[str, Any]:
     phase = update_phase(session, name, is_open=False)
     session.commit()
     return phase_detail(phase)
@@ -109,57 +95,77 @@ def phase_close(name: str, session: Session = Depends(get_session)) -> dict[str,
 
 @router.post("/phases/{name}/ground-truth", response_model=PhaseDetail)
 def phase_import_ground_truth(
-    name: str, body: GroundTruthImport, request: Request, session: Session = Depends(get_session)
+    name: str,
+    body: GroundTruthImport,
+    session: SessionDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
 ) -> dict[str, Any]:
     """Replace the ground truth of some tasks (and re-score them unless ``rescore`` is false)."""
     phase = get_phase(session, name)
     tasks = parse_tasks(body.tasks)
-    import_ground_truth(
-        session, request.app.state.settings, phase, Path(body.ground_truth), tasks, body.protocol
-    )
+    import_ground_truth(session, settings, phase, Path(body.ground_truth), tasks, body.protocol)
     ids: list[int] = []
     if body.rescore:
         for t in tasks:
             ids += rescore(session, name, t)
     session.commit()
-    _dispatch(request, ids)
+    dispatch(dispatcher, ids)
     session.refresh(phase)
     return phase_detail(phase)
 
 
 @router.post("/phases/{name}/rescore", response_model=RescoreResult)
 def phase_rescore(
-    name: str,
-    request: Request,
-    body: RescoreRequest | None = None,
-    session: Session = Depends(get_session),
-) -> dict[str, Any]:
+    name: str, session: SessionDep, dispatcher: DispatcherDep, body: RescoreRequest | None = None
+) -> RescoreResult:
     """Queue every finished submission of the phase (or of one task) again."""
     ids = rescore(session, name, body.task if body else None)
     session.commit()
-    _dispatch(request, ids)
-    return {"phase": name, "queued": ids}
+    dispatch(dispatcher, ids)
+    return RescoreResult(phase=name, queued=ids)
 
 
 @router.post("/teams", status_code=201, response_model=TeamCreated)
-def team_create(body: TeamCreate, session: Session = Depends(get_session)) -> dict[str, Any]:
+def team_create(body: TeamCreate, session: SessionDep) -> TeamCreated:
     """Create a team; the response holds its token, shown this once."""
     team, token = create_team(session, body.name)
     session.commit()
-    return {"id": team.id, "name": team.name, "token": token}
+    return TeamCreated(id=team.id, name=team.name, token=token)
 
 
 @router.get("/teams", response_model=list[TeamPublic])
-def teams_index(session: Session = Depends(get_session)) -> list[dict[str, Any]]:
+def teams_index(session: SessionDep) -> list[dict[str, Any]]:
     return list_teams(session)
 
 
 @router.post("/teams/{name}/token", response_model=TeamCreated)
-def team_rotate_token(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
+def team_rotate_token(name: str, session: SessionDep) -> TeamCreated:
     """Revoke the team's tokens and issue a new one."""
     token = rotate_team_token(session, name)
     session.commit()
-    from app.services.teams import get_team
-
     team = get_team(session, name)
-    return {"id": team.id, "name": team.name, "token": token}
+    return TeamCreated(id=team.id, name=team.name, token=token)
+
+
+@router.get("/phases/{name}/report", response_class=HTMLResponse)
+def phase_report(
+    name: str,
+    session: SessionDep,
+    live: bool = False,
+    n_resamples: int | None = Query(None, ge=0),
+    seed: int | None = Query(None, ge=0),
+) -> HTMLResponse:
+    """The phase report (as ``hecktor-eval report``): one self-contained HTML file."""
+    from app.report.phase_report import build_phase_report  # matplotlib: loaded on first use
+
+    html = build_phase_report(session, name, live=live, n_resamples=n_resamples, seed=seed)
+    return HTMLResponse(
+        html,
+        headers={
+            "Content-Disposition": f'attachment; filename="report-{name}.html"',
+            # the report is a file to keep, with its inline CSS: no page policy applies
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "img-src data:; frame-ancestors 'none'",
+        },
+    )

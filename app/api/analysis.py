@@ -1,38 +1,27 @@
-"""Ranking analysis, per-centre results, frozen leaderboards and the phase report
-of the service. Thin routes over :mod:`app.services.board_analysis`, :mod:`app.services.freeze` and
-:mod:`app.report.phase_report`."""
+"""Ranking analysis and per-centre results of leaderboards and submissions: thin routes
+over :mod:`app.services.board_analysis`."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import HTMLResponse, PlainTextResponse
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import PlainTextResponse
 
-from app.access import center_metric_names, scores_hidden, visible_centers, withheld_note
-from app.api.deps import get_session, optional_principal, require_organizer, require_principal
-from app.api.schemas import (
-    FreezeRequest,
-    FreezeResult,
-    LeaderboardAnalysis,
-    LeaderboardCenters,
-    SnapshotSummary,
-    SubmissionCenters,
+from app.access import (
+    center_metric_names,
+    check_submission_scores_visible,
+    visible_centers,
+    withheld_note,
 )
-from app.api.submissions import ERRORS
+from app.api.deps import OptionalPrincipalDep, PrincipalDep, SessionDep
+from app.api.errors import ERRORS
+from app.api.schemas import LeaderboardAnalysis, LeaderboardCenters, SubmissionCenters
 from app.db.models import SCORED
-from app.errors import Conflict, Forbidden
-from app.security import Principal
-from app.services.board_analysis import (
-    analysis_view,
-    leaderboard_centers,
-    per_center_csv,
-    submission_centers,
-)
-from app.services.freeze import freeze_phase_commit, unfreeze_phase
-from app.services.phases import get_phase, get_phase_task
-from app.services.snapshots import snapshot_summary, snapshots
+from app.errors import Conflict
+from app.services.board_analysis import analysis_view, leaderboard_centers, submission_centers
+from app.services.exports import per_center_csv
+from app.services.phases import get_phase_task
 from app.services.submissions import get_submission, submission_cases
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
@@ -47,6 +36,8 @@ LIVE = Query(False, description="organizers: the live leaderboard even while the
     tags=["leaderboards"],
 )
 def leaderboard_analysis(
+    principal: OptionalPrincipalDep,
+    session: SessionDep,
     phase: str,
     task: int = Path(ge=1, le=3),
     selection: Literal["best", "latest"] | None = SELECTION,
@@ -57,8 +48,6 @@ def leaderboard_analysis(
     seed: int | None = Query(
         None, ge=0, description="organizers only; default: the phase's setting"
     ),
-    principal: Principal | None = Depends(optional_principal),
-    session: Session = Depends(get_session),
 ) -> dict[str, Any]:
     """Bootstrap intervals of every leaderboard metric, rank stability, Kendall's tau and
     per-centre results, from the stored per-case rows (cached per phase and task; the
@@ -82,13 +71,13 @@ def leaderboard_analysis(
     tags=["leaderboards"],
 )
 def leaderboard_centers_route(
+    principal: OptionalPrincipalDep,
+    session: SessionDep,
     phase: str,
     task: int = Path(ge=1, le=3),
     selection: Literal["best", "latest"] | None = SELECTION,
     live: bool = LIVE,
     format: Literal["json", "csv"] = "json",
-    principal: Principal | None = Depends(optional_principal),
-    session: Session = Depends(get_session),
 ) -> Any:
     """Every metric per centre (CenterID, else the PatientID prefix) for each row of the
     leaderboard; ``format=csv``: one line per team and centre."""
@@ -113,17 +102,16 @@ def leaderboard_centers_route(
 )
 def submission_centers_route(
     submission_id: int,
+    principal: PrincipalDep,
+    session: SessionDep,
     format: Literal["json", "csv"] = "json",
-    principal: Principal = Depends(require_principal),
-    session: Session = Depends(get_session),
 ) -> Any:
     """Per-centre results of one scored submission (its team or an organizer). For its
     team, centres with fewer than the phase's ``min_center_cases`` cases are withheld
     (``withheld_centers``; the CSV's ``X-Withheld-Centers`` header) and undefined
     metrics carry a generic reason."""
     sub = get_submission(session, submission_id, principal)
-    if scores_hidden(sub, principal):
-        raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
+    check_submission_scores_visible(sub, principal)
     if sub.status != SCORED:
         raise Conflict(f"submission {sub.id} is {sub.status}; there are no scores")
     pt = get_phase_task(session, sub.phase, sub.task)
@@ -161,68 +149,3 @@ def withheld_headers(n_withheld: int, note: str | None) -> dict[str, str]:
     if not n_withheld:
         return {}
     return {"X-Withheld-Centers": str(n_withheld), "X-Note": note or ""}
-
-
-admin = APIRouter(
-    prefix="/api/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(require_organizer)],
-    responses=ERRORS,
-)
-
-
-@admin.post("/phases/{name}/freeze", response_model=FreezeResult)
-def phase_freeze(
-    name: str, body: FreezeRequest | None = None, session: Session = Depends(get_session)
-) -> dict[str, Any]:
-    """Freeze every task's leaderboard of the phase with its analysis. 409 when frozen
-    already (unless ``refreeze``) or while submissions are being judged (unless
-    ``force``)."""
-    body = body or FreezeRequest()
-    created = freeze_phase_commit(
-        session,
-        name,
-        refreeze=body.refreeze,
-        force=body.force,
-        note=body.note,
-        n_resamples=body.n_resamples,
-        seed=body.seed,
-    )
-    return {"phase": name, "frozen": True, "snapshots": [snapshot_summary(s) for s in created]}
-
-
-@admin.post("/phases/{name}/unfreeze", response_model=FreezeResult)
-def phase_unfreeze(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
-    """Serve the live leaderboards again; the snapshots are kept as history."""
-    done = unfreeze_phase(session, name)
-    session.commit()
-    return {"phase": name, "frozen": False, "snapshots": [snapshot_summary(s) for s in done]}
-
-
-@admin.get("/phases/{name}/snapshots", response_model=list[SnapshotSummary])
-def phase_snapshots(name: str, session: Session = Depends(get_session)) -> list[dict[str, Any]]:
-    """Every freeze of the phase (active and earlier ones)."""
-    return [snapshot_summary(s) for s in snapshots(session, get_phase(session, name))]
-
-
-@admin.get("/phases/{name}/report", response_class=HTMLResponse)
-def phase_report(
-    name: str,
-    live: bool = False,
-    n_resamples: int | None = Query(None, ge=0),
-    seed: int | None = Query(None, ge=0),
-    session: Session = Depends(get_session),
-) -> HTMLResponse:
-    """The phase report (as ``hecktor-eval report``): one self-contained HTML file."""
-    from app.report.phase_report import build_phase_report
-
-    html = build_phase_report(session, name, live=live, n_resamples=n_resamples, seed=seed)
-    return HTMLResponse(
-        html,
-        headers={
-            "Content-Disposition": f'attachment; filename="report-{name}.html"',
-            # the report is a file to keep, with its inline CSS: no page policy applies
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:; frame-ancestors 'none'",
-        },
-    )

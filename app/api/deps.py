@@ -7,7 +7,9 @@ accept the session cookie that the login form sets (a random session id, see
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -21,15 +23,31 @@ from app.ratelimit import AuthFailureLimiter, failure_keys
 from app.security import Principal, authenticate, web_session_principal
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
+
 COOKIE = SESSION_COOKIE
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+def dispatch(dispatcher: Dispatcher, ids: Iterable[int]) -> None:
+    """Hand committed submissions to the dispatcher. One it cannot take stays queued
+    and is picked up again at the next start-up."""
+    for sid in ids:
+        try:
+            dispatcher.submit(sid)
+        except Exception:
+            log.exception("submission %d: could not be dispatched; stays queued", sid)
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -55,6 +73,12 @@ async def get_read_session(request: Request) -> AsyncIterator[Session]:
             await run_in_threadpool(session.close)
         else:
             session.close()
+
+
+#: a session that may write (the route commits)
+SessionDep = Annotated[Session, Depends(get_session)]
+#: a session that only reads (:func:`get_read_session`)
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -91,9 +115,7 @@ def resolve(request: Request, session: Session, token: str | None) -> Principal 
     return principal
 
 
-async def optional_principal(
-    request: Request, session: Session = Depends(get_read_session)
-) -> Principal | None:
+async def optional_principal(request: Request, session: ReadSessionDep) -> Principal | None:
     token = bearer_token(request)
     if token is None:  # anonymous: nothing to look up (no trip through the thread pool)
         return None
@@ -103,7 +125,11 @@ async def optional_principal(
     return principal
 
 
-def require_principal(principal: Principal | None = Depends(optional_principal)) -> Principal:
+#: the caller, or None when anonymous (a token that is not valid is a 401)
+OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]
+
+
+def require_principal(principal: OptionalPrincipalDep) -> Principal:
     if principal is None:
         raise Unauthorized(
             "a bearer token is required (Authorization: Bearer <token>)",
@@ -112,25 +138,33 @@ def require_principal(principal: Principal | None = Depends(optional_principal))
     return principal
 
 
-def require_organizer(principal: Principal = Depends(require_principal)) -> Principal:
+#: the authenticated caller (no token: 401)
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+
+
+def require_organizer(principal: PrincipalDep) -> Principal:
     if not principal.is_organizer:
         raise Forbidden("this needs the organizer token")
     return principal
 
 
-def require_team(principal: Principal = Depends(require_principal)) -> Principal:
+def require_team(principal: PrincipalDep) -> Principal:
     if principal.is_organizer:
         raise Forbidden("only a team token can submit; organizers have no team")
     return principal
+
+
+#: the organizer (a team token: 403)
+OrganizerDep = Annotated[Principal, Depends(require_organizer)]
+#: a team (the organizer token: 403)
+TeamDep = Annotated[Principal, Depends(require_team)]
 
 
 def organizer_token(settings: Settings) -> str | None:
     return settings.organizer_token.get_secret_value() if settings.organizer_token else None
 
 
-def page_principal(
-    request: Request, session: Session = Depends(get_read_session)
-) -> Principal | None:
+def page_principal(request: Request, session: ReadSessionDep) -> Principal | None:
     """Pages: the bearer header, else the session cookie. A cookie that names no live
     session (logged out, expired, its token rotated) is deleted in the answer and is not
     an authentication failure: session ids are 256 random bits, not worth guessing, and
@@ -149,6 +183,10 @@ def page_principal(
         return None
     principal, request.state.csrf_token = found
     return principal
+
+
+#: the caller of a page (bearer header or session cookie), or None
+PagePrincipalDep = Annotated[Principal | None, Depends(page_principal)]
 
 
 def https_site(request: Request) -> bool:

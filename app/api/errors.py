@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.schemas import ErrorResponse
 from app.errors import ServiceError, StorageFull
 from app.storage import is_storage_full
 
@@ -18,6 +20,11 @@ log = logging.getLogger(__name__)
 
 #: renders an error as an HTML page: (request, status, detail, problems) -> response
 ErrorPage = Callable[[Request, int, str, list[dict[str, str]]], Response]
+
+#: the error answers of the API routes in the OpenAPI document
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
+}
 
 
 def error_body(detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, object]:

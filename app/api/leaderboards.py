@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
-from sqlalchemy.orm import Session
 
-from app.api.deps import get_read_session, get_session, optional_principal, require_principal
+from app.api.deps import OptionalPrincipalDep, PrincipalDep, ReadSessionDep, SessionDep
+from app.api.errors import ERRORS
 from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
-from app.api.submissions import ERRORS
-from app.security import Principal
-from app.services.board_rows import leaderboard_csv
+from app.services.exports import leaderboard_csv
 from app.services.phases import get_phase, list_phases, phase_detail, phase_public
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
@@ -26,6 +24,8 @@ router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
 )
 def leaderboard_json(
     request: Request,
+    principal: OptionalPrincipalDep,
+    session: ReadSessionDep,
     phase: str,
     task: int = Path(ge=1, le=3),
     selection: Literal["best", "latest"] | None = Query(
@@ -35,8 +35,6 @@ def leaderboard_json(
     live: bool = Query(
         False, description="organizers: the live leaderboard even while the phase is frozen"
     ),
-    principal: Principal | None = Depends(optional_principal),
-    session: Session = Depends(get_read_session),
 ) -> Any:
     """Ranked rows (HECKTOR ranks, average on ties). Public, or organizer-only per phase.
     While the phase is frozen, the stored snapshot (``frozen`` true, each row with its
@@ -56,18 +54,14 @@ def leaderboard_json(
 
 
 @router.get("/phases", response_model=list[PhasePublic], tags=["phases"])
-def phases_index(session: Session = Depends(get_session)) -> list[dict[str, Any]]:
+def phases_index(session: SessionDep) -> list[dict[str, Any]]:
     return [phase_public(p) for p in list_phases(session)]
 
 
 @router.get(
     "/phases/{name}", response_model=PhaseDetail | PhasePublic, responses=ERRORS, tags=["phases"]
 )
-def phase_show(
-    name: str,
-    principal: Principal | None = Depends(optional_principal),
-    session: Session = Depends(get_session),
-) -> dict[str, Any]:
+def phase_show(name: str, principal: OptionalPrincipalDep, session: SessionDep) -> dict[str, Any]:
     phase = get_phase(session, name)
     if principal is not None and principal.is_organizer:
         return phase_detail(phase)
@@ -75,5 +69,5 @@ def phase_show(
 
 
 @router.get("/me", response_model=Me, responses=ERRORS, tags=["auth"])
-def me(principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+def me(principal: PrincipalDep) -> dict[str, Any]:
     return {"role": principal.role, "team": principal.team_name}

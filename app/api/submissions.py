@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.access import aggregate_only_message, scores_hidden
-from app.api.deps import get_read_session, get_session, require_principal, require_team
-from app.api.multipart import MultipartReceiver, boundary_of, sniff_type
-from app.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionPublic, SubmissionSummary
+from app.access import aggregate_only_message, check_submission_scores_visible
+from app.api.deps import (
+    DispatcherDep,
+    PrincipalDep,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+    TeamDep,
+    dispatch,
+)
+from app.api.errors import ERRORS
+from app.api.multipart import MultipartReceiver, ReceivedFile, boundary_of, sniff_type
+from app.api.schemas import (
+    ErrorResponse,
+    Progress,
+    SubmissionAccepted,
+    SubmissionPublic,
+    SubmissionSummary,
+)
 from app.db.models import SCORED, VALID, Submission
 from app.db.session import session_scope
 from app.errors import BadRequest, Conflict, Forbidden, TooLarge, problem
@@ -26,15 +41,12 @@ from app.services.submissions import (
     submission_public,
     visible_submission_cases,
 )
+from app.settings import Settings
 from app.storage import human_size
 from evaluator.results import cases_csv
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
-}
 FILE_HELP = (
     "Task 1: .zip/.tar/.tar.gz of <PatientID>.nii.gz; Task 2/3: .csv/.json table or an "
     "archive holding one. Send phase and task before file so that refusals come early."
@@ -116,6 +128,45 @@ def _parse_phase(value: str | None) -> str:
     return value
 
 
+def _refuse_declared_size(request: Request, cap: int) -> None:
+    """Refuse an upload whose declared ``Content-Length`` is over the limit before
+    reading any of it (the streaming reader enforces the limit on the bytes)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap + (1 << 20):
+        msg = (
+            f"the upload ({human_size(int(declared))}) is larger than the limit of "
+            f"{human_size(cap)}; remove files that are not predictions, or ask the organizers"
+        )
+        raise TooLarge(msg, [problem(msg, kind="limit")])
+
+
+def _register(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    principal: Principal,
+    upload: ReceivedFile,
+    *,
+    phase: str,
+    task: int,
+    dry_run: bool,
+    archive_type: str,
+) -> int:
+    with sessions() as s:
+        return register_submission(
+            s,
+            settings,
+            principal,
+            phase_name=phase,
+            task=task,
+            dry_run=dry_run,
+            upload_path=upload.path,
+            archive_type=archive_type,
+            filename=upload.filename,
+            size=upload.size,
+            sha256=upload.sha256,
+        )
+
+
 @router.post(
     "/submissions",
     status_code=202,
@@ -129,19 +180,14 @@ def _parse_phase(value: str | None) -> str:
 )
 async def create_submission(
     request: Request,
+    principal: TeamDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
     dry_run: bool = Query(False, description="validate without scoring; uses no quota"),
-    principal: Principal = Depends(require_team),
-) -> dict[str, Any]:
-    settings = request.app.state.settings
+) -> SubmissionAccepted:
     sessions = request.app.state.sessions
     cap = settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap + (1 << 20):
-        msg = (
-            f"the upload ({human_size(int(declared))}) is larger than the limit of "
-            f"{human_size(cap)}; remove files that are not predictions, or ask the organizers"
-        )
-        raise TooLarge(msg, [problem(msg, kind="limit")])
+    _refuse_declared_size(request, cap)
     boundary = boundary_of(request)
 
     def _precheck(phase: str, task: int) -> None:
@@ -163,73 +209,63 @@ async def create_submission(
         phase = _parse_phase(receiver.fields.get("phase"))
         task = _parse_task(receiver.fields.get("task"))
         archive_type = sniff_type(upload.head, task)
-
-        def _register() -> int:
-            with sessions() as s:
-                return register_submission(
-                    s,
-                    settings,
-                    principal,
-                    phase_name=phase,
-                    task=task,
-                    dry_run=dry_run,
-                    upload_path=upload.path,
-                    archive_type=archive_type,
-                    filename=upload.filename,
-                    size=upload.size,
-                    sha256=upload.sha256,
-                )
-
-        sid = await run_in_threadpool(_register)
+        sid = await run_in_threadpool(
+            functools.partial(
+                _register,
+                sessions,
+                settings,
+                principal,
+                upload,
+                phase=phase,
+                task=task,
+                dry_run=dry_run,
+                archive_type=archive_type,
+            )
+        )
     finally:
         upload.path.unlink(missing_ok=True)  # moved away on success
-    try:
-        request.app.state.dispatcher.submit(sid)
-    except Exception:  # the row is committed: it is picked up again at the next start-up
-        log.exception("submission %d: could not be dispatched; stays queued", sid)
-    return {
-        "id": sid,
-        "status": "queued",
-        "dry_run": dry_run,
-        "phase": phase,
-        "task": task,
-        "sha256": upload.sha256,
-        "size_bytes": upload.size,
-        "url": f"/api/v1/submissions/{sid}",
-    }
+    dispatch(dispatcher, [sid])
+    return SubmissionAccepted(
+        id=sid,
+        status="queued",
+        dry_run=dry_run,
+        phase=phase,
+        task=task,
+        sha256=upload.sha256,
+        size_bytes=upload.size,
+        url=f"/api/v1/submissions/{sid}",
+    )
 
 
 @router.get("/submissions", response_model=list[SubmissionSummary], responses=ERRORS)
 def submissions_index(
+    principal: PrincipalDep,
+    session: SessionDep,
     phase: str | None = None,
     task: int | None = Query(None, ge=1, le=3),
     limit: int = Query(100, ge=1, le=1000),
-    principal: Principal = Depends(require_principal),
-    session: Session = Depends(get_session),
-) -> list[dict[str, Any]]:
+) -> list[SubmissionSummary]:
     """The caller's team's submissions (all submissions for the organizer), newest first."""
     subs = list_submissions(session, principal, phase=phase, task=task, limit=limit)
     return [
-        {
-            "id": s.id,
-            "team": s.team.name,
-            "phase": s.phase.name,
-            "task": s.task,
-            "dry_run": s.dry_run,
-            "status": s.status,
-            "progress": {"done": s.progress_done, "total": s.progress_total},
-            "submitted_at": s.submitted_at,
-            "finished_at": s.finished_at,
-        }
+        SubmissionSummary(
+            id=s.id,
+            team=s.team.name,
+            phase=s.phase.name,
+            task=s.task,
+            dry_run=s.dry_run,
+            status=s.status,
+            progress=Progress(done=s.progress_done, total=s.progress_total),
+            submitted_at=s.submitted_at,
+            finished_at=s.finished_at,
+        )
         for s in subs
     ]
 
 
 @router.get("/submissions/{submission_id}", response_model=SubmissionPublic, responses=ERRORS)
 def submission_status(
-    submission_id: int,
-    principal: Principal = Depends(require_principal),
-    session: Session = Depends(get_read_session),
+    submission_id: int, principal: PrincipalDep, session: ReadSessionDep
 ) -> dict[str, Any]:
     """Status, progress, and the result document or the errors. Own team or organizer."""
     sub = get_submission(session, submission_id, principal)
@@ -242,9 +278,7 @@ def submission_status(
     responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
 )
 def submission_cases_csv(
-    submission_id: int,
-    principal: Principal = Depends(require_principal),
-    session: Session = Depends(get_session),
+    submission_id: int, principal: PrincipalDep, session: SessionDep
 ) -> Response:
     """Per-case records of a scored submission as CSV: for its team the fields of
     :data:`app.access.TEAM_CASE_FIELDS` (never a ground-truth value), for organizers every
@@ -255,8 +289,7 @@ def submission_cases_csv(
 
 def cases_csv_response(session: Session, sub: Submission, principal: Principal) -> Response:
     """The ``cases.csv`` answer of the API and of the pages."""
-    if scores_hidden(sub, principal):
-        raise Forbidden(f"scores of phase {sub.phase.name!r} are hidden from teams")
+    check_submission_scores_visible(sub, principal)
     if sub.status not in (SCORED, VALID):
         raise Conflict(
             f"submission {sub.id} is {sub.status}; per-case results exist once it is scored"

@@ -17,27 +17,34 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 import evaluator
-from app.access import can_see_leaderboard
+from app.access import (
+    aggregate_only_message,
+    can_see_leaderboard,
+    visible_centers,
+    withheld_note,
+)
 from app.api.deps import (
     COOKIE,
+    PagePrincipalDep,
+    ReadSessionDep,
+    SessionDep,
     form_origin_problem,
-    get_read_session,
-    get_session,
     https_site,
     organizer_token,
-    page_principal,
     resolve,
 )
-from app.db.models import SCORED
+from app.api.submissions import cases_csv_response
+from app.db.models import SCORED, Submission
 from app.errors import NotFound
+from app.formatting import format_rank
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
-from app.services.board_rows import format_rank
+from app.services.board_analysis import board_analysis, submission_centers
 from app.services.phases import list_phases
 from app.services.submissions import (
     get_submission,
@@ -128,11 +135,7 @@ def error_page(
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(
-    request: Request,
-    principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_read_session),
-) -> Response:
+def index(request: Request, principal: PagePrincipalDep, session: ReadSessionDep) -> Response:
     phases = [
         {
             "phase": p,
@@ -154,9 +157,9 @@ def login_form() -> Response:
 @router.post("/login")
 def login(
     request: Request,
+    session: SessionDep,
     token: str = Form(""),
     next: str = Form("/"),
-    session: Session = Depends(get_session),
 ) -> Response:
     """Trade a token for a browser session, then go to ``next`` (a path of this site).
     Refused (403) unless the form comes from this site's own page (Origin, else
@@ -194,9 +197,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(
-    request: Request, csrf_token: str = Form(""), session: Session = Depends(get_session)
-) -> Response:
+def logout(request: Request, session: SessionDep, csrf_token: str = Form("")) -> Response:
     """End this browser's session (revoked server-side) and delete its cookie. Needs the
     session's CSRF token (the form in the page header carries it)."""
     sid = request.cookies.get(COOKIE)
@@ -225,8 +226,8 @@ def leaderboard_page(
     request: Request,
     phase: str,
     task: int,
-    principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_read_session),
+    principal: PagePrincipalDep,
+    session: ReadSessionDep,
 ) -> Response:
     """Read-only: the board comes from the leaderboard cache, like the API's, and a
     write session is opened only when the analysis is not cached yet."""
@@ -266,8 +267,7 @@ def _analysis_sections(
 ) -> dict[str, Any]:
     """Intervals, rank stability, per-centre tables and heat maps, per-case plot of a
     board: from the snapshot while frozen, else cached or computed."""
-    from app.report.phase_report import interval_cells, page_sections
-    from app.services.board_analysis import board_analysis
+    from app.report.phase_report import interval_cells, page_sections  # loads matplotlib
 
     payload = (
         board_analysis(session, board, principal, write_sessions=request.app.state.sessions)
@@ -283,54 +283,56 @@ def _analysis_sections(
     }
 
 
+def _columns(cases: list[dict[str, Any]]) -> list[str]:
+    """The fields of the per-case records, in the order they first appear."""
+    return list(dict.fromkeys(k for c in cases for k in c))
+
+
+def _centers(
+    session: Session, sub: Submission, principal: Principal
+) -> tuple[list[dict[str, Any]], int]:
+    """The per-centre results of a scored submission that the caller may see (from the
+    full rows), and how many centres are withheld."""
+    return visible_centers(
+        sub.phase,
+        principal,
+        submission_centers(
+            sub.task,
+            submission_cases(session, sub.id),
+            next((t for t in sub.phase.tasks if t.task == sub.task), None),
+        ),
+    )
+
+
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse)
 def submission_page(
     request: Request,
     submission_id: int,
-    principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_read_session),
+    principal: PagePrincipalDep,
+    session: ReadSessionDep,
 ) -> Response:
     sub = get_submission(session, submission_id, principal)
     assert principal is not None
     view = submission_public(session, sub, principal)
-    cases = (view["result"] or {}).get("cases") or []
-    columns: list[str] = []
-    for c in cases:
-        for k in c:
-            if k not in columns:
-                columns.append(k)
-    metrics = (view["result"] or {}).get("metrics") or {}
+    result = view["result"]
+    cases = (result or {}).get("cases") or []
     centers: list[dict[str, Any]] = []
     n_withheld = 0
-    if view["result"] is not None and view["status"] == SCORED:
-        from app.access import visible_centers
-        from app.services.board_analysis import submission_centers
-
-        # from the full rows, then what the caller may see of each centre
-        centers, n_withheld = visible_centers(
-            sub.phase,
-            principal,
-            submission_centers(
-                sub.task,
-                submission_cases(session, sub.id),
-                next((t for t in sub.phase.tasks if t.task == sub.task), None),
-            ),
-        )
-    from app.access import aggregate_only_message, withheld_note
-
+    if result is not None and view["status"] == SCORED:
+        centers, n_withheld = _centers(session, sub, principal)
     return render(
         request,
         "submission.html",
         {
             "s": view,
             "cases": cases,
-            "columns": columns,
-            "metrics": metrics,
+            "columns": _columns(cases),
+            "metrics": (result or {}).get("metrics") or {},
             "centers": centers,
             "centers_note": withheld_note(sub.phase, n_withheld),
             "cases_note": (
                 aggregate_only_message(sub.phase)
-                if view["result"] is not None and view["case_rows"] == "none"
+                if result is not None and view["case_rows"] == "none"
                 else None
             ),
             "center_metrics": [m.name for m in metrics_of(sub.task) if m.kind == "score"],
@@ -344,11 +346,9 @@ def submission_page(
 def submission_cases_page(
     request: Request,
     submission_id: int,
-    principal: Principal | None = Depends(page_principal),
-    session: Session = Depends(get_read_session),
+    principal: PagePrincipalDep,
+    session: ReadSessionDep,
 ) -> Response:
-    from app.api.submissions import cases_csv_response
-
     sub = get_submission(session, submission_id, principal)
     assert principal is not None
     return cases_csv_response(session, sub, principal)
