@@ -1,9 +1,15 @@
-"""Who may see what of the per-case and per-centre results.
+"""Who may see what: leaderboards, scores, per-case and per-centre results.
+
+* **leaderboards and scores** (:func:`check_leaderboard_visible`,
+  :func:`check_scores_visible`, :func:`check_submission_scores_visible`): organizers
+  always; others a phase's board when it is public and the phase is not hidden, and
+  never the scores of a hidden phase.
 
 The judges store full per-case records (with the ground truth each score was computed
 from: true voxel and lesion counts for Task 1, time and event for Task 2, the HPV label
 for Task 3); the analysis and the per-centre results are computed from them on the
-server. What leaves the server for anyone but an organizer goes through this module:
+server. What of them leaves the server for anyone but an organizer goes through this
+module:
 
 * **per-case rows** (:func:`visible_cases`): a team sees the rows of its own
   submissions only, and only the fields of :data:`TEAM_CASE_FIELDS` (an allow-list, so
@@ -27,7 +33,6 @@ Organizers see everything. Nothing here reads the database.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,8 +44,11 @@ from app.db.models import (
     Submission,
 )
 from app.errors import Forbidden, Unauthorized
+from app.formatting import as_finite
 from app.security import Principal
 from evaluator.registry import BY_NAME, metrics_of
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CASE_FIELDS_NOTE",
@@ -48,9 +56,14 @@ __all__ = [
     "GROUND_TRUTH_FIELDS",
     "TEAM_CASE_FIELDS",
     "aggregate_only_message",
+    "can_see_leaderboard",
     "case_rows_policy",
     "center_metric_names",
+    "check_leaderboard_visible",
+    "check_scores_visible",
+    "check_submission_scores_visible",
     "is_organizer",
+    "scores_hidden",
     "team_case_record",
     "visible_analysis",
     "visible_board_centers",
@@ -246,15 +259,11 @@ def _sorted_values(rows: Iterable[Mapping[str, Any]]) -> list[float | None]:
     vals: list[float] = []
     n_none = 0
     for r in rows:
-        v = r.get("gtvp_dsc")
-        try:
-            f = float(v) if v is not None else math.nan
-        except (TypeError, ValueError):
-            f = math.nan
-        if math.isfinite(f):
-            vals.append(f)
-        else:
+        f = as_finite(r.get("gtvp_dsc"))
+        if f is None:
             n_none += 1
+        else:
+            vals.append(f)
     return [*sorted(vals), *([None] * n_none)]
 
 
@@ -292,9 +301,7 @@ def visible_analysis(
     return out
 
 
-log = logging.getLogger(__name__)
-
-
+# -- a submission's scores -------------------------------------------------------------------
 def scores_hidden(sub: Submission, principal: Principal) -> bool:
     return sub.phase.hidden and not principal.is_organizer
 
@@ -315,16 +322,21 @@ def can_see_leaderboard(phase: Phase, principal: Principal | None) -> bool:
     return phase.leaderboard_public and not phase.hidden
 
 
-# -- access -----------------------------------------------------------------------------
-def check_scores_visible(phase: Phase, principal: Principal | None) -> None:
-    """Analyses reveal scores: the leaderboard must be visible to the caller, and a
-    hidden phase shows them to organizers only."""
-    organizer = principal is not None and principal.is_organizer
+def check_leaderboard_visible(phase: Phase, principal: Principal | None) -> None:
+    """401 (no token) or 403 unless the caller may see the phase's leaderboard
+    (:func:`can_see_leaderboard`)."""
     if not can_see_leaderboard(phase, principal):
         if principal is None:
             raise Unauthorized(f"the leaderboard of phase {phase.name!r} is for organizers only")
         raise Forbidden(f"the leaderboard of phase {phase.name!r} is for organizers only")
-    if phase.hidden and not organizer:
+
+
+def check_scores_visible(phase: Phase, principal: Principal | None) -> None:
+    """Analyses reveal scores: the leaderboard must be visible to the caller
+    (:func:`check_leaderboard_visible`), and a hidden phase shows them to organizers
+    only."""
+    check_leaderboard_visible(phase, principal)
+    if phase.hidden and not is_organizer(principal):
         if principal is None:
             raise Unauthorized(f"the scores of phase {phase.name!r} are hidden")
         raise Forbidden(f"the scores of phase {phase.name!r} are hidden from teams")

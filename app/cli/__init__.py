@@ -717,7 +717,7 @@ def _board(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_leaderboard_export(args: argparse.Namespace) -> int:
-    from app.services.board_rows import leaderboard_csv
+    from app.services.exports import leaderboard_csv
     from app.storage import atomic_write_text
 
     if getattr(args, "per_center", False):
@@ -857,7 +857,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _export_per_center(args: argparse.Namespace) -> int:
     from app.security import ORGANIZER_PRINCIPAL
-    from app.services.board_analysis import leaderboard_centers, per_center_csv
+    from app.services.board_analysis import leaderboard_centers
+    from app.services.exports import per_center_csv
     from app.storage import atomic_write_text
 
     with _db(_settings(args))() as s:

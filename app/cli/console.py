@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from app.services.board_rows import format_rank
-from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
+from app.formatting import format_number, format_rank, metric_label
+from evaluator.registry import metrics_of, ranked_metrics
 
 SHORT = {
     "gtvp_dsc_mean": "GTVp DSC",
@@ -33,14 +33,6 @@ TASK_TITLES = {
     2: "Task 2 · recurrence-free survival (C-index)",
     3: "Task 3 · HPV status (AUC)",
 }
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
 
 
 def _frozen_at(board: Mapping[str, Any]) -> str:
@@ -70,7 +62,7 @@ def leaderboard_table(board: Mapping[str, Any]) -> Table:
     table.add_column("#", justify="right")
     for row in board["rows"]:
         cells = [format_rank(row["rank"]), row["team"]]
-        cells += [_fmt(row["metrics"].get(n)) for n in ranked + others]
+        cells += [format_number(row["metrics"].get(n)) for n in ranked + others]
         if task == 1:
             cells += [
                 format_rank(row["ranks"].get("gtvp_dsc_mean")),
@@ -86,8 +78,7 @@ def metrics_table(metrics: Mapping[str, Any], title: str = "Metrics") -> Table:
     table.add_column("Metric")
     table.add_column("Value", justify="right")
     for k, v in metrics.items():
-        m = BY_NAME.get(k)
-        table.add_row(m.label if m and m.label else k, _fmt(v))
+        table.add_row(metric_label(k), format_number(v))
     return table
 
 

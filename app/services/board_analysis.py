@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from app.db.models import (
     utcnow,
 )
 from app.errors import BadRequest, Forbidden, Unauthorized
+from app.formatting import as_finite
 from app.security import Principal
 from app.services.leaderboards import leaderboard
 from app.services.phases import MAX_ANALYSIS_RESAMPLES, MAX_ANALYSIS_SEED, get_phase, get_phase_task
@@ -68,7 +68,6 @@ from evaluator.analysis import (
     per_center,
 )
 from evaluator.protocol import Protocol
-from evaluator.registry import metrics_of
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,6 @@ __all__ = [
     "centers_from_dict",
     "get_analysis_commit",
     "leaderboard_centers",
-    "per_center_csv",
     "prepare_analysis",
     "store_analysis",
     "submission_centers",
@@ -140,25 +138,15 @@ def cache_key(
 
 
 # -- computing --------------------------------------------------------------------------
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _case_dsc(rec: Mapping[str, Any]) -> float | None:
     """The case's GTVp DSC for the plot; None when both sides are empty (not shown)."""
     try:
         den = int(rec["gtvp_pred_voxels"]) + int(rec["gtvp_gt_voxels"])
     except (KeyError, TypeError, ValueError):
-        return _num(rec.get("gtvp_dsc"))
+        return as_finite(rec.get("gtvp_dsc"))
     if den == 0:
         return None
-    stored = _num(rec.get("gtvp_dsc"))
+    stored = as_finite(rec.get("gtvp_dsc"))
     return stored if stored is not None else 2.0 * int(rec.get("gtvp_intersection", 0)) / den
 
 
@@ -596,53 +584,6 @@ def submission_centers(
         else per_center(task, cases)
     )
     return [r.to_dict() for r in result.values()]
-
-
-def per_center_csv(
-    task: int, rows: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None
-) -> str:
-    """Long format: one line per (leaderboard row, centre). ``rows`` as in
-    :func:`leaderboard_centers` (``rank``/``team``/``submission_id`` optional, for a
-    single submission); ``names``: the metric columns (default: every metric of the
-    task)."""
-    import csv
-    import io
-
-    from app.services.board_rows import format_rank
-
-    names = list(names) if names is not None else [m.name for m in metrics_of(task)]
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["rank", "team", "submission_id", "center", "n_cases", *names, "undefined"])
-    for row in rows:
-        for centre, res in row["centers"].items():
-            metrics = res.get("metrics", {})
-            w.writerow(
-                [
-                    format_rank(row.get("rank")),
-                    row.get("team", ""),
-                    row.get("submission_id", ""),
-                    centre,
-                    res.get("n_cases", ""),
-                    *[_csv_num(metrics.get(k)) for k in names],
-                    _reasons(res.get("undefined") or {}),
-                ]
-            )
-    return out.getvalue()
-
-
-def _reasons(undefined: Mapping[str, str]) -> str:
-    """``metric, metric: reason; ...`` (metrics sharing a reason listed together)."""
-    by_reason: dict[str, list[str]] = {}
-    for metric, reason in undefined.items():
-        by_reason.setdefault(reason, []).append(metric)
-    return "; ".join(f"{', '.join(ms)}: {r}" for r, ms in by_reason.items())
-
-
-def _csv_num(v: Any) -> str:
-    if v is None:
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
 
 
 # -- rebuilding the evaluator's result objects from stored JSON ------------------------------

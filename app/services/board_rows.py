@@ -8,8 +8,6 @@ latest one, then ranked among themselves with :func:`evaluator.ranking.rank_rows
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,50 +74,3 @@ def build_leaderboard(
     ]
     rows.sort(key=lambda row: (row["rank"], row["team"], row["submission_id"]))
     return rows
-
-
-def leaderboard_csv(task: int, rows: Sequence[Mapping[str, Any]]) -> str:
-    metric_names = [m.name for m in metrics_of(task)]
-    rank_names: list[str] = []
-    for row in rows:
-        for k in row["ranks"]:
-            if k not in rank_names:
-                rank_names.append(k)
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(
-        [
-            "rank",
-            "team",
-            "submission_id",
-            *metric_names,
-            *[f"rank_{k}" for k in rank_names],
-            "submitted_at",
-            "scored_at",
-        ]
-    )
-    for row in rows:
-        w.writerow(
-            [
-                format_rank(row["rank"]),
-                row["team"],
-                row["submission_id"],
-                *[_num(row["metrics"].get(k)) for k in metric_names],
-                *[format_rank(row["ranks"].get(k)) for k in rank_names],
-                row["submitted_at"] or "",
-                row["scored_at"] or "",
-            ]
-        )
-    return out.getvalue()
-
-
-def _num(v: Any) -> str:
-    if v is None:
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def format_rank(r: float | None) -> str:
-    if r is None:
-        return ""
-    return str(int(r)) if float(r).is_integer() else f"{r:g}"

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.access import can_see_leaderboard
+from app.access import check_leaderboard_visible
 from app.db.models import (
     FAILED,
     Phase,
@@ -17,7 +17,7 @@ from app.db.models import (
     Submission,
     Team,
 )
-from app.errors import BadRequest, Forbidden, Unauthorized
+from app.errors import BadRequest, Forbidden
 from app.security import Principal
 from app.services.board_rows import Entry, build_leaderboard
 from app.services.phases import get_phase, get_phase_task
@@ -63,10 +63,7 @@ def leaderboard(
     served as stored (``frozen`` true); ``live`` (organizers only) derives the current
     board from the stored rows instead."""
     phase = get_phase(session, phase_name)
-    if not can_see_leaderboard(phase, principal):
-        if principal is None:
-            raise Unauthorized(f"the leaderboard of phase {phase.name!r} is for organizers only")
-        raise Forbidden(f"the leaderboard of phase {phase.name!r} is for organizers only")
+    check_leaderboard_visible(phase, principal)
     if live and (principal is None or not principal.is_organizer):
         raise Forbidden("only organizers can see the live leaderboard (live=true)")
     pt = get_phase_task(session, phase, task)

@@ -10,8 +10,10 @@ from pydantic import SecretStr, ValidationError
 
 from app.api.multipart import sniff_type
 from app.errors import UnsupportedType
+from app.formatting import format_rank
 from app.security import new_token, token_hash
-from app.services.board_rows import Entry, build_leaderboard, format_rank, leaderboard_csv
+from app.services.board_rows import Entry, build_leaderboard
+from app.services.exports import leaderboard_csv
 from app.settings import Settings
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)

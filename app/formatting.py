@@ -1,0 +1,72 @@
+"""Numbers, ranks and metric names as text: the one set of formatters every layer
+(services, API, pages, report, CLI) uses.
+
+Values come from stored JSON (metrics, ranks, per-case records), so every function
+takes what such a document may hold: ``None``, booleans, whole and real numbers,
+strings.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from evaluator.registry import BY_NAME
+
+__all__ = ["as_finite", "csv_number", "format_number", "format_rank", "metric_label"]
+
+#: what a missing value reads as in tables (an en dash)
+MISSING = "–"
+
+
+def format_number(value: object, *, digits: int = 4, missing: str = MISSING) -> str:
+    """A value for a table cell: ``missing`` for None and for a NaN or infinite number,
+    ``yes``/``no`` for a boolean, a whole number as it is, a real number with
+    ``digits`` decimals, anything else (a patient id, a centre) as its text."""
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return f"{f:.{digits}f}" if math.isfinite(f) else missing
+    return str(value)
+
+
+def format_rank(rank: float | None, *, missing: str = "") -> str:
+    """A rank: ``2`` for a whole rank, ``2.5`` for a shared one; ``missing`` for None
+    or a rank that is not a finite number."""
+    if rank is None:
+        return missing
+    f = float(rank)
+    if not math.isfinite(f):
+        return missing
+    return str(int(f)) if f.is_integer() else f"{f:g}"
+
+
+def csv_number(value: object) -> str:
+    """A value for a CSV cell: empty for None, a real number in full precision
+    (``repr``, so that it reads back to the same float), anything else as its text."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def as_finite(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is missing, not a number, NaN or
+    infinite."""
+    if value is None:
+        return None
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def metric_label(name: str) -> str:
+    """The registered label of a metric (``GTVp DSC (mean)``), else its name."""
+    m = BY_NAME.get(name)
+    return m.label if m is not None and m.label else name
