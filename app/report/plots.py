@@ -204,6 +204,29 @@ def rank_stability_svg(result: BootstrapResult, *, title: str | None = None) -> 
     return _to_svg(fig, salt=salt)
 
 
+def _value_grid(
+    values: Mapping[str, Mapping[str, float | None]], teams: Sequence[str], cols: Sequence[str]
+) -> np.ndarray:
+    """teams x centres as floats, NaN where a value is missing or not finite."""
+    grid = np.full((len(teams), len(cols)), np.nan)
+    for i, t in enumerate(teams):
+        for j, c in enumerate(cols):
+            v = values[t].get(c)
+            if v is not None and math.isfinite(float(v)):
+                grid[i, j] = float(v)
+    return grid
+
+
+def _label_cells(ax: Any, grid: np.ndarray, mid: float) -> None:
+    """Each cell's value as text ("n/a" when undefined), white on the dark half."""
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid[i, j]
+            label = "n/a" if not math.isfinite(v) else f"{v:.2f}"
+            color = "white" if math.isfinite(v) and v > mid else "#222222"
+            ax.text(j, i, label, ha="center", va="center", fontsize=8, color=color)
+
+
 def center_heatmap_svg(
     values: Mapping[str, Mapping[str, float | None]],
     *,
@@ -221,12 +244,7 @@ def center_heatmap_svg(
     salt = f"centre:{metric_label}:{'|'.join(teams)}:{'|'.join(cols)}"
     if not teams or not cols:
         return _empty("no per-centre values to show", salt=salt)
-    grid = np.full((len(teams), len(cols)), np.nan)
-    for i, t in enumerate(teams):
-        for j, c in enumerate(cols):
-            v = values[t].get(c)
-            if v is not None and math.isfinite(float(v)):
-                grid[i, j] = float(v)
+    grid = _value_grid(values, teams, cols)
     finite = grid[np.isfinite(grid)]
     lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
     hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
@@ -249,13 +267,7 @@ def center_heatmap_svg(
     )
     ax.set_xlim(-0.5, len(cols) - 0.5)
     ax.set_ylim(len(teams) - 0.5, -0.5)  # first team on top
-    mid = (lo + hi) / 2.0
-    for i in range(len(teams)):
-        for j in range(len(cols)):
-            v = grid[i, j]
-            label = "n/a" if not math.isfinite(v) else f"{v:.2f}"
-            color = "white" if math.isfinite(v) and v > mid else "#222222"
-            ax.text(j, i, label, ha="center", va="center", fontsize=8, color=color)
+    _label_cells(ax, grid, (lo + hi) / 2.0)
     col_labels = [
         text_label(f"{c}\n(n={n_cases[c]})" if n_cases and c in n_cases else c) for c in cols
     ]
