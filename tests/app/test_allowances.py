@@ -171,9 +171,9 @@ def _without_thread_lock(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """On PostgreSQL, take the in-process lock away, so that the threads race as separate
     processes would and only the database's row lock keeps the allowance."""
     if db_url.startswith("postgresql"):
-        import app.services
+        from app.services import submissions
 
-        monkeypatch.setattr(app.services, "_quota_lock", contextlib.nullcontext())
+        monkeypatch.setattr(submissions, "_quota_lock", contextlib.nullcontext())
     yield
 
 
