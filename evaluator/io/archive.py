@@ -34,196 +34,31 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
-import lzma
-import os
-import posixpath
 import stat
 import tarfile
 import unicodedata
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from evaluator.errors import ArchiveError, LimitError, SubmissionError, SubmissionRejected
-from evaluator.protocol import Limits
-
-ArchiveKind = Literal["zip", "tar", "tar.gz"]
-
-_JUNK_DIRS = {"__MACOSX"}
-_JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-_CHUNK = 1 << 20
-_MAX_NAME_BYTES = 1024
-
-
-def detect_archive(path: Path) -> ArchiveKind | None:
-    """The archive type from the file's first bytes, or None."""
-    with open(path, "rb") as f:
-        head = f.read(262)
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip"
-    if head[:2] == b"\x1f\x8b":
-        # a gzip stream: a .tar.gz if the decompressed head looks like a tar header
-        return "tar.gz" if _gzip_holds_tar(path) else None
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
-    return None
-
-
-def _gzip_holds_tar(path: Path) -> bool:
-    import zlib
-
-    d = zlib.decompressobj(wbits=47)
-    try:
-        with open(path, "rb") as f:
-            out = d.decompress(f.read(64 * 1024), 512)
-    except zlib.error:
-        return False
-    return len(out) >= 262 and out[257:262] == b"ustar"
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} bytes"
-
-
-def _clean_name(raw: str, archive: str) -> str | SubmissionError:
-    """Normalise a member name, or return the problem with it."""
-    name = raw.replace("\\", "/")
-    if "\x00" in name:
-        return ArchiveError(archive, f"member {raw!r} has a NUL byte in its name")
-    if any("\udc80" <= ch <= "\udcff" for ch in name):  # tarfile's surrogateescape
-        shown = raw.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
-        return ArchiveError(
-            archive,
-            f"member name '{shown}' is not valid UTF-8; rename the file with plain "
-            "letters, digits, '-' and '_' (e.g. CHUM-001.nii.gz) and archive it again",
-        )
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES or any(
-        len(part.encode("utf-8")) > 255 for part in name.split("/")
-    ):
-        return ArchiveError(
-            archive,
-            f"member {raw[:60]!r}... has a name longer than the limit ({_MAX_NAME_BYTES} "
-            "bytes, 255 per folder or file name); files are named <PatientID>.nii.gz",
-        )
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return ArchiveError(
-            archive,
-            f"member {raw!r} has an absolute path; archive the files with paths relative "
-            "to the folder that holds them",
-        )
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        return ArchiveError(
-            archive,
-            f"member {raw!r} points outside the archive ('..' in its path); archive the "
-            "prediction files themselves, without '..'",
-        )
-    return posixpath.join(*parts) if parts else ""
-
-
-def _is_junk(name: str) -> bool:
-    parts = name.split("/")
-    return bool(_JUNK_DIRS & set(parts)) or parts[-1] in _JUNK_FILES or parts[-1].startswith("._")
-
-
-_READ_ERRORS: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile,
-    tarfile.TarError,
-    EOFError,
-    zlib.error,
-    lzma.LZMAError,
-    NotImplementedError,  # a zip compression method Python does not read
-    ValueError,
+from evaluator.io.members import (
+    READ_ERRORS,
+    Member,
+    MemberRef,
+    MemberStream,
+    Want,
+    clean_name,
+    corrupt_archive,
+    is_junk,
+    link_problem,
+    special_problem,
+    strip_top,
 )
-
-
-class _Guarded:
-    """A member's stream whose read errors become the participant's problem (an
-    :class:`ArchiveError` naming the member), not a crash of the scorer."""
-
-    def __init__(self, f: IO[bytes], archive: str, member: str, owner: Any = None) -> None:
-        self.f = f
-        self.archive = archive
-        self.member = member
-        self.owner = owner  # the ZipFile, closed with the stream
-
-    def read(self, n: int = -1, /) -> bytes:
-        try:
-            return self.f.read(n)
-        except _READ_ERRORS as exc:
-            raise _member_corrupt(self.archive, self.member, exc) from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise _member_corrupt(self.archive, self.member, exc) from None
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def close(self) -> None:
-        self.f.close()
-        if self.owner is not None:
-            self.owner.close()
-
-    def __enter__(self) -> _Guarded:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _member_corrupt(archive: str, member: str, exc: BaseException) -> ArchiveError:
-    detail = str(exc) or type(exc).__name__
-    return ArchiveError(
-        member,
-        f"this member of {archive} cannot be read, the archive is corrupt or truncated "
-        f"({detail}); create the archive again and re-upload the complete file",
-    )
-
-
-@dataclass(frozen=True)
-class MemberRef:
-    """Where one file of a submission is: a file on disk, or a member of a zip
-    archive, read in place. Small and picklable: scoring processes open it themselves."""
-
-    path: Path
-    member: str | None = None  # the zip member's stored name; None: ``path`` is the file
-    archive: str = ""
-
-    def open(self) -> _Guarded:
-        if self.member is None:
-            return _Guarded(open(self.path, "rb"), self.archive or self.path.name, self.path.name)
-        try:
-            zf = zipfile.ZipFile(self.path)
-        except _READ_ERRORS as exc:
-            raise _corrupt(self.archive, str(exc) or type(exc).__name__).problems[0] from None
-        try:
-            f = zf.open(self.member)
-        except _READ_ERRORS as exc:
-            zf.close()
-            raise _member_corrupt(self.archive, self.member, exc) from None
-        return _Guarded(f, self.archive, self.member, owner=zf)
-
-
-@dataclass
-class Member:
-    """One file of a submission: its cleaned path, its declared (uncompressed) size,
-    and where to read it (None for a tar member: readable only while the scan is on it)."""
-
-    name: str
-    size: int
-    ref: MemberRef | None
-
-
-Want = Callable[[Member], bool]
+from evaluator.io.sizes import human_size
+from evaluator.io.sniff import ArchiveKind, detect_archive
+from evaluator.protocol import Limits
 
 
 class Scan:
@@ -268,7 +103,7 @@ class Scan:
         elif self.kind == "zip":
             self._listed = self._guard(self._list_zip)
         if self._listed is not None:
-            self.members = _strip_top(self._listed)
+            self.members = strip_top(self._listed)
             self._check_names()
 
     # -- listing ---------------------------------------------------------------------
@@ -291,15 +126,17 @@ class Scan:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # the server's disk, not the participant's archive
-            raise _corrupt(self.archive, exc.strerror or str(exc) or type(exc).__name__) from None
-        except _READ_ERRORS as exc:
-            raise _corrupt(self.archive, str(exc) or type(exc).__name__) from None
+            raise corrupt_archive(
+                self.archive, exc.strerror or str(exc) or type(exc).__name__
+            ) from None
+        except READ_ERRORS as exc:
+            raise corrupt_archive(self.archive, str(exc) or type(exc).__name__) from None
 
     def _list_folder(self) -> list[Member]:
         out = []
         for p in sorted(q for q in self.path.rglob("*") if q.is_file()):
             name = p.relative_to(self.path).as_posix()
-            if not _is_junk(name):
+            if not is_junk(name):
                 out.append(Member(name, p.stat().st_size, MemberRef(p, None, self.archive)))
         return out
 
@@ -319,15 +156,15 @@ class Scan:
         out = []
         for info in infos:
             mode = (info.external_attr >> 16) & 0xFFFF
-            name = _clean_name(info.filename, self.archive)
+            name = clean_name(info.filename, self.archive)
             if isinstance(name, SubmissionError):
                 self.problems.append(name)
                 continue
             problem = None
             if stat.S_ISLNK(mode):
-                problem = _link(info.filename, "symbolic link")
+                problem = link_problem(info.filename, "symbolic link")
             elif stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: not recorded
-                problem = _special(info.filename, "a device, FIFO or socket")
+                problem = special_problem(info.filename, "a device, FIFO or socket")
             elif info.flag_bits & 0x1:
                 problem = (
                     f"member {info.filename!r} is encrypted; upload an archive without a password"
@@ -335,7 +172,7 @@ class Scan:
             if problem is not None:
                 self.problems.append(ArchiveError(self.archive, problem))
                 continue
-            if info.is_dir() or not name or _is_junk(name):
+            if info.is_dir() or not name or is_junk(name):
                 continue
             out.append(
                 Member(name, info.file_size, MemberRef(self.path, info.filename, self.archive))
@@ -385,8 +222,8 @@ class Scan:
             self.problems.append(
                 LimitError(
                     self.archive,
-                    f"member {m.name!r} is {_human(m.size)} uncompressed, over the "
-                    f"limit of {_human(self.limits.max_member_bytes)} per file",
+                    f"member {m.name!r} is {human_size(m.size)} uncompressed, over the "
+                    f"limit of {human_size(self.limits.max_member_bytes)} per file",
                 )
             )
             return False
@@ -395,7 +232,7 @@ class Scan:
             self.problems.append(
                 LimitError(
                     self.archive,
-                    f"the files to read expand to more than {_human(self.limits.max_total_bytes)}"
+                    f"the files to read expand to more than {human_size(self.limits.max_total_bytes)}"
                     " (the limit); compress the label maps (.nii.gz) and leave out files "
                     "that are not predictions",
                 )
@@ -404,7 +241,7 @@ class Scan:
         return True
 
     # -- reading ------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[tuple[Member, _Guarded | None]]:
+    def __iter__(self) -> Iterator[tuple[Member, MemberStream | None]]:
         if self._listed is not None:
             if self.problems:
                 raise SubmissionRejected(self.problems)
@@ -417,8 +254,8 @@ class Scan:
         yield from self._guard_iter(self._iter_tar())
 
     def _guard_iter(
-        self, it: Iterator[tuple[Member, _Guarded | None]]
-    ) -> Iterator[tuple[Member, _Guarded | None]]:
+        self, it: Iterator[tuple[Member, MemberStream | None]]
+    ) -> Iterator[tuple[Member, MemberStream | None]]:
         while True:
             try:
                 item = self._guard(lambda: next(it, None))
@@ -438,25 +275,19 @@ class Scan:
         self.problems.append(
             LimitError(
                 self.archive,
-                f"member {name!r} ({_human(n)}) is not read by this task (not a file it "
+                f"member {name!r} ({human_size(n)}) is not read by this task (not a file it "
                 "accepts, a second copy, or larger than the task can take), and what it "
                 f"does not read adds up to more than "
-                f"{_human(self.limits.max_unread_bytes)}: a .tar.gz must be inflated to "
+                f"{human_size(self.limits.max_unread_bytes)}: a .tar.gz must be inflated to "
                 "skip them, so it is not read further; put only the prediction files in "
                 "the archive",
             )
         )
         return False
 
-    def _iter_tar(self) -> Iterator[tuple[Member, _Guarded | None]]:
+    def _iter_tar(self) -> Iterator[tuple[Member, MemberStream | None]]:
         with contextlib.ExitStack() as stack:
-            if self.kind == "tar.gz":
-                # inflated by GzipFile in bounded steps (tarfile's own gzip reader can
-                # return 16 MB for a 16 KiB read of a bomb)
-                gz = stack.enter_context(gzip.GzipFile(self.path, "rb"))
-                tf = stack.enter_context(tarfile.open(fileobj=gz, mode="r|"))
-            else:
-                tf = stack.enter_context(tarfile.open(self.path, "r:"))
+            tf = self._open_tar(stack)
             for n, info in enumerate(tf):
                 if n >= self.limits.max_members:
                     self.problems.append(
@@ -467,173 +298,55 @@ class Scan:
                         )
                     )
                     break
-                name = _clean_name(info.name, self.archive)
-                if isinstance(name, SubmissionError):
-                    self.problems.append(name)
-                elif info.issym() or info.islnk():
-                    kind = "symbolic link" if info.issym() else "hard link"
-                    self.problems.append(ArchiveError(self.archive, _link(info.name, kind)))
-                elif not (info.isfile() or info.isdir()):
-                    self.problems.append(
-                        ArchiveError(
-                            self.archive,
-                            _special(info.name, "a device, FIFO or other special file"),
-                        )
-                    )
-                if isinstance(name, SubmissionError) or not (info.isfile() or info.isdir()):
+                m = self._tar_member(info)
+                if m is None:
                     if not self._charge(info.name, info.size):
                         break
                     continue
-                if info.isdir() or not name or _is_junk(name):
-                    if not self._charge(info.name, info.size):
-                        break
-                    continue
-                m = Member(name, info.size, None)
                 self.members.append(m)
                 if self.problems or not self._take(m):
-                    if not self._charge(name, info.size):
+                    if not self._charge(m.name, info.size):
                         break
                     continue
                 f = tf.extractfile(info)
                 if f is None:  # pragma: no cover - a regular file always has a stream
                     continue
-                stream = _Guarded(f, self.archive, name)
+                stream = MemberStream(f, self.archive, m.name)
                 yield m, stream
-                left = info.size - stream.tell()
-                if not self._charge(name, left):
+                if not self._charge(m.name, info.size - stream.tell()):
                     break
-        self.members = _strip_top(self.members)
+        self.members = strip_top(self.members)
         self._check_names()
+
+    def _open_tar(self, stack: contextlib.ExitStack) -> tarfile.TarFile:
+        if self.kind == "tar.gz":
+            # inflated by GzipFile in bounded steps (tarfile's own gzip reader can
+            # return 16 MB for a 16 KiB read of a bomb)
+            gz = stack.enter_context(gzip.GzipFile(self.path, "rb"))
+            return stack.enter_context(tarfile.open(fileobj=gz, mode="r|"))
+        return stack.enter_context(tarfile.open(self.path, "r:"))
+
+    def _tar_member(self, info: tarfile.TarInfo) -> Member | None:
+        """The member for a regular file with a valid name, else None (folders, junk;
+        bad names, links and special files are also recorded as problems)."""
+        name = clean_name(info.name, self.archive)
+        if isinstance(name, SubmissionError):
+            self.problems.append(name)
+            return None
+        if info.issym() or info.islnk():
+            kind = "symbolic link" if info.issym() else "hard link"
+            self.problems.append(ArchiveError(self.archive, link_problem(info.name, kind)))
+        elif not (info.isfile() or info.isdir()):
+            self.problems.append(
+                ArchiveError(
+                    self.archive, special_problem(info.name, "a device, FIFO or other special file")
+                )
+            )
+        if not info.isfile() or not name or is_junk(name):
+            return None
+        return Member(name, info.size, None)
 
     def finish(self) -> None:
         """Raise the archive-level problems, if any (after iteration)."""
         if self.problems:
             raise SubmissionRejected(self.problems)
-
-
-def _link(raw: str, kind: str) -> str:
-    return f"member {raw!r} is a {kind}; links are not accepted, put the file itself in the archive"
-
-
-def _special(raw: str, what: str) -> str:
-    return f"member {raw!r} is not a regular file ({what}); only files and folders are accepted"
-
-
-def _strip_top(members: list[Member]) -> list[Member]:
-    """The members with a single top folder stripped from their names (unless that
-    folder is a Task 2/3 case folder: then its name is the PatientID)."""
-    tops = {m.name.split("/")[0] for m in members}
-    if len(tops) == 1 and members and all("/" in m.name for m in members):
-        top = next(iter(tops))
-        if not any(m.name in (f"{top}/rfs.json", f"{top}/hpv-status.json") for m in members):
-            for m in members:
-                m.name = m.name[len(top) + 1 :]
-    return members
-
-
-def _corrupt(archive: str, detail: str) -> SubmissionRejected:
-    return SubmissionRejected(
-        [
-            ArchiveError(
-                archive,
-                f"the archive is corrupt or truncated ({detail}); create it again and "
-                "re-upload the complete file",
-            )
-        ]
-    )
-
-
-class _Stat:
-    __slots__ = ("st_size",)
-
-    def __init__(self, size: int) -> None:
-        self.st_size = size
-
-
-class TreePath:
-    """A file or folder of an archive, as the table reader sees it: every member's
-    name and declared size, and the bytes of the members that were read (the tables),
-    without anything written to disk. Reading a member that was not read raises
-    :class:`OSError` with the reason."""
-
-    def __init__(self, name: str, tree: dict[str, Any], why: str = "") -> None:
-        self.name = name
-        self._tree = tree  # folder: name -> TreePath; file: {"": (size, bytes | None)}
-        self._why = why
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.name).suffix
-
-    def is_file(self) -> bool:
-        return self._why != "missing" and "" in self._tree
-
-    def is_dir(self) -> bool:
-        return self._why != "missing" and "" not in self._tree
-
-    def iterdir(self) -> Iterator[TreePath]:
-        return iter([v for k, v in self._tree.items() if k])
-
-    def __truediv__(self, other: str) -> TreePath:
-        child = self._tree.get(other)
-        return child if isinstance(child, TreePath) else TreePath(other, {}, "missing")
-
-    def exists(self) -> bool:
-        return self._why != "missing"
-
-    def stat(self) -> _Stat:
-        entry = self._tree.get("")
-        if entry is None or self._why == "missing":
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.name)
-        return _Stat(entry[0])
-
-    def read_bytes(self) -> bytes:
-        entry = self._tree.get("")
-        if entry is None or entry[1] is None:
-            reason = self._why or "not a file this task reads"
-            raise OSError(errno.EFBIG, reason)
-        data: bytes = entry[1]
-        return data
-
-
-def read_tree(path: Path, *, limits: Limits, want: Want, cap: int) -> TreePath:
-    """The members of the archive ``path`` as a tree; the members ``want`` selects are
-    read, each up to ``cap`` bytes and all together up to ``cap`` bytes (a member over
-    it keeps only its declared size, for the reader to refuse)."""
-    scan = Scan(path, limits=limits, want=want)
-    contents: dict[int, bytes | None] = {}
-    why: dict[int, str] = {}
-    total = 0
-    for m, stream in scan:
-        if m.size > cap:
-            continue  # refused by its declared size, never read
-        f = stream if stream is not None else m.ref.open() if m.ref is not None else None
-        if f is None:  # pragma: no cover
-            continue
-        try:
-            data = f.read(cap + 1)
-        finally:
-            if stream is None:
-                f.close()
-        if total + len(data) > cap:
-            why[id(m)] = (
-                f"the table files of the submission together hold more than {cap:,} bytes, "
-                "the limit for this phase's prediction tables"
-            )
-            continue
-        total += len(data)
-        contents[id(m)] = data
-    scan.finish()
-    root: dict[str, Any] = {}
-    for m in scan.members:
-        node = root
-        parts = m.name.split("/")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, TreePath):
-                child = node[part] = TreePath(part, {})
-            node = child._tree
-        node[parts[-1]] = TreePath(
-            parts[-1], {"": (m.size, contents.get(id(m)))}, why.get(id(m), "")
-        )
-    return TreePath(scan.archive, root)

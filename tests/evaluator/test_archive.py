@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import SubmissionError, SubmissionRejected
-from evaluator.io.archive import Scan, detect_archive
+from evaluator.io.archive import Scan
+from evaluator.io.sniff import detect_archive
 from evaluator.protocol import Limits
 from tests.builders import make_tar, make_zip
 

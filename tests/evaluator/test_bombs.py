@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from evaluator.errors import SubmissionRejected
-from evaluator.io.archive import read_tree
 from evaluator.io.tables import read_predictions, table_bytes_limit, wanted_member
+from evaluator.io.tree import read_tree
 from evaluator.protocol import Limits
 from evaluator.scoring import load_ground_truth, score_submission
 from tests.builders import make_tar, make_zip, write_nifti
