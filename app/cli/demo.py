@@ -123,29 +123,13 @@ def run_demo(
     exit_after: bool,
     started: float,
 ) -> int:
-    from app.main import create_app
-    from app.settings import Settings
-
     con = Console(highlight=False)
     if not con.is_terminal:
         con = Console(highlight=False, width=160)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-
-    # 1. the synthetic challenge
-    if challenge is not None and (Path(challenge) / "ground_truth").is_dir():
-        challenge = Path(challenge).resolve()
-        con.print(f"[bold]1/5[/] synthetic challenge: using {challenge}")
-    else:
-        from evaluator.synth import generate_challenge
-
-        challenge = (Path(challenge) if challenge is not None else out / "challenge").resolve()
-        con.print(f"[bold]1/5[/] generating a small synthetic challenge in {challenge} …")
-        generate_challenge(challenge, seed=seed, small=True, n_cases=n_cases)
-    gt_dir = challenge / "ground_truth"
+    challenge = _challenge(con, challenge, out, seed=seed, n_cases=n_cases)
     team_dirs = sorted(p for p in (challenge / "submissions").iterdir() if p.is_dir())
-
-    # 2. the service
     if not _port_free(host, port):
         con.print(
             f"[red]error:[/] {host}:{port} is in use; stop what runs there or pass --port "
@@ -154,6 +138,51 @@ def run_demo(
         return 1
     data_dir = _fresh_data_dir(out)
     organizer = secrets.token_urlsafe(32)
+    server = _start_service(con, data_dir, organizer, host=host, port=port, workers=workers)
+    base = f"http://{host}:{port}"
+    try:
+        tokens = _phase_and_teams(con, base, organizer, challenge / "ground_truth", team_dirs)
+        pending = _upload_all(con, base, tokens, team_dirs)
+        failures = _wait_all(con, base, tokens, pending)
+        _print_leaderboards(con, base)
+        wall = time.monotonic() - started
+        con.print(f"demo wall time: [bold]{wall:.1f} s[/] ({failures} submission(s) not scored)")
+        con.print(f"data folder:    {data_dir}")
+        con.print(f"leaderboards:   {base}/  (e.g. {base}/leaderboards/demo/1)")
+        con.print(
+            f"organizer token for this run (the teams' tokens are in the DB, hashed): {organizer}"
+        )
+        if not exit_after:
+            _serve_until_interrupted(con, server)
+        return 0 if failures == 0 else 1
+    finally:
+        server.stop()
+        con.print(f"the demo's data stays in {data_dir}")
+
+
+def _challenge(
+    con: Console, challenge: Path | None, out: Path, *, seed: int, n_cases: int | None
+) -> Path:
+    """Step 1: the synthetic challenge given, or a small one generated under ``out``."""
+    if challenge is not None and (Path(challenge) / "ground_truth").is_dir():
+        challenge = Path(challenge).resolve()
+        con.print(f"[bold]1/5[/] synthetic challenge: using {challenge}")
+        return challenge
+    from evaluator.synth import generate_challenge
+
+    challenge = (Path(challenge) if challenge is not None else out / "challenge").resolve()
+    con.print(f"[bold]1/5[/] generating a small synthetic challenge in {challenge} …")
+    generate_challenge(challenge, seed=seed, small=True, n_cases=n_cases)
+    return challenge
+
+
+def _start_service(
+    con: Console, data_dir: Path, organizer: str, *, host: str, port: int, workers: int | None
+) -> ServerThread:
+    """Step 2: the service on SQLite with the local dispatcher, started in a thread."""
+    from app.main import create_app
+    from app.settings import Settings
+
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=data_dir,
@@ -172,73 +201,83 @@ def run_demo(
         f"(SQLite, {settings.n_workers} judging process(es)) …"
     )
     server.start()
-    base = f"http://{host}:{port}"
-    try:
-        # 3. phase and teams, through the organizer API
-        with api.make_client(base, organizer, timeout=600) as org:
-            r = org.post(
-                "/api/v1/admin/phases",
-                json={
-                    "name": "demo",
-                    "title": "HECKTOR 2025 demo (synthetic data)",
-                    "ground_truth": str(gt_dir),
-                    "tasks": [1, 2, 3],
-                },
-            )
-            api.raise_for_api(r)
-            phase = r.json()
-            cases = ", ".join(f"task {t['task']}: {t['n_cases']}" for t in phase["task_details"])
-            con.print(f"[bold]3/5[/] phase 'demo' created over HTTP (cases — {cases})")
-            tokens: dict[str, str] = {}
-            for d in team_dirs:
-                r = org.post("/api/v1/admin/teams", json={"name": d.name})
-                api.raise_for_api(r)
-                tokens[d.name] = r.json()["token"]
-            con.print(f"      teams: {', '.join(tokens)}")
+    return server
 
-        # 4. uploads, each with the team's token
-        pending: list[tuple[str, int, int]] = []
-        for d in team_dirs:
-            with api.make_client(base, tokens[d.name]) as http:
-                for task, path in sorted(_find_archives(d).items()):
-                    acc = api.upload(http, phase="demo", task=task, archive=path)
-                    pending.append((d.name, task, acc["id"]))
-        con.print(f"[bold]4/5[/] uploaded {len(pending)} archives over HTTP; judging …")
 
-        # 5. wait, then print the leaderboards
-        failures = 0
-        for team, task, sid in pending:
-            with api.make_client(base, tokens[team]) as http:
-                doc = api.wait(http, sid, timeout=1800, interval=0.25)
-            if doc["status"] != "scored":
-                failures += 1
-                msgs = "; ".join(e["message"] for e in (doc.get("errors") or [])[:3])
-                con.print(f"[red]  {team} task {task}: {doc['status']}[/] {msgs}")
-        con.print("[bold]5/5[/] leaderboards (GET /api/v1/leaderboards/demo/{1,2,3}):\n")
-        with api.make_client(base, None) as anon:
-            for task in (1, 2, 3):
-                board = api.leaderboard(anon, "demo", task)
-                con.print(leaderboard_table(board))
-                note = _order_note(board)
-                if note:
-                    con.print(note)
-                con.print()
-        wall = time.monotonic() - started
-        con.print(f"demo wall time: [bold]{wall:.1f} s[/] ({failures} submission(s) not scored)")
-        con.print(f"data folder:    {data_dir}")
-        con.print(f"leaderboards:   {base}/  (e.g. {base}/leaderboards/demo/1)")
-        con.print(
-            f"organizer token for this run (the teams' tokens are in the DB, hashed): {organizer}"
+def _phase_and_teams(
+    con: Console, base: str, organizer: str, gt_dir: Path, team_dirs: list[Path]
+) -> dict[str, str]:
+    """Step 3: the demo phase and one team per synthetic team, through the organizer
+    API; the teams' tokens by name."""
+    with api.make_client(base, organizer, timeout=600) as org:
+        r = org.post(
+            "/api/v1/admin/phases",
+            json={
+                "name": "demo",
+                "title": "HECKTOR 2025 demo (synthetic data)",
+                "ground_truth": str(gt_dir),
+                "tasks": [1, 2, 3],
+            },
         )
-        if exit_after:
-            return 0 if failures == 0 else 1
-        con.print("serving; press Ctrl-C to stop")
-        try:
-            while server.thread.is_alive():
-                server.thread.join(0.5)
-        except KeyboardInterrupt:
-            con.print("\nstopping …")
-        return 0 if failures == 0 else 1
-    finally:
-        server.stop()
-        con.print(f"the demo's data stays in {data_dir}")
+        api.raise_for_api(r)
+        phase = r.json()
+        cases = ", ".join(f"task {t['task']}: {t['n_cases']}" for t in phase["task_details"])
+        con.print(f"[bold]3/5[/] phase 'demo' created over HTTP (cases — {cases})")
+        tokens: dict[str, str] = {}
+        for d in team_dirs:
+            r = org.post("/api/v1/admin/teams", json={"name": d.name})
+            api.raise_for_api(r)
+            tokens[d.name] = r.json()["token"]
+        con.print(f"      teams: {', '.join(tokens)}")
+    return tokens
+
+
+def _upload_all(
+    con: Console, base: str, tokens: dict[str, str], team_dirs: list[Path]
+) -> list[tuple[str, int, int]]:
+    """Step 4: each team's archives, uploaded with the team's token; (team, task, id)."""
+    pending: list[tuple[str, int, int]] = []
+    for d in team_dirs:
+        with api.make_client(base, tokens[d.name]) as http:
+            for task, path in sorted(_find_archives(d).items()):
+                acc = api.upload(http, phase="demo", task=task, archive=path)
+                pending.append((d.name, task, acc["id"]))
+    con.print(f"[bold]4/5[/] uploaded {len(pending)} archives over HTTP; judging …")
+    return pending
+
+
+def _wait_all(
+    con: Console, base: str, tokens: dict[str, str], pending: list[tuple[str, int, int]]
+) -> int:
+    """Step 5a: wait for every submission; how many were not scored."""
+    failures = 0
+    for team, task, sid in pending:
+        with api.make_client(base, tokens[team]) as http:
+            doc = api.wait(http, sid, timeout=1800, interval=0.25)
+        if doc["status"] != "scored":
+            failures += 1
+            msgs = "; ".join(e["message"] for e in (doc.get("errors") or [])[:3])
+            con.print(f"[red]  {team} task {task}: {doc['status']}[/] {msgs}")
+    return failures
+
+
+def _print_leaderboards(con: Console, base: str) -> None:
+    """Step 5b: the three leaderboards, read anonymously, each with its order note."""
+    con.print("[bold]5/5[/] leaderboards (GET /api/v1/leaderboards/demo/{1,2,3}):\n")
+    with api.make_client(base, None) as anon:
+        for task in (1, 2, 3):
+            board = api.leaderboard(anon, "demo", task)
+            con.print(leaderboard_table(board))
+            note = _order_note(board)
+            if note:
+                con.print(note)
+            con.print()
+
+
+def _serve_until_interrupted(con: Console, server: ServerThread) -> None:
+    con.print("serving; press Ctrl-C to stop")
+    try:
+        while server.thread.is_alive():
+            server.thread.join(0.5)
+    except KeyboardInterrupt:
+        con.print("\nstopping …")
