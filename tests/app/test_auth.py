@@ -3,8 +3,9 @@ and the organizer (plus a wrong token). SQLite; the rules do not depend on the b
 
 Setup: phase ``pub`` (public), phase ``priv`` (hidden: teams see status and errors,
 never scores; leaderboard for organizers only), phase ``aux`` (to close/open). Team
-``own`` has one scored Task 2 submission in each of ``pub`` and ``priv``; ``other`` is
-a second team. A team asking for another team's submission gets 404 (existence is not
+``own`` has one scored Task 2 submission (``{pub}``, ``{priv}``) and one scored Task 1
+submission (``{pub1}``, ``{priv1}``) in each of ``pub`` and ``priv``; ``other`` is a
+second team. A team asking for another team's submission gets 404 (existence is not
 revealed).
 """
 
@@ -43,12 +44,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, challenge: Any) -> Iterator[
         api.create_phase("priv", hidden=True)
         api.create_phase("aux", tasks=[2])
         own, other = api.create_team("own"), api.create_team("other")
-        csv2 = challenge.archive("good", 2)
+        csv2, zip1 = challenge.archive("good", 2), challenge.archive("good", 1)
         ids = {
             "pub": api.submit_ok(own, "pub", 2, csv2),
             "priv": api.submit_ok(own, "priv", 2, csv2),
+            "pub1": api.submit_ok(own, "pub", 1, zip1),
+            "priv1": api.submit_ok(own, "priv", 1, zip1),
         }
-        assert api.status(own, ids["pub"])["status"] == "scored"
+        for sid in ids.values():
+            assert api.status(own, sid)["status"] == "scored"
         yield {
             "api": api,
             "tokens": {"anon": None, "own": own, "other": other, "org": ORG},
@@ -71,6 +75,7 @@ MATRIX: list[tuple[str, str, dict[str, int], dict[str, Any]]] = [
     ("GET", "/api/v1/submissions", {"anon": 401, "other": 200, "own": 200, "org": 200}, {}),
     ("GET", "/api/v1/submissions/{pub}", {"anon": 401, "other": 404, "own": 200, "org": 200}, {}),
     ("GET", "/api/v1/submissions/{priv}", {"anon": 401, "other": 404, "own": 200, "org": 200}, {}),
+    ("GET", "/api/v1/submissions/{priv1}", {"anon": 401, "other": 404, "own": 200, "org": 200}, {}),
     (
         "GET",
         "/api/v1/submissions/{pub}/cases.csv",
@@ -83,9 +88,34 @@ MATRIX: list[tuple[str, str, dict[str, int], dict[str, Any]]] = [
         {"anon": 401, "other": 404, "own": 403, "org": 200},
         {},
     ),
+    (
+        "GET",
+        "/api/v1/submissions/{pub1}/cases.csv",
+        {"anon": 401, "other": 404, "own": 200, "org": 200},
+        {},
+    ),
+    (
+        "GET",
+        "/api/v1/submissions/{priv1}/cases.csv",
+        {"anon": 401, "other": 404, "own": 403, "org": 200},
+        {},
+    ),
     ("GET", "/api/v1/submissions/999999", {"anon": 401, "other": 404, "own": 404, "org": 404}, {}),
     ("GET", "/api/v1/leaderboards/pub/2", {"anon": 200, "other": 200, "own": 200, "org": 200}, {}),
     ("GET", "/api/v1/leaderboards/priv/2", {"anon": 401, "other": 403, "own": 403, "org": 200}, {}),
+    ("GET", "/api/v1/leaderboards/priv/1", {"anon": 401, "other": 403, "own": 403, "org": 200}, {}),
+    (
+        "GET",
+        "/api/v1/leaderboards/pub/2?format=csv",
+        {"anon": 200, "other": 200, "own": 200, "org": 200},
+        {},
+    ),
+    (
+        "GET",
+        "/api/v1/leaderboards/priv/2?format=csv",
+        {"anon": 401, "other": 403, "own": 403, "org": 200},
+        {},
+    ),
     ("GET", "/api/v1/leaderboards/nope/2", {"anon": 404, "other": 404, "own": 404, "org": 404}, {}),
     ("GET", "/api/v1/admin/teams", {"anon": 401, "other": 403, "own": 403, "org": 200}, {}),
     ("GET", "/api/v1/admin/phases", {"anon": 401, "other": 403, "own": 403, "org": 200}, {}),
@@ -125,16 +155,44 @@ MATRIX: list[tuple[str, str, dict[str, int], dict[str, Any]]] = [
         {"anon": 401, "other": 403, "own": 403, "org": 200},
         {"json": {}},
     ),
+    (
+        "POST",
+        "/api/v1/admin/phases/pub/rescore",
+        {"anon": 401, "other": 403, "own": 403, "org": 200},
+        {"json": {"task": 2}},
+    ),
+    (
+        "POST",
+        "/api/v1/admin/phases/priv/rescore",
+        {"anon": 401, "other": 403, "own": 403, "org": 200},
+        {},
+    ),
     ("GET", "/submissions/{pub}", {"anon": 401, "other": 404, "own": 200, "org": 200}, {}),
+    ("GET", "/submissions/{pub1}", {"anon": 401, "other": 404, "own": 200, "org": 200}, {}),
+    ("GET", "/submissions/{priv1}", {"anon": 401, "other": 404, "own": 200, "org": 200}, {}),
     (
         "GET",
         "/submissions/{pub}/cases.csv",
         {"anon": 401, "other": 404, "own": 200, "org": 200},
         {},
     ),
+    (
+        "GET",
+        "/submissions/{priv}/cases.csv",
+        {"anon": 401, "other": 404, "own": 403, "org": 200},
+        {},
+    ),
     ("GET", "/leaderboards/pub/2", {"anon": 200, "other": 200, "own": 200, "org": 200}, {}),
     ("GET", "/leaderboards/priv/2", {"anon": 401, "other": 403, "own": 403, "org": 200}, {}),
+    ("GET", "/leaderboards/pub/1", {"anon": 200, "other": 200, "own": 200, "org": 200}, {}),
+    ("GET", "/leaderboards/priv/1", {"anon": 401, "other": 403, "own": 403, "org": 200}, {}),
     ("GET", "/", {"anon": 200, "other": 200, "own": 200, "org": 200}, {}),
+    (
+        "POST",
+        "/logout",
+        {"anon": 303, "other": 303, "own": 303, "org": 303},
+        {"follow_redirects": False},
+    ),
 ]
 
 
