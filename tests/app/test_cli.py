@@ -23,10 +23,15 @@ from tests.app.conftest import free_port, make_settings
 REPO = Path(__file__).resolve().parents[2]
 
 
-def admin(capsys: pytest.CaptureFixture[str], data: Path, *argv: str) -> tuple[int, str, str]:
-    code = main(["admin", "--data-dir", str(data), *argv])
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``python -m app *argv`` in this process: exit code, stdout, stderr."""
+    code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def admin(capsys: pytest.CaptureFixture[str], data: Path, *argv: str) -> tuple[int, str, str]:
+    return cli(capsys, "admin", "--data-dir", str(data), *argv)
 
 
 def test_admin_commands(tmp_path: Path, challenge: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,40 +46,18 @@ def test_admin_commands(tmp_path: Path, challenge: Any, capsys: pytest.CaptureFi
     new_org = out.strip().splitlines()[-1]
     assert new_org != org
 
-    code, out, err = admin(
-        capsys,
-        data,
-        "phase",
-        "create",
-        "--name",
-        "test",
-        "--ground-truth",
-        str(challenge.ground_truth),
-        "--tasks",
-        "1,2,3",
-        "--hidden",
-        "--daily-limit",
-        "3",
-        "--selection",
-        "latest",
-    )
+    def create(name: str, ground_truth: Path, *flags: str) -> tuple[int, str, str]:
+        argv = ("phase", "create", "--name", name, "--ground-truth", str(ground_truth), *flags)
+        return admin(capsys, data, *argv)
+
+    flags = ("--tasks", "1,2,3", "--hidden", "--daily-limit", "3", "--selection", "latest")
+    code, out, err = create("test", challenge.ground_truth, *flags)
     assert code == 0, err
     assert "phase 'test' created" in out and "scores hidden" in out and "organizers only" in out
     assert "task 1: 6 cases" in out
-    code, _, err = admin(
-        capsys,
-        data,
-        "phase",
-        "create",
-        "--name",
-        "test",
-        "--ground-truth",
-        str(challenge.ground_truth),
-    )
+    code, _, err = create("test", challenge.ground_truth)
     assert code == 1 and "exists already" in err
-    code, _, err = admin(
-        capsys, data, "phase", "create", "--name", "bad", "--ground-truth", str(tmp_path)
-    )
+    code, _, err = create("bad", tmp_path)
     assert code == 1 and "Task 1" in err and "missing" in err
 
     # the ground truth was copied (labels and CSVs only) into the data dir
@@ -119,18 +102,8 @@ def test_admin_commands(tmp_path: Path, challenge: Any, capsys: pytest.CaptureFi
         assert r.status_code == 202, r.text
 
     out_csv = tmp_path / "lb.csv"
-    code, out, _ = admin(
-        capsys,
-        data,
-        "leaderboard",
-        "export",
-        "--phase",
-        "test",
-        "--task",
-        "2",
-        "--output",
-        str(out_csv),
-    )
+    export = ("leaderboard", "export", "--phase", "test", "--task", "2", "--output", str(out_csv))
+    code, out, _ = admin(capsys, data, *export)
     assert code == 0 and "wrote 1 row(s)" in out
     lines = out_csv.read_text().splitlines()
     assert lines[0].startswith("rank,team,submission_id,c_index") and lines[1].startswith(
@@ -172,29 +145,37 @@ def test_submit_client(
     live: dict[str, Any], challenge: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base, tok = live["base"], live["teams"]["good"]
-    args = ["submit", "--server", base, "--token", tok, "--phase", "p"]
-    assert main([*args, "--task", "1", str(challenge.archive("good", 1))]) == 0
-    out = capsys.readouterr().out
+
+    def submit(task: int, archive: Path, *flags: str) -> tuple[int, str, str]:
+        argv = ("--server", base, "--token", tok, "--phase", "p", "--task", str(task), *flags)
+        return cli(capsys, "submit", *argv, str(archive))
+
+    code, out, _ = submit(1, challenge.archive("good", 1))
+    assert code == 0
     assert "GTVp DSC (mean)" in out and "per-case results:" in out
 
-    assert main([*args, "--task", "2", "--dry-run", str(challenge.archive("good", 2))]) == 0
-    assert "valid" in capsys.readouterr().out
+    code, out, _ = submit(2, challenge.archive("good", 2), "--dry-run")
+    assert code == 0
+    assert "valid" in out
 
     bad = tmp_path / "bad.csv"
     bad.write_text("PatientID,Prediction\nnobody,0.5\n")
-    assert main([*args, "--task", "3", str(bad)]) == 2
-    out = capsys.readouterr().out
+    code, out, _ = submit(3, bad)
+    assert code == 2
     assert "Problems found" in out and "nobody" in out
 
-    assert main([*args, "--task", "3", "--token", "wrong", str(bad)]) == 1
-    assert "not valid" in capsys.readouterr().err
+    code, _, err = submit(3, bad, "--token", "wrong")
+    assert code == 1
+    assert "not valid" in err
     png = tmp_path / "x.zip"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    assert main([*args, "--task", "1", str(png)]) == 2
-    assert "PNG image" in capsys.readouterr().err
+    code, _, err = submit(1, png)
+    assert code == 2
+    assert "PNG image" in err
 
-    assert main([*args, "--task", "2", "--json", str(challenge.archive("good", 2))]) == 0
-    assert '"status": "scored"' in capsys.readouterr().out
+    code, out, _ = submit(2, challenge.archive("good", 2), "--json")
+    assert code == 0
+    assert '"status": "scored"' in out
 
 
 def test_demo_exits_after_printing(tmp_path: Path, challenge: Any) -> None:
