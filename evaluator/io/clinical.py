@@ -31,9 +31,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from evaluator.errors import GroundTruthError
-from evaluator.io.tables import decode_text, sniff_delimiter
+from evaluator.io.hashing import combine_hashes, sha256_file
+from evaluator.io.table_text import decode_text, sniff_delimiter
 from evaluator.protocol import HECKTOR2025, Protocol
-from evaluator.results import combine_hashes, sha256_file
 
 __all__ = [
     "UNKNOWN_TOKENS",

@@ -20,7 +20,9 @@ from evaluator.errors import (
     SubmissionRejected,
     TableError,
 )
-from evaluator.io.tables import json_depth, read_predictions, sniff_delimiter
+from evaluator.io.table_json import json_depth
+from evaluator.io.table_text import sniff_delimiter
+from evaluator.io.tables import read_predictions
 from evaluator.protocol import Limits, Protocol
 
 IDS = ("CHUM-001", "CHUM-002", "MDA-010")
@@ -562,7 +564,8 @@ def gt3(tmp_path: Path) -> Any:
 
 
 def test_score_task2_end_to_end(tmp_path: Path, gt2: Any) -> None:
-    from evaluator.scoring import aggregate, score_submission
+    from evaluator.metrics.aggregate import aggregate
+    from evaluator.scoring import score_submission
 
     calls: list[tuple[int, int]] = []
     archive = zipped(tmp_path / "sub.zip", {"team/predictions.csv": TASK2_PRED})
@@ -610,7 +613,8 @@ def test_score_task2_plain_file_tar_and_folder_agree(tmp_path: Path, gt2: Any) -
 
 
 def test_score_task3_end_to_end(tmp_path: Path, gt3: Any) -> None:
-    from evaluator.scoring import aggregate, score_submission
+    from evaluator.metrics.aggregate import aggregate
+    from evaluator.scoring import score_submission
 
     rows = [
         {"PatientID": k, "Prediction": v}
