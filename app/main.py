@@ -25,7 +25,6 @@ from app.db.session import make_engine, read_only, session_factory, session_scop
 from app.jobs.base import Dispatcher
 from app.jobs.factory import make_dispatcher
 from app.jobs.retention import RetentionThread
-from app.jobs.runner import refuse_test_hooks
 from app.jobs.sweeper import Sweeper
 from app.ratelimit import AuthFailureLimiter
 from app.services.board_cache import BoardCache
@@ -75,7 +74,6 @@ def _lifespan(settings: Settings, dispatcher: Dispatcher | None) -> Lifespan:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        refuse_test_hooks(settings)
         settings.ensure_dirs()
         engine = await _open_database(app, settings)
         d = dispatcher or make_dispatcher(settings)

@@ -218,9 +218,9 @@ def rlimit_inside_job(mb: int) -> tuple[int, bool]:
     whether allocating twice that much fails there."""
     import resource
 
-    from app.jobs.runner import _memory_limit
+    from app.jobs.limits import memory_limit
 
-    with _memory_limit(mb):
+    with memory_limit(mb):
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
         try:
             np.ones((2 * mb) << 20, dtype=np.uint8)

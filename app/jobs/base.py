@@ -7,7 +7,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from app.services.submissions import recover_pending
+from app.jobs.claims import recover_pending
 
 log = logging.getLogger(__name__)
 

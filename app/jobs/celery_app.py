@@ -127,16 +127,13 @@ def judge_next(settings: Settings, hint: int | None = None) -> str:
     there was nothing to judge). ``hint`` is the submission the ticket was published
     for: claimed again first if its row was left ``running`` by a judge that is gone."""
     from app.db.session import get_engine, session_factory, session_scope
-    from app.jobs.claims import orphaned_running_ids
-    from app.jobs.runner import SKIPPED, run_job
+    from app.jobs.claims import SKIPPED, orphaned_running_ids, status_of
+    from app.jobs.runner import run_job
 
     sd = settings.to_dict()
     sf = session_factory(get_engine(settings.db_url))
     with session_scope(sf) as s:
-        hint_running = (
-            hint is not None
-            and s.scalar(select(Submission.status).where(Submission.id == hint)) == RUNNING
-        )
+        hint_running = hint is not None and status_of(s, hint) == RUNNING
     if hint_running and hint is not None:  # a re-delivered ticket, or a duplicate
         outcome = run_job(hint, sd)
         if outcome != SKIPPED:

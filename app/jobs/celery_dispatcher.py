@@ -40,7 +40,7 @@ from app.db.models import QUEUED, Submission
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs.base import Dispatcher
 from app.jobs.celery_app import make_celery_app, send_judge
-from app.jobs.claims import orphaned_running_ids
+from app.jobs.claims import orphaned_running_ids, queued_ids
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,7 @@ class CeleryDispatcher(Dispatcher):
 
     def recover_pending(self, session: Session) -> list[int]:
         """Start-up: queued rows plus orphaned running rows, all left as they are."""
-        queued = list(
-            session.scalars(
-                select(Submission.id).where(Submission.status == QUEUED).order_by(Submission.id)
-            )
-        )
+        queued = queued_ids(session)
         orphans = orphaned_running_ids(session)
         if orphans:
             log.warning(

@@ -381,14 +381,3 @@ class _Frames:
                 self.on_message(frame[_FRAME_MESSAGE])
             except Exception:
                 log.warning("judging child: a message was not handled", exc_info=True)
-
-
-def format_duration(seconds: float) -> str:
-    """``1800`` -> ``30 min``; ``5400`` -> ``1 h 30 min``; ``90`` -> ``90 s``."""
-    s = int(seconds)
-    if s >= 3600 and s % 60 == 0:
-        h, m = divmod(s // 60, 60)
-        return f"{h} h {m} min" if m else f"{h} h"
-    if s >= 60 and s % 60 == 0:
-        return f"{s // 60} min"
-    return f"{s} s"

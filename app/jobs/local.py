@@ -24,18 +24,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from app.db.models import FAILED, PRIORITY_NORMAL, QUEUED, RUNNING, Submission, utcnow
+from app.db.models import PRIORITY_NORMAL, Submission
 from app.db.session import get_engine, session_factory, session_scope
+from app.jobs import claims
 from app.jobs.base import Dispatcher
 from app.jobs.runner import run_job, warm_up
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-MAX_ATTEMPTS = 2
 
 
 class LocalDispatcher(Dispatcher):
@@ -60,7 +58,7 @@ class LocalDispatcher(Dispatcher):
 
     A worker that dies (out of memory, a crash in native code) breaks the pool: the pool
     is replaced, and each affected submission is queued again, or marked failed after
-    ``MAX_ATTEMPTS`` attempts.
+    :data:`app.jobs.claims.MAX_POOL_CRASHES` attempts.
     """
 
     name = "local"
@@ -220,33 +218,12 @@ class LocalDispatcher(Dispatcher):
             self._after_crash(sid)
             return
         log.error("submission %d: job raised %r", sid, exc)
-        self._mark_failed(sid, "internal error while scoring; the organizers have been notified")
+        self._mark_failed(sid, claims.INTERNAL_ERROR)
 
     def _after_crash(self, sid: int) -> None:
         if self._closed:
             return
-        sf = session_factory(get_engine(self.settings.db_url))
-        with session_scope(sf) as s:
-            sub = s.get(Submission, sid)
-            if sub is None:
-                return
-            if sub.status == RUNNING and sub.attempts >= MAX_ATTEMPTS:
-                sub.status = FAILED
-                sub.finished_at = utcnow()
-                sub.errors = [
-                    {
-                        "case": "",
-                        "kind": "limit",
-                        "message": "the judging process stopped unexpectedly while scoring this "
-                        "submission (out of memory or a crash); check the image sizes and types",
-                    }
-                ]
-                log.error("submission %d: judging process died %d times; failed", sid, sub.attempts)
-                return
-            if sub.status == RUNNING:
-                sub.status = QUEUED
-            requeue = sub.status == QUEUED
-        if requeue:
+        if claims.after_pool_crash(session_factory(get_engine(self.settings.db_url)), sid):
             with self._lock:
                 ex = self._executor
                 if ex is not None and getattr(ex, "_broken", False):
@@ -255,17 +232,7 @@ class LocalDispatcher(Dispatcher):
 
     def _mark_failed(self, sid: int, message: str) -> None:
         try:
-            sf = session_factory(get_engine(self.settings.db_url))
-            with session_scope(sf) as s:
-                s.execute(
-                    update(Submission)
-                    .where(Submission.id == sid, Submission.status.in_((QUEUED, RUNNING)))
-                    .values(
-                        status=FAILED,
-                        finished_at=utcnow(),
-                        errors=[{"case": "", "kind": "internal", "message": message}],
-                    )
-                )
+            claims.fail_unfinished(session_factory(get_engine(self.settings.db_url)), sid, message)
         except Exception:
             log.exception("submission %d: could not mark failed", sid)
 

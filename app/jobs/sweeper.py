@@ -9,7 +9,7 @@ seconds (:meth:`Sweeper.run`), and once at start-up (:meth:`Sweeper.startup`):
   (:func:`app.jobs.locks.live_job_ids`, on this machine, also across processes), or
   the local dispatcher's own list of jobs in its pool (``Dispatcher.in_flight``). Seen
   orphaned at two looks in a row with the same attempt number, it goes back to
-  ``queued`` and is dispatched again; after :data:`app.jobs.runner.MAX_ATTEMPTS`
+  ``queued`` and is dispatched again; after :data:`app.jobs.claims.MAX_LOST_JUDGES`
   attempts it is failed instead, as a platform failure (error kind ``platform``,
   refunded). Judges write their lock before they claim, and the rows are read before
   the locks, so a row claimed between two reads is never taken from a live judge;
@@ -38,15 +38,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import FAILED, QUEUED, RUNNING, Submission, utcnow
-from app.db.session import rowcount, session_scope
+from app.db.models import QUEUED, Submission
+from app.db.session import session_scope
+from app.jobs import claims
 from app.jobs.base import Dispatcher
+from app.jobs.claims import MAX_LOST_JUDGES
 from app.jobs.locks import held_submission_ids, live_job_ids, remove_orphaned_job_dirs
-from app.jobs.runner import MAX_ATTEMPTS, lost_judges_message, platform_error, running_attempt
-from app.services.results import delete_results
 from app.settings import Settings
 from app.storage import remove_stale_parts
 
@@ -155,19 +155,14 @@ class Sweeper:
 
     def sweep_running(self, report: SweepReport) -> None:
         with session_scope(self.sessions) as s:
-            rows = {
-                sid: attempts
-                for sid, attempts in s.execute(
-                    select(Submission.id, Submission.attempts).where(Submission.status == RUNNING)
-                )
-            }
+            rows = claims.running_attempts(s)
             held = held_submission_ids(s) if rows else None  # after the rows: see the docstring
         live = self._live(held) if rows else set()
         orphans = {sid: a for sid, a in rows.items() if sid not in live}
         confirmed = {sid: a for sid, a in orphans.items() if self._running_suspects.get(sid) == a}
         self._running_suspects = {sid: a for sid, a in orphans.items() if sid not in confirmed}
         for sid, attempts in sorted(confirmed.items()):
-            if attempts >= MAX_ATTEMPTS:
+            if attempts >= MAX_LOST_JUDGES:
                 if self._fail(sid, attempts):
                     log.error(
                         "submission %d: its judge died %d times; failed (platform)", sid, attempts
@@ -183,29 +178,11 @@ class Sweeper:
                 self._dispatch(sid, report)
 
     def _requeue(self, sid: int, attempts: int) -> bool:
-        with session_scope(self.sessions) as s:
-            res = s.execute(
-                update(Submission)
-                .where(running_attempt(sid, attempts))
-                .values(status=QUEUED, progress_done=0, progress_total=0)
-            )
-            return rowcount(res) == 1
+        return claims.requeue(self.sessions, sid, attempts)
 
     def _fail(self, sid: int, attempts: int) -> bool:
         with session_scope(self.sessions) as s:
-            res = s.execute(
-                update(Submission)
-                .where(running_attempt(sid, attempts))
-                .values(
-                    status=FAILED,
-                    finished_at=utcnow(),
-                    errors=[platform_error(lost_judges_message(attempts))],
-                )
-            )
-            if rowcount(res) != 1:
-                return False
-            delete_results(s, sid)
-            return True
+            return claims.give_up(s, sid, attempts)
 
     def _dispatch(self, sid: int, report: SweepReport) -> None:
         self._published[sid] = self.clock()

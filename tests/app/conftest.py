@@ -6,6 +6,7 @@ live server for the CLI and browser tests.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -29,12 +30,21 @@ from app.jobs.local import LocalDispatcher
 from app.jobs.runner import run_job
 from app.main import create_app
 from app.settings import Settings
+from tests.app import judge_hooks
 
 ORG = "organizer-token-for-tests-0123456789abcdef"
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 N_CASES = 6
 # a task 2 or 3 table whose ids are none of the cases: accepted, then judged and failed
 BAD_CSV = b"PatientID,Prediction\n" + b"".join(f"X-{i},0.5\n".encode() for i in range(3))
+
+
+# The test hooks act in this process (and its forked judging children) and, through
+# PYTHONPATH, in every process the tests start (spawned pool processes, servers, workers).
+judge_hooks.install()
+os.environ["PYTHONPATH"] = judge_hooks.pythonpath(
+    *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
 
 
 # -- synthetic data -----------------------------------------------------------------------

@@ -37,8 +37,8 @@ from sqlalchemy import func, select
 from app.db.models import CaseResult, Result, Submission
 from app.db.session import make_engine, session_factory
 from app.jobs.celery_dispatcher import CeleryDispatcher
-from app.jobs.runner import TEST_HOOKS_ENV
 from tests.app.conftest import truncate_all
+from tests.app.judge_hooks import TEST_HOOKS_ENV, pythonpath
 
 pytestmark = [pytest.mark.celery, pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -161,7 +161,7 @@ class Cluster:
         env.update({f"HECKTOR_{k.upper()}": str(v) for k, v in values.items()})
         if hooks:
             env[TEST_HOOKS_ENV] = str(self.hooks_file)
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = pythonpath(ROOT)
         log = self.tmp_path / f"worker{len(self.workers) + 1}.log"
         out = log.open("wb")
         proc = subprocess.Popen(

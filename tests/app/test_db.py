@@ -13,8 +13,8 @@ from sqlalchemy import func, inspect, select, text
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import CaseResult, Phase, Result, Submission
 from app.db.session import make_engine, session_factory
-from app.jobs.runner import _finish, _Progress, run_job
-from app.services.submissions import recover_pending
+from app.jobs.claims import Progress, Verdict, finish, recover_pending
+from app.jobs.runner import run_job
 from tests.app.conftest import N_CASES, RecordingDispatcher
 
 TABLES = {
@@ -95,7 +95,7 @@ def test_job_is_safe_to_run_twice_and_replaces_results(
     with sf() as s:
         s.get(Submission, sid).status = "running"  # type: ignore[union-attr]
         s.commit()
-    assert _finish(sf, sid, 1, status="failed", errors=[{"message": "stale"}]) is False
+    assert finish(sf, sid, 1, Verdict(status="failed", errors=[{"message": "stale"}])) is False
     assert _counts(db_url, sid) == (1, N_CASES)
     with sf() as s:
         assert s.get(Submission, sid).status == "running"  # type: ignore[union-attr]
@@ -114,14 +114,14 @@ def test_progress_is_stored_and_throttled(db_url: str, app_factory: Any, challen
         assert sub is not None
         sub.status, sub.attempts = "running", 1
         s.commit()
-    progress = _Progress(sf, sid, 1, interval=3600.0)
+    progress = Progress(sf, sid, 1, interval=3600.0)
     progress(2, 6)
     assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6}
     progress(3, 6)  # within the interval: not written
     assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6}
     progress(6, 6)  # the last one always is
     assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6}
-    progress_stale = _Progress(sf, sid, 7, interval=0.0)  # another attempt: ignored
+    progress_stale = Progress(sf, sid, 7, interval=0.0)  # another attempt: ignored
     progress_stale(1, 6)
     assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6}
     engine.dispose()

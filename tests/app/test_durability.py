@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from tests.app.conftest import N_CASES, ORG, auth, free_port
+from tests.app.judge_hooks import pythonpath
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ class Server:
             "HECKTOR_PROGRESS_INTERVAL": "0",
             "HECKTOR_SWEEP_INTERVAL": "0.5",
             "HECKTOR_DAILY_LIMIT": "1000",
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": pythonpath(REPO),
         }
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(

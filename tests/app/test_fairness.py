@@ -24,8 +24,8 @@ from sqlalchemy import select
 from app.db.models import PRIORITY_RESCORE, Submission
 from app.db.session import make_engine, session_factory
 from app.jobs.local import LocalDispatcher
-from app.jobs.runner import TEST_HOOKS_ENV
 from tests.app.conftest import ORG, auth
+from tests.app.judge_hooks import TEST_HOOKS_ENV
 from tests.app.test_celery import (  # noqa: F401 - fixtures
     Cluster,
     _wait_for,

@@ -16,18 +16,14 @@ from typing import Any
 import pytest
 
 from app.db.session import make_engine, session_factory
-from app.jobs.isolation import EXIT_ERROR, EXIT_MEMORY, format_duration, run_in_child
+from app.jobs.claims import SKIPPED
+from app.jobs.isolation import EXIT_ERROR, EXIT_MEMORY, run_in_child
+from app.jobs.limits import crash_message, format_duration, memory_message, time_message
 from app.jobs.local import LocalDispatcher
 from app.jobs.locks import held_submission_ids, submission_lock
-from app.jobs.runner import (
-    SKIPPED,
-    TEST_HOOKS_ENV,
-    crash_message,
-    memory_message,
-    run_job,
-    time_message,
-)
+from app.jobs.runner import run_job
 from tests.app.conftest import RecordingDispatcher, set_submission, submission_row
+from tests.app.judge_hooks import TEST_HOOKS_ENV
 
 pytestmark = pytest.mark.timeout(120)
 

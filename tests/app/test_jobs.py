@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from app.jobs.factory import make_dispatcher
+from app.jobs.limits import JobTimeout, time_limit
 from app.jobs.local import LocalDispatcher
-from app.jobs.runner import JobTimeout, _time_limit
 from tests.app.conftest import RecordingDispatcher, make_settings, set_submission
 
 
 def test_time_limit_interrupts_a_job() -> None:
     t0 = time.monotonic()
-    with pytest.raises(JobTimeout), _time_limit(1):
+    with pytest.raises(JobTimeout), time_limit(1):
         time.sleep(5)
     assert time.monotonic() - t0 < 3
-    with _time_limit(0):  # 0 = no limit
+    with time_limit(0):  # 0 = no limit
         pass
 
 

@@ -1,7 +1,7 @@
 """Nothing is left stuck or behind, and judges are contained:
 
 - a ``running`` row that no live judge holds is judged again by the running service
-  (no restart), both databases; after ``MAX_ATTEMPTS`` it fails as a platform failure;
+  (no restart), both databases; after ``MAX_LOST_JUDGES`` it fails as a platform failure;
   a row a live judge holds (PostgreSQL job lock, job-folder ``flock``, the local pool)
   is never touched;
 - under Celery, a ``queued`` row whose message was lost is published again;
@@ -34,9 +34,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db.session import make_engine
+from app.jobs.claims import MAX_LOST_JUDGES
 from app.jobs.local import LocalDispatcher
 from app.jobs.locks import job_dir, submission_lock
-from app.jobs.runner import MAX_ATTEMPTS, TEST_HOOKS_ENV, run_job
+from app.jobs.runner import run_job
 from app.jobs.sweeper import Sweeper
 from app.main import create_app
 from tests.app.conftest import (
@@ -48,6 +49,7 @@ from tests.app.conftest import (
     set_submission,
     submission_row,
 )
+from tests.app.judge_hooks import TEST_HOOKS_ENV, pythonpath
 from tests.app.test_durability import Server, _descendants, _state
 
 pytestmark = pytest.mark.timeout(180)
@@ -98,14 +100,14 @@ def test_a_running_row_no_live_judge_holds_is_judged_again_without_a_restart(
     assert doc["status"] == "scored"
     assert submission_row(db_url, sid) == ("scored", 2, 1)
     assert took < 10, f"judged again after {took:.1f} s"
-    # a submission whose judges keep dying fails after MAX_ATTEMPTS, as the platform's fault
-    set_submission(db_url, sid, status="running", attempts=MAX_ATTEMPTS)
+    # a submission whose judges keep dying fails after MAX_LOST_JUDGES, as the platform's fault
+    set_submission(db_url, sid, status="running", attempts=MAX_LOST_JUDGES)
     doc = _wait_for(lambda: (d := api.status(tok, sid))["status"] == "failed" and d, 30)
     assert doc["errors"] == [
         {
             "case": "",
             "kind": "platform",
-            "message": f"the judging process stopped unexpectedly {MAX_ATTEMPTS} times while "
+            "message": f"the judging process stopped unexpectedly {MAX_LOST_JUDGES} times while "
             "scoring this submission (a worker crashed or was lost); the organizers have been "
             "notified; this does not count against your quota, resubmit later",
         }
@@ -411,7 +413,7 @@ def test_the_judging_child_sees_no_secret_and_still_reports(
 def _production_env(tmp_path: Path, pg: str = "") -> dict[str, str]:
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": pythonpath(REPO),
         "HECKTOR_MODE": "production",
         "HECKTOR_PUBLIC_URL": "https://challenge.example.org",
         "HECKTOR_ORGANIZER_TOKEN": secrets.token_urlsafe(32),

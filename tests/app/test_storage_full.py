@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-import app.jobs.runner as runner
+import app.jobs.claims as claims
 from app.db.session import get_engine
 from app.jobs.runner import run_job
 from tests.app.conftest import RecordingDispatcher
@@ -208,7 +208,7 @@ def test_a_result_the_full_database_cannot_store_fails_as_platform_and_is_refund
 ) -> None:
     import sqlite3
 
-    monkeypatch.setattr(runner, "WRITE_BACKOFF", 0.01)
+    monkeypatch.setattr(claims, "WRITE_BACKOFF", 0.01)
     data = Path(sqlite_url.removeprefix("sqlite:///")).parent / "d"
     api, tok = _world(app_factory, sqlite_url, data)
     sid = api.submit_ok(tok, "p", 1, challenge.archive("good", 1))
@@ -218,7 +218,7 @@ def test_a_result_the_full_database_cannot_store_fails_as_platform_and_is_refund
             "INSERT INTO results ...", {}, sqlite3.OperationalError("database or disk is full")
         )
 
-    monkeypatch.setattr(runner, "replace_result", full)
+    monkeypatch.setattr(claims, "replace_result", full)
     assert run_job(sid, api.settings.to_dict()) == "failed"
     doc = api.status(tok, sid)
     assert doc["status"] == "failed" and doc["result"] is None
@@ -245,7 +245,7 @@ def _db_down(n: int | None) -> Any:
             )
         return real(*_, **__)
 
-    real = runner.replace_result
+    real = claims.replace_result
     return replace_result, calls
 
 
@@ -265,20 +265,20 @@ def test_a_result_write_is_retried_then_failed_as_platform_never_left_running(
 
         url = request.getfixturevalue("pg_database")
         truncate_all(url)
-    monkeypatch.setattr(runner, "WRITE_BACKOFF", 0.01)
+    monkeypatch.setattr(claims, "WRITE_BACKOFF", 0.01)
     api, tok = _world(app_factory, url, tmp_path / "data")
     # a database that fails twice, then recovers: the result is stored, nothing lost
     flaky, calls = _db_down(2)
-    monkeypatch.setattr(runner, "replace_result", flaky)
+    monkeypatch.setattr(claims, "replace_result", flaky)
     sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))
     assert run_job(sid, api.settings.to_dict()) == "scored"
     assert calls["n"] == 3 and api.status(tok, sid)["status"] == "scored"
     # a database that keeps failing: after WRITE_TRIES tries, a platform failure
     down, calls = _db_down(None)
-    monkeypatch.setattr(runner, "replace_result", down)
+    monkeypatch.setattr(claims, "replace_result", down)
     sid2 = _second_submission(api, tok, challenge, url)
     assert run_job(sid2, api.settings.to_dict()) == "failed"
-    assert calls["n"] == runner.WRITE_TRIES
+    assert calls["n"] == claims.WRITE_TRIES
     doc = api.status(tok, sid2)
     assert doc["status"] == "failed"
     assert doc["errors"][0]["kind"] == "platform"
