@@ -116,6 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.jobs.celery_app import make_celery_app
     from app.jobs.celery_dispatcher import require_postgresql
+    from app.jobs.runner import preload_scorer
 
     setup_logging(getattr(args, "verbose", False), args.loglevel)
     settings = load_settings(args)
@@ -124,8 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         err(str(exc))
         return EXIT_ERROR
-    for mod in ("evaluator.scoring", "evaluator.task1", "evaluator.tabular"):
-        __import__(mod)  # once, before the pool forks: every judging process starts warm
+    preload_scorer()  # once, before the pool forks: every judging process starts warm
     celery = make_celery_app(settings)
     argv = [
         "worker",
