@@ -34,6 +34,44 @@ def admin(capsys: pytest.CaptureFixture[str], data: Path, *argv: str) -> tuple[i
     return cli(capsys, "admin", "--data-dir", str(data), *argv)
 
 
+def _check_tokens_and_submit(
+    capsys: pytest.CaptureFixture[str],
+    data: Path,
+    challenge: Any,
+    *,
+    team: str,
+    org: str,
+    revoked: str,
+) -> None:
+    """Through the API of ``data``: the team and organizer tokens work, the revoked one
+    is refused; the phase is opened by the CLI and the team's Task 2 upload accepted."""
+    from fastapi.testclient import TestClient
+
+    from tests.app.conftest import InlineDispatcher
+
+    settings = make_settings(data, f"sqlite:///{data / 'hecktor.db'}", organizer_token=None)
+    with TestClient(create_app(settings, dispatcher=InlineDispatcher(settings))) as c:
+        assert (
+            c.get("/api/v1/me", headers={"Authorization": f"Bearer {team}"}).json()["team"]
+            == "alpha"
+        )
+        assert (
+            c.get("/api/v1/me", headers={"Authorization": f"Bearer {org}"}).json()["role"]
+            == "organizer"
+        )
+        assert (
+            c.get("/api/v1/me", headers={"Authorization": f"Bearer {revoked}"}).status_code == 401
+        )
+        admin(capsys, data, "phase", "open", "test")
+        r = c.post(
+            "/api/v1/submissions",
+            data={"phase": "test", "task": "2"},
+            files={"file": ("p.csv", challenge.archive("good", 2).read_bytes())},
+            headers={"Authorization": f"Bearer {team}"},
+        )
+        assert r.status_code == 202, r.text
+
+
 def test_admin_commands(tmp_path: Path, challenge: Any, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     code, out, _ = admin(capsys, data, "init")
@@ -76,30 +114,8 @@ def test_admin_commands(tmp_path: Path, challenge: Any, capsys: pytest.CaptureFi
     code, out, _ = admin(capsys, data, "phase", "list")
     assert "test\tclosed\ttasks 1,2,3\thidden\tleaderboard organizers" in out
 
-    # the token printed by the CLI works against the API of the same data dir
-    from fastapi.testclient import TestClient
-
-    from tests.app.conftest import InlineDispatcher
-
-    settings = make_settings(data, f"sqlite:///{data / 'hecktor.db'}", organizer_token=None)
-    with TestClient(create_app(settings, dispatcher=InlineDispatcher(settings))) as c:
-        assert (
-            c.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).json()["team"]
-            == "alpha"
-        )
-        assert (
-            c.get("/api/v1/me", headers={"Authorization": f"Bearer {new_org}"}).json()["role"]
-            == "organizer"
-        )
-        assert c.get("/api/v1/me", headers={"Authorization": f"Bearer {org}"}).status_code == 401
-        admin(capsys, data, "phase", "open", "test")
-        r = c.post(
-            "/api/v1/submissions",
-            data={"phase": "test", "task": "2"},
-            files={"file": ("p.csv", challenge.archive("good", 2).read_bytes())},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert r.status_code == 202, r.text
+    # the tokens printed by the CLI work against the API of the same data dir
+    _check_tokens_and_submit(capsys, data, challenge, team=token, org=new_org, revoked=org)
 
     out_csv = tmp_path / "lb.csv"
     export = ("leaderboard", "export", "--phase", "test", "--task", "2", "--output", str(out_csv))
