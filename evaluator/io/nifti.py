@@ -18,59 +18,25 @@ truncation, the CRC, and that the values are labels 0, 1, 2.
 
 from __future__ import annotations
 
-import io
-import types
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-from evaluator.errors import FormatError, LabelError, LimitError, SubmissionError
+from evaluator.errors import FormatError, LabelError, SubmissionError
+from evaluator.io.inflate import TRAILING_LOOK, ByteSource, GzipStream, input_bound
+from evaluator.io.nifti_header import MAX_VOX_OFFSET, NiftiHeader, parse_header
 
-_zlib: types.ModuleType
-try:  # zlib-ng is a dependency; stay correct (just slower) without it
-    from zlib_ng import zlib_ng as _zlib
-except ImportError:  # pragma: no cover
-    _zlib = zlib
-_ZERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
+_HEAD = 544  # enough for a NIfTI-2 header (540 bytes) and the extension flag
+
 
 LABELS = (0, 1, 2)
-_HEAD = 544  # enough for a NIfTI-2 header (540 bytes) and the extension flag
-_STEP = 256 * 1024  # inflate step
-_IN_CHUNK = 64 * 1024  # compressed bytes taken from the stream at a time
-TRAILING_LOOK = 1 << 20  # bytes inflated after the voxel data to reach the gzip CRC
-MAX_VOX_OFFSET = 1 << 20  # header and extensions: where the voxel data may start
-
-
-class ByteSource(Protocol):
-    """What the readers need of a stream: a file opened "rb", an archive member."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 Bbox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class NiftiHeader:
-    shape: tuple[int, int, int]
-    affine: npt.NDArray[np.float64]
-    zooms: tuple[float, float, float]
-    dtype: np.dtype
-    vox_offset: int
-    slope: float | None
-    inter: float | None
-    gzipped: bool
-
-    @property
-    def voxel_volume_mm3(self) -> float:
-        z = self.zooms
-        return float(z[0]) * float(z[1]) * float(z[2])
 
 
 @dataclass(frozen=True)
@@ -90,244 +56,6 @@ class LabelMap:
         return self.header.affine
 
 
-def _fail(name: str, msg: str) -> FormatError:
-    return FormatError(name, msg)
-
-
-def _parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> NiftiHeader:
-    if len(head) < 348:
-        raise _fail(
-            name,
-            f"the file is only {len(head)} bytes after decompression, too short for a "
-            "NIfTI header (348 bytes); upload the complete .nii.gz file",
-        )
-    sizeof = int.from_bytes(head[:4], "little")
-    if sizeof not in (348, 540):
-        sizeof = int.from_bytes(head[:4], "big")
-    hdr_class: type[nib.Nifti1Header]
-    if sizeof == 348:
-        hdr_class, magic_at = nib.Nifti1Header, slice(344, 348)
-    elif sizeof == 540:
-        hdr_class, magic_at = nib.Nifti2Header, slice(4, 12)
-    else:
-        raise _fail(
-            name,
-            "not a NIfTI file (the header size field is neither 348 nor 540); save the "
-            "label map as NIfTI (.nii.gz)",
-        )
-    magic = head[magic_at]
-    if not (magic.startswith(b"n+1") or magic.startswith(b"n+2")):
-        raise _fail(
-            name,
-            f"wrong NIfTI magic {magic.rstrip(bytes(1))!r} (expected 'n+1', a single-file "
-            "NIfTI); save the label map as one .nii.gz file, not a .hdr/.img pair",
-        )
-    try:
-        hdr = hdr_class.from_fileobj(io.BytesIO(head), check=True)
-        shape = tuple(int(s) for s in hdr.get_data_shape())
-        dtype = hdr.get_data_dtype()
-        affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
-        zooms = tuple(float(z) for z in hdr.get_zooms())
-        slope, inter = hdr.get_slope_inter()
-        vox_offset = int(hdr.get_data_offset())
-    except Exception as exc:  # nibabel raises several types for bad headers
-        raise _fail(name, f"the NIfTI header is invalid ({exc}); re-save the label map") from None
-    while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) is still a 3-D image
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise _fail(
-            name,
-            f"the image is {len(shape)}-D with shape {shape}; a 3-D label map on the CT "
-            "grid is expected (one channel, no time axis)",
-        )
-    if min(shape) < 1:
-        raise _fail(name, f"the image has an empty dimension, shape {shape}")
-    if dtype.kind not in "uif" or dtype.fields is not None:
-        raise _fail(
-            name,
-            f"the voxel type is {dtype} ; an integer label map (uint8 recommended) is expected",
-        )
-    nvox = int(np.prod(shape, dtype=np.int64))
-    if nvox > max_voxels:
-        raise LimitError(
-            name,
-            f"the header declares {shape[0]}x{shape[1]}x{shape[2]} = {nvox:,} voxels, over "
-            f"the limit of {max_voxels:,}; predictions must be on the CT grid",
-        )
-    if not np.all(np.isfinite(affine)):
-        raise _fail(name, "the affine holds NaN or infinite values; re-save the label map")
-    if vox_offset > MAX_VOX_OFFSET:
-        raise _fail(
-            name,
-            f"the header puts the voxel data at byte {vox_offset:,}, beyond the "
-            f"{MAX_VOX_OFFSET:,} bytes allowed for the header and its extensions; save "
-            "the label map without header extensions",
-        )
-    return NiftiHeader(
-        shape=(shape[0], shape[1], shape[2]),
-        affine=affine,
-        zooms=(zooms[0], zooms[1], zooms[2]),
-        dtype=dtype,
-        vox_offset=vox_offset,
-        slope=None if slope is None else float(slope),
-        inter=None if inter is None else float(inter),
-        gzipped=gzipped,
-    )
-
-
-class _Stream:
-    """Exact-length reads of a label map's bytes from a binary stream, inflated (a gzip
-    stream, also multi-member) or as stored.
-
-    Compressed input is pulled 64 KiB at a time; ``max_in``, once set, bounds how much
-    of it may be consumed (an encoder needs barely more than the bytes it encodes), so
-    a stream of empty deflate blocks cannot keep the reader busy without output.
-    """
-
-    def __init__(self, f: ByteSource, name: str, *, gzipped: bool) -> None:
-        self.f = f
-        self.name = name
-        self.gzipped = gzipped
-        self.d: Any = _zlib.decompressobj(wbits=31) if gzipped else None
-        self.data = b""  # compressed input taken from ``f`` and not yet consumed
-        self.taken = 0  # bytes taken from ``f``
-        self.produced = 0  # bytes returned by ``read``
-        self.max_in: int | None = None
-
-    def _fill(self) -> bool:
-        chunk = self.f.read(_IN_CHUNK)
-        if not chunk:
-            return False
-        self.taken += len(chunk)
-        if self.max_in is not None and self.taken > self.max_in:
-            raise _fail(
-                self.name,
-                f"the gzip stream is longer than any encoding of the data its header "
-                f"declares (more than {self.max_in:,} compressed bytes consumed, "
-                f"{self.produced:,} bytes produced); re-create the .nii.gz file",
-            )
-        self.data = self.data + chunk if self.data else chunk
-        return True
-
-    def _inflate(self, n: int) -> bytes:
-        """At most ``n`` bytes from the current member (never fed once it ended)."""
-        if self.d.eof:
-            return b""
-        out: bytes = self.d.decompress(self.data, n)
-        self.data = self.d.unused_data if self.d.eof else self.d.unconsumed_tail
-        return out
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; fewer only where the stream ends."""
-        if not self.gzipped:
-            parts = []
-            need = n
-            while need > 0:
-                b = self.f.read(min(need, _STEP))
-                if not b:
-                    break
-                parts.append(b)
-                need -= len(b)
-            self.produced += n - need
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-        parts = []
-        need = n
-        try:
-            while need > 0:
-                out = self._inflate(need)
-                if out:
-                    parts.append(out)
-                    need -= len(out)
-                    if need == 0:
-                        break  # a member that just ended stays the current one (finish)
-                if self.d.eof:
-                    if not self.data and not self._fill():
-                        break  # the last member ended
-                    self.d = _zlib.decompressobj(wbits=31)  # the next member
-                elif not out and not self.data and not self._fill():
-                    break  # cut off inside a member
-        except _ZERRORS as exc:
-            raise _corrupt(self.name, exc) from None
-        self.produced += n - need
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def skip(self, n: int) -> int:
-        """Discard ``n`` bytes (in steps); the number discarded."""
-        done = 0
-        while done < n:
-            b = self.read(min(_STEP, n - done))
-            if not b:
-                break
-            done += len(b)
-        return done
-
-    def read_into(self, out: npt.NDArray[np.uint8]) -> int:
-        """Fill ``out`` from the stream in 256 KiB steps; the number of bytes written.
-
-        Decoding in steps into one preallocated NumPy buffer is about twice as fast as
-        a one-shot decompress: a fresh 50-80 MB ``bytes`` object costs more in page
-        faults than the inflation itself, while NumPy's large buffers get huge pages.
-        """
-        pos = 0
-        while pos < out.size:
-            b = self.read(min(_STEP, out.size - pos))
-            if not b:
-                break
-            out[pos : pos + len(b)] = np.frombuffer(b, dtype=np.uint8)
-            pos += len(b)
-        return pos
-
-    def finish(self, declared: int) -> None:
-        """After the voxel data: read on to the end of the gzip member that holds its
-        last bytes, where zlib checks the member's CRC-32 (a corrupt file can inflate
-        to plausible labels), looking at most TRAILING_LOOK bytes beyond the data.
-
-        A member that goes on for longer is refused: its CRC cannot be checked without
-        inflating data no label map needs. What follows the member (another gzip member,
-        anything) is never read. An uncompressed file's bytes after the voxel data are
-        never read either."""
-        if not self.gzipped:
-            return
-        budget = TRAILING_LOOK
-        try:
-            while not self.d.eof:
-                extra = self._inflate(min(_STEP, budget + 1))
-                budget -= len(extra)
-                if budget < 0:
-                    raise _fail(
-                        self.name,
-                        f"the file holds more data than its header declares: the gzip "
-                        f"stream goes on for more than {_human(TRAILING_LOOK)} after the "
-                        f"{declared:,} bytes of header and voxel data; save the label map "
-                        "again (a .nii.gz ends with its voxel data)",
-                    )
-                if not extra and not self.data and not self._fill():
-                    return  # cut off after the voxel data: nothing left to check
-        except _ZERRORS as exc:
-            raise _corrupt(self.name, exc) from None
-
-
-def _corrupt(name: str, exc: BaseException) -> FormatError:
-    return _fail(
-        name,
-        f"the gzip data is corrupt ({exc}); re-create the .nii.gz file and upload it again",
-    )
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:g} {unit}"
-    return f"{n} bytes"
-
-
-def input_bound(nbytes: int) -> int:
-    """The most compressed bytes a gzip encoding of ``nbytes`` bytes may take, with room
-    to spare: stored deflate blocks add 5 bytes per 64 KiB, a BGZF member 26 bytes per
-    64 KiB, a gzip header its file name; we allow 1/64 of the data plus 1 MiB."""
-    return nbytes + nbytes // 64 + (1 << 20)
-
-
 def max_file_bytes(shape: tuple[int, int, int]) -> int:
     """The largest file (.nii.gz or .nii) a label map on the grid ``shape`` can need:
     a header with extensions up to MAX_VOX_OFFSET, voxels of up to 8 bytes, the gzip
@@ -338,7 +66,7 @@ def max_file_bytes(shape: tuple[int, int, int]) -> int:
 
 def open_label_stream(
     f: ByteSource, name: str, *, max_voxels: int
-) -> tuple[NiftiHeader, _Stream, bytes]:
+) -> tuple[NiftiHeader, GzipStream, bytes]:
     """Parse the header from the first bytes of ``f`` (inflating at most a few hundred
     bytes); returns the header, the stream, and the bytes already read past the header.
 
@@ -346,7 +74,7 @@ def open_label_stream(
     voxel data with a bound on the input it may consume."""
     start = f.read(2)
     gzipped = start == b"\x1f\x8b"
-    stream = _Stream(f, name, gzipped=gzipped)
+    stream = GzipStream(f, name, gzipped=gzipped)
     if gzipped:
         stream.data = start
         stream.taken = 2
@@ -354,7 +82,7 @@ def open_label_stream(
         head = stream.read(_HEAD)
     else:
         head = start + stream.read(_HEAD - len(start))
-    header = _parse_header(head, name, max_voxels=max_voxels, gzipped=gzipped)
+    header = parse_header(head, name, max_voxels=max_voxels, gzipped=gzipped)
     return header, stream, head
 
 
@@ -362,7 +90,7 @@ def voxel_bytes(header: NiftiHeader) -> int:
     return header.shape[0] * header.shape[1] * header.shape[2] * header.dtype.itemsize
 
 
-def start_voxels(stream: _Stream, header: NiftiHeader, head: bytes) -> bytes:
+def start_voxels(stream: GzipStream, header: NiftiHeader, head: bytes) -> bytes:
     """Skip to the voxel data (the header's ``vox_offset``); returns the voxel bytes
     already read with the header. From here the stream may consume no more input than
     an encoding of the declared header and voxel data (and TRAILING_LOOK) needs."""
@@ -377,7 +105,7 @@ def start_voxels(stream: _Stream, header: NiftiHeader, head: bytes) -> bytes:
 class _Voxels:
     """The voxel bytes of a label map, read in order: what came with the header first."""
 
-    def __init__(self, stream: _Stream, header: NiftiHeader, head: bytes) -> None:
+    def __init__(self, stream: GzipStream, header: NiftiHeader, head: bytes) -> None:
         self.stream = stream
         self.header = header
         self.pending = start_voxels(stream, header, head)
@@ -411,7 +139,7 @@ class _Voxels:
 
 
 def _truncated(name: str, need: int, got: int) -> FormatError:
-    return _fail(
+    return FormatError(
         name,
         f"the file is truncated: the header declares {need:,} bytes of voxel data, the "
         f"file holds {got:,}; upload the complete file",
@@ -425,7 +153,9 @@ def _open(source: Path | ByteSource, name: str | None) -> tuple[ByteSource, str,
         try:
             f = open(source, "rb")  # noqa: SIM115 - closed by the caller
         except OSError as exc:
-            raise _fail(name or source.name, f"the file cannot be read ({exc.strerror})") from None
+            raise FormatError(
+                name or source.name, f"the file cannot be read ({exc.strerror})"
+            ) from None
         return f, name or source.name, f
     return source, name or "label map", None
 
@@ -506,7 +236,7 @@ def to_labels(
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
-            raise _fail(
+            raise FormatError(
                 name,
                 "the image holds NaN or infinite values; a label map holds only the "
                 "integers 0, 1 and 2",
@@ -514,7 +244,7 @@ def to_labels(
         frac = arr != np.floor(arr)
         if frac.any():
             examples = ", ".join(f"{v:g}" for v in np.unique(arr[frac])[:5].tolist())
-            raise _fail(
+            raise FormatError(
                 name,
                 f"the image is of type float and holds non-integer values ({examples}); "
                 "a label map holds only 0, 1 and 2: save it as uint8 after thresholding",
@@ -608,13 +338,26 @@ def _read_crop(
         labels, box = to_labels(arr, header, name)
         c = None if box is None else np.asfortranarray(crop(labels, box))
         return LabelCrop(header, box, c)
-    sx, sy, sz = header.shape
-    dtype = header.dtype
+    kept = _occupied_rows(voxels)
+    voxels.finish()
+    if not kept:
+        return LabelCrop(header, None, None)
+    return _crop_of_rows(kept, header, name)
+
+
+# per occupied slice: (z, first occupied row y, a copy of rows y..y1 as one block)
+_Rows = list[tuple[int, int, npt.NDArray[Any]]]
+
+
+def _occupied_rows(voxels: _Voxels) -> _Rows:
+    """Read the voxels slice by slice, keeping of each slice that holds a non-zero
+    value the rows (fixed y) from its first to its last occupied one."""
+    sx, sy, sz = voxels.header.shape
+    dtype = voxels.header.dtype
     slice_bytes = sx * sy * dtype.itemsize
     words = dtype == np.uint8 and slice_bytes % 8 == 0
     row_words = dtype == np.uint8 and sx % 8 == 0
-    # per occupied slice: (z, first occupied row y, a copy of rows y..y1 as one block)
-    kept: list[tuple[int, int, npt.NDArray[Any]]] = []
+    kept: _Rows = []
     for z in range(sz):
         v = np.frombuffer(voxels.read(slice_bytes), dtype=dtype)
         occupied = (v.view(np.uint64).max() != 0) if words else bool(np.any(v != 0))
@@ -628,12 +371,15 @@ def _read_crop(
             ys = np.flatnonzero((v.reshape(sy, sx) != 0).any(axis=1))
         y0, y1 = int(ys[0]), int(ys[-1]) + 1
         kept.append((z, y0, v[y0 * sx : y1 * sx].copy()))
-    voxels.finish()
-    if not kept:
-        return LabelCrop(header, None, None)
+    return kept
+
+
+def _crop_of_rows(kept: _Rows, header: NiftiHeader, name: str) -> LabelCrop:
+    """The kept rows stacked, validated as labels and cut to their foreground box."""
+    sx = header.shape[0]
     ylo = min(y0 for _, y0, _ in kept)
     yhi = max(y0 + r.size // sx for _, y0, r in kept)
-    stack = np.zeros((sx, yhi - ylo, len(kept)), dtype=dtype, order="F")
+    stack = np.zeros((sx, yhi - ylo, len(kept)), dtype=header.dtype, order="F")
     for i, (_, y0, r) in enumerate(kept):
         ny = r.size // sx
         stack[:, y0 - ylo : y0 - ylo + ny, i] = r.reshape((sx, ny), order="F")
@@ -647,29 +393,3 @@ def _read_crop(
     for i, (z, _, _) in enumerate(kept):
         out[:, :, z - z0] = labels[x0:x1, by0:by1, i]
     return LabelCrop(header, ((x0, x1), (y0, y1), (z0, z1)), out)
-
-
-def check_geometry(
-    found: NiftiHeader, expected: NiftiHeader, name: str, *, atol: float
-) -> SubmissionError | None:
-    """Shape and affine of a prediction against the ground truth's."""
-    from evaluator.errors import GeometryError
-
-    if found.shape != expected.shape:
-        return GeometryError(
-            name,
-            f"shape {found.shape} does not match the CT {expected.shape}; predictions must "
-            "be on the CT grid, they are not resampled",
-        )
-    diff = np.abs(found.affine - expected.affine)
-    if not np.allclose(found.affine, expected.affine, rtol=0.0, atol=atol):
-        i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        what = "origin" if j == 3 else "orientation/spacing"
-        return GeometryError(
-            name,
-            f"the affine differs from the CT's by up to {diff.max():.4g} mm "
-            f"(row {i}, column {j}: found {found.affine[i, j]:.6g}, expected "
-            f"{expected.affine[i, j]:.6g}; {what}), more than the tolerance of {atol:g} mm; "
-            "copy the CT's header (affine) into the prediction when you save it",
-        )
-    return None

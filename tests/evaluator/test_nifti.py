@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from evaluator.errors import FormatError, GeometryError, LabelError, LimitError
 from evaluator.io.nifti import (
-    check_geometry,
     foreground_bbox,
     read_header,
     read_label_crop,
     read_label_map,
 )
+from evaluator.io.nifti_header import check_geometry
 from tests.builders import affine_for, nifti_bytes, write_nifti
 
 CAP = 10_000_000

@@ -1,0 +1,175 @@
+"""A NIfTI header, parsed by nibabel (its semantics are the reference) and checked before
+any voxel is read; a prediction's grid checked against the ground truth's."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+
+from evaluator.errors import FormatError, GeometryError, LimitError, SubmissionError
+
+MAX_VOX_OFFSET = 1 << 20  # header and extensions: where the voxel data may start
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    shape: tuple[int, int, int]
+    affine: npt.NDArray[np.float64]
+    zooms: tuple[float, float, float]
+    dtype: np.dtype
+    vox_offset: int
+    slope: float | None
+    inter: float | None
+    gzipped: bool
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        z = self.zooms
+        return float(z[0]) * float(z[1]) * float(z[2])
+
+
+def parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> NiftiHeader:
+    """The header in the first (decompressed) bytes ``head`` of a file, checked: a
+    single-file NIfTI-1 or NIfTI-2 holding one 3-D integer or float image of at most
+    ``max_voxels`` voxels, a finite affine, and voxel data within MAX_VOX_OFFSET."""
+    fields = _read_fields(_header_class(head, name), head, name)
+    shape = _checked_shape(fields.shape, name)
+    dtype = fields.dtype
+    if dtype.kind not in "uif" or dtype.fields is not None:
+        raise FormatError(
+            name,
+            f"the voxel type is {dtype} ; an integer label map (uint8 recommended) is expected",
+        )
+    nvox = int(np.prod(shape, dtype=np.int64))
+    if nvox > max_voxels:
+        raise LimitError(
+            name,
+            f"the header declares {shape[0]}x{shape[1]}x{shape[2]} = {nvox:,} voxels, over "
+            f"the limit of {max_voxels:,}; predictions must be on the CT grid",
+        )
+    if not np.all(np.isfinite(fields.affine)):
+        raise FormatError(name, "the affine holds NaN or infinite values; re-save the label map")
+    if fields.vox_offset > MAX_VOX_OFFSET:
+        raise FormatError(
+            name,
+            f"the header puts the voxel data at byte {fields.vox_offset:,}, beyond the "
+            f"{MAX_VOX_OFFSET:,} bytes allowed for the header and its extensions; save "
+            "the label map without header extensions",
+        )
+    zooms, slope, inter = fields.zooms, fields.slope, fields.inter
+    return NiftiHeader(
+        shape=shape,
+        affine=fields.affine,
+        zooms=(zooms[0], zooms[1], zooms[2]),
+        dtype=dtype,
+        vox_offset=fields.vox_offset,
+        slope=None if slope is None else float(slope),
+        inter=None if inter is None else float(inter),
+        gzipped=gzipped,
+    )
+
+
+def _header_class(head: bytes, name: str) -> type[nib.Nifti1Header]:
+    """NIfTI-1 or NIfTI-2, from the header size field (either byte order); the magic
+    must name a single-file image."""
+    if len(head) < 348:
+        raise FormatError(
+            name,
+            f"the file is only {len(head)} bytes after decompression, too short for a "
+            "NIfTI header (348 bytes); upload the complete .nii.gz file",
+        )
+    sizeof = int.from_bytes(head[:4], "little")
+    if sizeof not in (348, 540):
+        sizeof = int.from_bytes(head[:4], "big")
+    hdr_class: type[nib.Nifti1Header]
+    if sizeof == 348:
+        hdr_class, magic_at = nib.Nifti1Header, slice(344, 348)
+    elif sizeof == 540:
+        hdr_class, magic_at = nib.Nifti2Header, slice(4, 12)
+    else:
+        raise FormatError(
+            name,
+            "not a NIfTI file (the header size field is neither 348 nor 540); save the "
+            "label map as NIfTI (.nii.gz)",
+        )
+    magic = head[magic_at]
+    if not (magic.startswith(b"n+1") or magic.startswith(b"n+2")):
+        raise FormatError(
+            name,
+            f"wrong NIfTI magic {magic.rstrip(bytes(1))!r} (expected 'n+1', a single-file "
+            "NIfTI); save the label map as one .nii.gz file, not a .hdr/.img pair",
+        )
+    return hdr_class
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """What nibabel reads from a header, not yet checked."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    affine: npt.NDArray[np.float64]
+    zooms: tuple[float, ...]
+    slope: Any
+    inter: Any
+    vox_offset: int
+
+
+def _read_fields(hdr_class: type[nib.Nifti1Header], head: bytes, name: str) -> _Fields:
+    try:
+        hdr = hdr_class.from_fileobj(io.BytesIO(head), check=True)  # type: ignore[no-untyped-call, unused-ignore]
+        shape = tuple(int(s) for s in hdr.get_data_shape())
+        dtype = hdr.get_data_dtype()
+        affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
+        zooms = tuple(float(z) for z in hdr.get_zooms())
+        slope, inter = hdr.get_slope_inter()
+        vox_offset = int(hdr.get_data_offset())
+    except Exception as exc:  # nibabel raises several types for bad headers
+        raise FormatError(
+            name, f"the NIfTI header is invalid ({exc}); re-save the label map"
+        ) from None
+    return _Fields(shape, dtype, affine, zooms, slope, inter, vox_offset)
+
+
+def _checked_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
+    """The shape of a 3-D image (trailing axes of length 1 dropped), none empty."""
+    while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) is still a 3-D image
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise FormatError(
+            name,
+            f"the image is {len(shape)}-D with shape {shape}; a 3-D label map on the CT "
+            "grid is expected (one channel, no time axis)",
+        )
+    if min(shape) < 1:
+        raise FormatError(name, f"the image has an empty dimension, shape {shape}")
+    return (shape[0], shape[1], shape[2])
+
+
+def check_geometry(
+    found: NiftiHeader, expected: NiftiHeader, name: str, *, atol: float
+) -> SubmissionError | None:
+    """Shape and affine of a prediction against the ground truth's."""
+    if found.shape != expected.shape:
+        return GeometryError(
+            name,
+            f"shape {found.shape} does not match the CT {expected.shape}; predictions must "
+            "be on the CT grid, they are not resampled",
+        )
+    diff = np.abs(found.affine - expected.affine)
+    if not np.allclose(found.affine, expected.affine, rtol=0.0, atol=atol):
+        i, j = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        what = "origin" if j == 3 else "orientation/spacing"
+        return GeometryError(
+            name,
+            f"the affine differs from the CT's by up to {diff.max():.4g} mm "
+            f"(row {i}, column {j}: found {found.affine[i, j]:.6g}, expected "
+            f"{expected.affine[i, j]:.6g}; {what}), more than the tolerance of {atol:g} mm; "
+            "copy the CT's header (affine) into the prediction when you save it",
+        )
+    return None
