@@ -159,15 +159,6 @@ def stored_name(archive_type: str) -> str:
     return STORED_NAMES[archive_type]
 
 
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} bytes"  # pragma: no cover
-
-
 def remove_stale_parts(incoming: Path, *, older_than: float = 3600.0) -> int:
     """Delete partial uploads (``incoming/*.part``) untouched for ``older_than`` seconds:
     left by a crash or a killed process. Never visible as submissions (those are rows

@@ -11,12 +11,10 @@ The archive type is checked by its magic bytes, never by its name.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import hashlib
 import os
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,8 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import BadRequest, TooLarge, UnsupportedType, problem
-from app.storage import human_size
+from evaluator.io.sizes import human_size
+from evaluator.io.sniff import UnsupportedUpload, sniff_type
 
 WRITE_CHUNK = 1 << 20
 MAX_FIELD_BYTES = 4096
@@ -38,94 +37,17 @@ HEAD_BYTES = 512
 FILE_FIELD = "file"
 
 
-_OTHER_MAGIC: list[tuple[int, bytes, str]] = [
-    (0, b"BZh", "a bzip2 file"),
-    (0, b"\xfd7zXZ\x00", "an xz file"),
-    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (0, b"Rar!", "a RAR archive"),
-    (0, b"\x28\xb5\x2f\xfd", "a zstd file"),
-    (0, b"%PDF", "a PDF document"),
-    (0, b"\x89PNG", "a PNG image"),
-    (344, b"n+1\x00", "an uncompressed NIfTI image"),
-    (344, b"ni1\x00", "an uncompressed NIfTI image"),
-]
+def upload_type(head: bytes, task: int) -> str:
+    """``zip``, ``tar``, ``tar.gz`` or, for Task 2/3, ``csv``/``json``, from the upload's
+    first bytes (:func:`evaluator.io.sniff.sniff_type`).
 
-
-def _looks_like_text(head: bytes) -> bool:
-    if not head or b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        # a multi-byte character cut at the end of the sniffed head is fine
-        return e.start >= len(head) - 3
-    return True
-
-
-def _gunzip_head(head: bytes) -> tuple[bytes, bool]:
-    """What the first bytes of a gzip stream decompress to (as much as they hold), and
-    whether that is the whole stream."""
-    d = zlib.decompressobj(wbits=31)
-    try:
-        return d.decompress(head, 4096), d.eof
-    except zlib.error:
-        return b"", False
-
-
-def sniff_type(head: bytes, task: int) -> str:
-    """``zip``, ``tar``, ``tar.gz`` or, for Task 2/3, ``csv``/``json`` — from magic bytes.
-
-    Raises :class:`UnsupportedType` with a message a participant can act on.
+    Raises :class:`UnsupportedType` (415) with the evaluator's message, which a
+    participant can act on.
     """
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):
-        inner, whole = _gunzip_head(head)
-        if len(inner) >= 348 and inner[344:347] in (b"n+1", b"ni1"):
-            found = "a single gzip-compressed NIfTI image"
-        elif len(inner) >= 512 and not inner[:512].strip(b"\0"):
-            found = "an empty .tar.gz archive"
-        elif (whole or len(inner) >= 262) and inner[257:262] != b"ustar":
-            found = "a gzip-compressed file that is not a tar archive"
-        else:  # a tar.gz, or too little to tell: extraction decides
-            return "tar.gz"
-        todo = (
-            "put the <PatientID>.nii.gz files of all cases in one .zip or .tar.gz archive"
-            if task == 1
-            else "upload the table itself (.csv or .json), or a .zip/.tar.gz holding it"
-        )
-        msg = f"Task {task}: the upload is {found}; {todo}."
-        raise UnsupportedType(msg, [problem(msg, kind="archive")])
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
-    expected = (
-        "a .zip, .tar or .tar.gz archive of <PatientID>.nii.gz files"
-        if task == 1
-        else "a .csv or .json table of PatientID, Prediction (or an archive holding one)"
-    )
-    other = next(
-        (what for off, magic, what in _OTHER_MAGIC if head[off : off + len(magic)] == magic), None
-    )
-    if other is None and task in (2, 3):
-        # text of any encoding goes to the table reader, which says what is wrong with it
-        text: str | None = None
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            text = head[: len(head) // 2 * 2].decode("utf-16", errors="ignore")
-        elif head and b"\x00" not in head:
-            text = head.decode("utf-8", errors="ignore")
-        if text is not None:
-            text = text.lstrip("\ufeff \t\r\n")
-            return "json" if text.startswith(("{", "[")) else "csv"
-    if other is not None:
-        found = other
-    elif not head:
-        found = "an empty file"
-    elif _looks_like_text(head):
-        found = "a text file"
-    else:
-        found = "a file of unknown type"
-    msg = f"Task {task} expects {expected}; the upload is {found}."
-    raise UnsupportedType(msg, [problem(msg, kind="archive")])
+    try:
+        return sniff_type(head, task)
+    except UnsupportedUpload as exc:
+        raise UnsupportedType(exc.message, [problem(exc.message, kind=exc.kind)]) from None
 
 
 @dataclass

@@ -21,7 +21,7 @@ from app.api.deps import (
     dispatch,
 )
 from app.api.errors import ERRORS
-from app.api.multipart import MultipartReceiver, ReceivedFile, boundary_of, sniff_type
+from app.api.multipart import MultipartReceiver, ReceivedFile, boundary_of, upload_type
 from app.api.schemas import (
     ErrorResponse,
     Progress,
@@ -42,7 +42,7 @@ from app.services.submissions import (
     visible_submission_cases,
 )
 from app.settings import Settings
-from app.storage import human_size
+from evaluator.io.sizes import human_size
 from evaluator.results import cases_csv
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
@@ -208,7 +208,7 @@ async def create_submission(
     try:
         phase = _parse_phase(receiver.fields.get("phase"))
         task = _parse_task(receiver.fields.get("task"))
-        archive_type = sniff_type(upload.head, task)
+        archive_type = upload_type(upload.head, task)
         sid = await run_in_threadpool(
             functools.partial(
                 _register,

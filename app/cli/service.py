@@ -225,7 +225,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _print_purged(report: Any, verb: str) -> None:
-    from app.storage import human_size
+    from evaluator.io.sizes import human_size
 
     for p in report.purged:
         kind = "dry run" if p.dry_run else "failed submission"
@@ -241,7 +241,7 @@ def _print_purged(report: Any, verb: str) -> None:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from app.jobs.retention import purge
-    from app.storage import human_size
+    from evaluator.io.sizes import human_size
 
     settings = load_settings(args)
     sessions = open_db(settings)

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from app.db.models import FAILED, Phase, Submission, utcnow
 from app.errors import QuotaExceeded, TooLarge, problem
 from app.services.quota import _fmt_delta
-from app.storage import human_size
+from evaluator.io.sizes import human_size
 
 WINDOW = timedelta(hours=24)
 # error kinds that say the platform failed, not the submission
