@@ -21,6 +21,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict evaluator
 	$(BIN)/lint-imports
 
 pytest: $(STAMP)

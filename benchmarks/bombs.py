@@ -49,7 +49,7 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from evaluator.errors import SubmissionRejected
-from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.io.prepared import load_prepared_task1
 from evaluator.scoring import score_submission
 gt = load_prepared_task1(Path(sys.argv[1]))
 t = time.perf_counter()

@@ -3,7 +3,7 @@
 
 Synthetic per-case records (no image: the bootstrap reads only stored records) for
 tasks 1, 2 and 3, teams of graded quality so the ranking is neither fixed nor random.
-Times :func:`evaluator.analysis.bootstrap` (full-data values, every resample's metrics,
+Times :func:`evaluator.bootstrap.bootstrap` (full-data values, every resample's metrics,
 ranks, Kendall's tau and the summaries) after one warm-up call that also pays the
 imports (lifelines, scikit-learn), prints the medians and writes
 ``benchmarks/results/bootstrap.json``. Target: under 10 s per task for
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluator.analysis import bootstrap
+from evaluator.bootstrap import bootstrap
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bootstrap.json"
 CENTERS = ("CHUM", "CHUP", "CHUS", "HGJ", "HMR", "MDA", "USZ")

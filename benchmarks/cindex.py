@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.survival import c_index
+from evaluator.metrics.survival import c_index
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cindex.json"
 

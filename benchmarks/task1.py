@@ -36,9 +36,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from evaluator.pipeline.case import CaseJob, run_case
 from evaluator.protocol import HECKTOR2025, Limits
 from evaluator.scoring import load_ground_truth
-from evaluator.task1 import CaseJob, run_case
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,7 +133,7 @@ def baseline_case(gt_path: Path, pred_path: Path) -> dict[str, float]:
 _SCORE_2_WORKERS = """
 import sys
 from pathlib import Path
-from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.io.prepared import load_prepared_task1
 from evaluator.scoring import score_submission
 gt = load_prepared_task1(Path(sys.argv[2]))  # as a judge loads it: no image decoded
 sys.stdout.write("loaded\\n"); sys.stdout.flush()
@@ -145,7 +145,7 @@ score_submission(1, gt, Path(sys.argv[3]), workers=2)
 _E2E = """
 import json, sys, time
 from pathlib import Path
-from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.io.prepared import load_prepared_task1
 from evaluator.scoring import score_submission
 gt = load_prepared_task1(Path(sys.argv[2]))  # as a judge loads it: no image decoded
 pred, reps, n = Path(sys.argv[3]), int(sys.argv[4]), len(gt.case_ids)
@@ -167,9 +167,9 @@ print(json.dumps({"w1": w1, "w2": w2}))
 _WORST_CASE = """
 import json, sys, time
 from pathlib import Path
-from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.io.prepared import load_prepared_task1
 from evaluator.protocol import HECKTOR2025, Limits
-from evaluator.task1 import CaseJob, run_case
+from evaluator.pipeline.case import CaseJob, run_case
 def status_mb(key):  # this process's own figures (getrusage would report the parent's
     for line in open("/proc/self/status"):  # peak: Linux keeps ru_maxrss across exec)
         if line.startswith(key + ":"):

@@ -11,10 +11,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from evaluator import __version__
 
@@ -48,7 +47,7 @@ def progress_bar(label: str, *, enabled: bool) -> Iterator[Callable[[int, int], 
         yield update
 
 
-def _write_json(doc: dict[str, Any], output: Path | None) -> None:
+def _write_json(doc: Mapping[str, object], output: Path | None) -> None:
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     if output is None:
         sys.stdout.write(text)
@@ -65,8 +64,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         ScoringProcessError,
         SubmissionRejected,
     )
+    from evaluator.pipeline.result import cases_csv
     from evaluator.protocol import HECKTOR2025, Protocol
-    from evaluator.results import cases_csv
     from evaluator.scoring import load_ground_truth, score_submission
 
     try:
@@ -92,8 +91,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 dry_run=args.dry_run,
             )
     except SubmissionRejected as exc:
-        doc = exc.as_document()
-        _write_json(doc, args.output)
+        _write_json(exc.as_document(), args.output)
         print(f"Submission rejected: {exc.n_problems} problem(s):", file=sys.stderr)
         for p in exc.problems:
             print(f"  - {p}", file=sys.stderr)
@@ -110,7 +108,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     _write_json(doc, args.output)
-    if args.cases and "cases" in doc:
+    if args.cases and doc["status"] == "scored":
         args.cases.write_text(cases_csv(doc["cases"]), encoding="utf-8")
     return EXIT_OK
 

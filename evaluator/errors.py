@@ -130,6 +130,19 @@ class GroundTruthError(EvaluatorError):
         super().__init__(f"ground truth invalid, {n} problem(s):\n{body}{more}")
 
 
+class GroundTruthChanged(EvaluatorError):
+    """The organizer's ground truth changed on disk while it was being prepared: the
+    copy does not hash as the source does now."""
+
+    def __init__(self, *, copy_sha256: str, source_sha256: str) -> None:
+        self.copy_sha256 = copy_sha256
+        self.source_sha256 = source_sha256
+        super().__init__(
+            f"the copy of the ground truth hashes to {copy_sha256}, the source now to "
+            f"{source_sha256}"
+        )
+
+
 class ScoringError(EvaluatorError):
     """A metric cannot be computed (e.g. no comparable pair for the C-index).
 

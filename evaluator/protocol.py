@@ -7,17 +7,26 @@ the exact rules that produced it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
+
+from evaluator.io.hashing import canonical_json, canonical_sha256
 
 Connectivity = Literal[6, 18, 26]
 BothEmpty = Literal["1.0", "0.0", "exclude"]
 
 PROTOCOL_VERSION = "1.0.0"
+
+
+class ProtocolSummary(TypedDict):
+    """What a result document records of the protocol."""
+
+    name: str
+    version: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -79,12 +88,6 @@ class Protocol:
         """
         return Fraction(str(self.iou_threshold)).limit_denominator(10**6)
 
-    @property
-    def both_empty_value(self) -> float | None:
-        """The GTVp DSC of a case whose truth and prediction are both empty, or None
-        when such cases are excluded from the mean."""
-        return None if self.gtvp_both_empty == "exclude" else float(self.gtvp_both_empty)
-
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,13 +96,13 @@ class Protocol:
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace. Its SHA-256 identifies the rules."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict()).decode("utf-8")
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        return canonical_sha256(self.to_dict())
 
-    def summary(self) -> dict[str, str]:
+    def summary(self) -> ProtocolSummary:
         """What a result document records of the protocol."""
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 

@@ -18,9 +18,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import rankdata
 
 from evaluator.registry import BY_NAME, ranked_metrics
+
+FloatArray = npt.NDArray[np.float64]
 
 TASK1_GTVP = ("gtvp_dsc_mean",)
 TASK1_GTVN = ("gtvn_dsc_agg", "gtvn_f1_agg")
@@ -94,3 +97,49 @@ def rank_rows(task: int, rows: Sequence[Mapping[str, float]]) -> list[dict[str, 
     (name,) = names
     r = rank_metric(rows, name)
     return [{name: float(r[i]), "final": float(r[i])} for i in range(n)]
+
+
+# --- many rankings at once ------------------------------------------------------------
+
+
+def _rank_rows_axis(values: FloatArray, *, higher_is_better: bool) -> FloatArray:
+    """Average ranks along axis 1, 1 = best; non-finite values rank last, tied."""
+    key = -values if higher_is_better else values.copy()
+    key[~np.isfinite(values)] = np.inf
+    return np.asarray(rankdata(key, axis=1, method="average"), dtype=np.float64)
+
+
+def rank_matrix(task: int, values: Mapping[str, npt.ArrayLike]) -> dict[str, FloatArray]:
+    """:func:`evaluator.ranking.rank_rows` for many rankings at once.
+
+    ``values[name]`` is an ``R x T`` array (R rankings of T teams) for every ranked
+    metric of ``task``. Returns ``R x T`` arrays of ranks per ranked metric and
+    ``final`` (and ``gtvn`` for Task 1), with the same rules: average ranks on ties,
+    non-finite values last, directions from the registry.
+    """
+    if task not in (1, 2, 3):
+        raise ValueError(f"task must be 1, 2 or 3, not {task!r}")
+
+    def ranks(name: str) -> FloatArray:
+        x = np.atleast_2d(np.asarray(values[name], dtype=np.float64))
+        return _rank_rows_axis(x, higher_is_better=BY_NAME[name].higher_is_better)
+
+    names = [m.name for m in ranked_metrics(task)]
+    if task == 1:
+        if set(names) != set(TASK1_GTVP + TASK1_GTVN):  # pragma: no cover - registry guard
+            raise ValueError(f"the registry's ranked Task 1 metrics {names} differ from HECKTOR's")
+        r_p = ranks("gtvp_dsc_mean")
+        r_dsc = ranks("gtvn_dsc_agg")
+        r_f1 = ranks("gtvn_f1_agg")
+        r_n = _rank_rows_axis(r_dsc + r_f1, higher_is_better=False)
+        final = _rank_rows_axis(r_p + r_n, higher_is_better=False)
+        return {
+            "gtvp_dsc_mean": r_p,
+            "gtvn_dsc_agg": r_dsc,
+            "gtvn_f1_agg": r_f1,
+            "gtvn": r_n,
+            "final": final,
+        }
+    (name,) = names
+    r = ranks(name)
+    return {name: r, "final": r}

@@ -43,7 +43,7 @@ from app.services.submissions import (
 )
 from app.settings import Settings
 from evaluator.io.sizes import human_size
-from evaluator.results import cases_csv
+from evaluator.pipeline.result import cases_csv
 
 router = APIRouter(prefix="/api/v1", tags=["submissions"])
 

@@ -43,7 +43,7 @@ def ground_truth(settings: Settings, ref: GroundTruthRef) -> Any:
 def open_ground_truth(settings: Settings, ref: GroundTruthRef) -> Any:
     """Read the phase task's stored ground truth (the one place that picks the loader)."""
     from app.storage import prepared_dir
-    from evaluator.io.ground_truth import MANIFEST, load_prepared_task1
+    from evaluator.io.prepared import MANIFEST, load_prepared_task1
     from evaluator.protocol import Protocol
     from evaluator.scoring import load_ground_truth
 

@@ -396,10 +396,10 @@ def preload_scorer() -> None:
     started = time.monotonic()
     for mod in (
         "evaluator.scoring",
-        "evaluator.task1",
-        "evaluator.tabular",
-        "evaluator.survival",
-        "evaluator.classification",
+        "evaluator.pipeline.task1",
+        "evaluator.pipeline.table_tasks",
+        "evaluator.metrics.survival",
+        "evaluator.metrics.classification",
         "lifelines.utils",
         "sklearn.metrics",
         "app.services.board_analysis",

@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
-from evaluator.analysis import BootstrapResult
+from evaluator.bootstrap_result import BootstrapResult
 
 __all__ = [
     "center_heatmap_svg",

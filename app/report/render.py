@@ -6,7 +6,7 @@ Inline CSS and inline SVG only: no script, no external stylesheet, font or image
 the file can be mailed, archived or attached to a paper as it is. Everything shown
 comes from :class:`TaskReportData`, which holds stored rows only (no database
 access here); :func:`build_task_report` derives the analysis parts from per-case
-records with :mod:`evaluator.analysis`.
+records with :mod:`evaluator.bootstrap` and :mod:`evaluator.centers`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ from markupsafe import Markup
 
 from app.report.plots import center_heatmap_svg, per_case_dsc_svg, rank_stability_svg
 from app.report.template import CSS, TEMPLATE
-from evaluator.analysis import (
-    BootstrapResult,
-    CenterResult,
-    bootstrap,
-    case_center,
-    leaderboard_metrics,
-    per_center,
-)
+from evaluator.bootstrap_result import BootstrapResult
+from evaluator.centers import CenterResult, case_center, per_center
+from evaluator.bootstrap import bootstrap
+from evaluator.registry import leaderboard_metrics
 from evaluator.protocol import HECKTOR2025, Protocol
 from evaluator.ranking import rank_rows
 from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
@@ -66,7 +62,7 @@ class TaskReportData:
     """Everything the report shows of one task of a phase.
 
     ``cases`` maps each team to its per-case records (the ``cases`` of its result
-    document); ``per_center`` maps each team to :func:`evaluator.analysis.per_center`'s
+    document); ``per_center`` maps each team to :func:`evaluator.centers.per_center`'s
     result; ``provenance`` holds free key/value facts (protocol hash, ground-truth
     hash, evaluator version, freeze time...) shown under the task title.
     """
@@ -102,11 +98,11 @@ def build_task_report(
     """Everything of :class:`TaskReportData` from the teams' per-case records.
 
     ``metrics`` (team -> stored leaderboard metrics) is used as given when present,
-    else computed with :func:`evaluator.scoring.aggregate`; ranks always follow
+    else computed with :func:`evaluator.metrics.aggregate.aggregate`; ranks always follow
     :func:`evaluator.ranking.rank_rows`. Runs the bootstrap (skipped when
     ``n_resamples`` is 0 or there is no team) and the per-centre breakdown.
     """
-    from evaluator.scoring import aggregate
+    from evaluator.metrics.aggregate import aggregate
 
     teams = list(cases)
     values: dict[str, Mapping[str, float | int | None]] = {}
@@ -297,7 +293,7 @@ def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | Non
 def _per_case_svg(data: TaskReportData, order: Sequence[str]) -> Markup | None:
     if data.task != 1 or not data.cases:
         return None
-    from evaluator.segmentation import gtvp_dsc
+    from evaluator.metrics.segmentation import gtvp_dsc
 
     teams = [t for t in order if t in data.cases] + [t for t in data.cases if t not in order]
     values: dict[str, list[float | None]] = {}

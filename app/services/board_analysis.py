@@ -2,8 +2,8 @@
 
 For one phase and task, the analysis of the leaderboard's submissions is: bootstrap
 intervals of every leaderboard metric, the stability of the final HECKTOR rank and
-Kendall's tau (:func:`evaluator.analysis.bootstrap`), the per-centre breakdown
-(:func:`evaluator.analysis.per_center`) and, for Task 1, the per-case GTVp DSC values
+Kendall's tau (:func:`evaluator.bootstrap.bootstrap`), the per-centre breakdown
+(:func:`evaluator.centers.per_center`) and, for Task 1, the per-case GTVp DSC values
 the plots show. No image is read: everything comes from ``case_results``.
 
 Cache
@@ -56,17 +56,9 @@ from app.security import Principal
 from app.services.leaderboards import leaderboard
 from app.services.phases import MAX_ANALYSIS_RESAMPLES, MAX_ANALYSIS_SEED, get_phase, get_phase_task
 from app.services.results import _canonical, result_keys
-from evaluator.analysis import (
-    BootstrapResult,
-    CenterResult,
-    KendallSummary,
-    MetricInterval,
-    RankStability,
-    TeamBootstrap,
-    bootstrap,
-    case_center,
-    per_center,
-)
+from evaluator.bootstrap_result import BootstrapResult, KendallSummary, MetricInterval, RankStability, TeamBootstrap
+from evaluator.centers import CenterResult, case_center, per_center
+from evaluator.bootstrap import bootstrap
 from evaluator.protocol import Protocol
 
 log = logging.getLogger(__name__)

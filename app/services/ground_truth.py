@@ -8,7 +8,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,8 +20,11 @@ from app.db.models import (
 )
 from app.errors import BadRequest, Conflict, Unprocessable, problem
 from app.settings import Settings
-from app.storage import atomic_copy, fsync_dir, prepared_dir, rel
+from app.storage import fsync_dir, rel
 from evaluator.protocol import HECKTOR2025, Protocol
+
+if TYPE_CHECKING:
+    from evaluator.scoring import PreparedGroundTruth
 
 log = logging.getLogger(__name__)
 
@@ -45,67 +48,30 @@ def _gt_source(root: Path, task: int) -> Path:
     return root / TASK_FOLDERS[task]
 
 
-def _gt_records(task: int, gt: Any) -> tuple[list[tuple[Path, Path]], list[dict[str, Any]]]:
-    """Files to copy (source, path relative to the task folder) and per-case records."""
-    files: list[tuple[Path, Path]] = []
-    records: list[dict[str, Any]] = []
-    case_ids = list(gt.case_ids)
-    if task == 1:
-        for pid in case_ids:
-            case = gt.cases[pid]
-            src = Path(case.path)
-            relpath = Path(pid) / src.name
-            files.append((src, relpath))
-            records.append(
-                {
-                    "patient_id": pid,
-                    "center": getattr(case, "center", None),
-                    "sha256": getattr(case, "sha256", None),
-                    "file": relpath.as_posix(),
-                }
-            )
-        return files, records
-    source = Path(gt.source)
-    files.append((source, Path(source.name)))
-    centers = getattr(gt, "centers", None)
-    for i, pid in enumerate(case_ids):
-        center = None
-        if isinstance(centers, (tuple, list)) and len(centers) == len(case_ids):
-            center = centers[i]
-        elif hasattr(gt, "center_of"):
-            center = gt.center_of(pid)
-        records.append({"patient_id": pid, "center": center, "sha256": None, "file": source.name})
-    return files, records
-
-
-def import_ground_truth(
-    session: Session,
-    settings: Settings,
-    phase: Phase,
-    source_root: Path,
-    tasks: Sequence[int],
-    protocol: Protocol | dict[str, Any] | None = None,
-) -> list[PhaseTask]:
-    """Validate, copy (label files / CSVs only) and record the ground truth of ``tasks``.
-
-    The organizer's folder is read here and never again: scoring uses the copy in the
-    data dir, whose hash must equal the hash of the original.
-    """
-    from evaluator.errors import GroundTruthError
-    from evaluator.scoring import load_ground_truth
-
-    proto = _protocol_of(protocol)
+def _resolved(source_root: Path) -> Path:
     try:
-        source_root = Path(source_root).expanduser().resolve()
+        root = Path(source_root).expanduser().resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a symlink loop
         raise BadRequest(
             f"ground-truth folder {str(source_root)!r} is not a usable path ({exc}); give "
             "the folder's path on the server, e.g. /ground-truth/<phase>"
         ) from None
-    if not source_root.is_dir():
-        raise BadRequest(f"ground-truth folder {str(source_root)!r} does not exist on the server")
+    if not root.is_dir():
+        raise BadRequest(f"ground-truth folder {str(root)!r} does not exist on the server")
+    return root
+
+
+def _prepare(
+    phase: Phase, source_root: Path, dest_root: Path, tasks: Sequence[int], proto: Protocol
+) -> list[PreparedGroundTruth]:
+    """Each task's ground truth validated, copied into ``dest_root`` and prepared, in one
+    read of the organizer's folder; every problem of every task reported at once."""
+    from evaluator.errors import GroundTruthChanged, GroundTruthError
+    from evaluator.scoring import prepare_ground_truth
+
     problems: list[dict[str, str]] = []
-    loaded: dict[int, Any] = {}
+    prepared: list[PreparedGroundTruth] = []
+    changed: Conflict | None = None
     for task in tasks:
         src = _gt_source(source_root, task)
         if not src.exists():
@@ -117,59 +83,83 @@ def import_ground_truth(
             )
             continue
         try:
-            loaded[task] = load_ground_truth(task, src, protocol=proto)
+            prepared.append(
+                prepare_ground_truth(task, src, dest_root / TASK_FOLDERS[task], protocol=proto)
+            )
         except GroundTruthError as e:
             problems += [problem(f"Task {task}: {p}", kind="ground_truth") for p in e.problems]
+        except GroundTruthChanged as e:
+            changed = changed or Conflict(
+                f"Task {task}: the copy of the ground truth hashes to {e.copy_sha256}, "
+                f"the original to {e.source_sha256}; the folder changed while importing?"
+            )
     if problems:
         raise Unprocessable(f"the ground truth of phase {phase.name!r} is invalid", problems)
+    if changed is not None:
+        raise changed
+    return prepared
 
+
+def _record(
+    session: Session,
+    settings: Settings,
+    phase: Phase,
+    gt: PreparedGroundTruth,
+    task_dir: Path,
+    proto: Protocol,
+) -> PhaseTask:
+    """The phase task's row and its case rows, replacing an earlier import of the task."""
+    old = session.scalars(
+        select(PhaseTask).where(PhaseTask.phase_id == phase.id, PhaseTask.task == gt.task)
+    ).first()
+    if old is not None:
+        session.delete(old)
+        session.flush()
+    pt = PhaseTask(
+        phase_id=phase.id,
+        task=gt.task,
+        gt_dir=rel(settings, task_dir),
+        gt_sha256=gt.sha256,
+        protocol_json=proto.to_json(),
+        protocol_sha256=proto.sha256,
+        n_cases=gt.n_cases,
+    )
+    pt.cases = [
+        GroundTruthCase(
+            patient_id=c.patient_id,
+            center=c.center,
+            sha256=c.sha256,
+            file=rel(settings, task_dir / c.file) if c.file else None,
+        )
+        for c in gt.cases
+    ]
+    session.add(pt)
+    return pt
+
+
+def import_ground_truth(
+    session: Session,
+    settings: Settings,
+    phase: Phase,
+    source_root: Path,
+    tasks: Sequence[int],
+    protocol: Protocol | dict[str, Any] | None = None,
+) -> list[PhaseTask]:
+    """Validate, copy (label files / CSVs only), prepare and record the ground truth of
+    ``tasks``.
+
+    The organizer's folder is read here and never again: scoring uses the copy in the
+    data dir, whose hash is the hash of the original.
+    """
+    proto = _protocol_of(protocol)
+    source_root = _resolved(source_root)
     dest_root = settings.ground_truth_dir / f"phase-{phase.id}-{uuid.uuid4().hex[:12]}"
-    created: list[PhaseTask] = []
     try:
-        for task, gt in loaded.items():
-            files, records = _gt_records(task, gt)
-            task_dir = dest_root / TASK_FOLDERS[task]
-            for src, relpath in files:
-                atomic_copy(src, task_dir / relpath)
-            # Task 1: the copy is read once more and its prepared form written beside it
-            # (foreground crops + manifest), so that judges decode only predictions
-            copy = load_ground_truth(
-                task,
-                task_dir,
-                protocol=proto,
-                cache_dir=prepared_dir(task_dir) if task == 1 else None,
-            )
-            if copy.sha256 != gt.sha256:
-                raise Conflict(
-                    f"Task {task}: the copy of the ground truth hashes to {copy.sha256}, "
-                    f"the original to {gt.sha256}; the folder changed while importing?"
-                )
-            old = session.scalars(
-                select(PhaseTask).where(PhaseTask.phase_id == phase.id, PhaseTask.task == task)
-            ).first()
-            if old is not None:
-                session.delete(old)
-                session.flush()
-            pt = PhaseTask(
-                phase_id=phase.id,
-                task=task,
-                gt_dir=rel(settings, task_dir),
-                gt_sha256=gt.sha256,
-                protocol_json=proto.to_json(),
-                protocol_sha256=proto.sha256,
-                n_cases=len(records),
-            )
-            pt.cases = [
-                GroundTruthCase(
-                    patient_id=r["patient_id"],
-                    center=r["center"],
-                    sha256=r["sha256"],
-                    file=rel(settings, task_dir / r["file"]) if r["file"] else None,
-                )
-                for r in records
-            ]
-            session.add(pt)
-            created.append(pt)
+        prepared = _prepare(phase, source_root, dest_root, tasks, proto)
+        created = [
+            _record(session, settings, phase, gt, dest_root / TASK_FOLDERS[gt.task], proto)
+            for gt in prepared
+        ]
         session.flush()
     except BaseException:
         shutil.rmtree(dest_root, ignore_errors=True)
@@ -178,7 +168,7 @@ def import_ground_truth(
     log.info(
         "phase %s: imported ground truth of task(s) %s into %s",
         phase.name,
-        ",".join(str(t) for t in loaded),
+        ",".join(str(gt.task) for gt in prepared),
         dest_root,
     )
     return created

@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
+from evaluator.centers import case_center
 from evaluator.errors import GroundTruthError, SubmissionError
-from evaluator.io.nifti import Bbox, NiftiHeader, crop, read_label_map
+from evaluator.io.hashing import combine_hashes
+from evaluator.io.nifti import Bbox, LabelMap, crop, read_label_map
+from evaluator.io.nifti_header import NiftiHeader
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
-from evaluator.results import combine_hashes, sha256_file
 
 _IMAGE_SUFFIX = re.compile(r"_{1,2}(CT|PT|PET|CTPlanning|CTplanning|RTDOSE|RTDose|dose)$", re.I)
 NIFTI_EXTS = (".nii.gz", ".nii")
@@ -40,11 +42,6 @@ def strip_nifti_ext(name: str) -> str | None:
         if name.endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     return None
-
-
-def center_of(patient_id: str) -> str:
-    """The centre is the PatientID prefix before the first '-' (CHUM-001 -> CHUM)."""
-    return patient_id.split("-", 1)[0] if "-" in patient_id else patient_id
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class GtCase:
             data = self.crop_path.read_bytes()
             if self.crop_sha256 and hashlib.sha256(data).hexdigest() != self.crop_sha256:
                 raise ValueError(f"prepared ground truth {self.crop_path} was changed on disk")
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            arr: npt.NDArray[np.uint8] = np.load(io.BytesIO(data), allow_pickle=False)
             expected = tuple(b - a for a, b in self.bbox)
             if arr.shape != expected or arr.dtype != np.uint8:
                 raise ValueError(f"prepared ground truth {self.crop_path} is inconsistent")
@@ -127,24 +124,89 @@ def discover_label_files(root: Path) -> tuple[dict[str, list[Path]], list[str]]:
     return found, ignored
 
 
-def _read_case(pid: str, path: Path, max_voxels: int, cache_dir: Path | None) -> GtCase | str:
+class _ReadOnce:
+    """A label file read once: what is read is hashed and, with ``copy``, written to
+    the copy as well."""
+
+    def __init__(self, path: Path, copy: BinaryIO | None) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        self.stat = os.fstat(self.file.fileno())
+        self.copy = copy
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self.file.read(n)
+        self.hash.update(data)
+        if self.copy is not None:
+            self.copy.write(data)
+        return data
+
+    def finish(self) -> str:
+        """Read what the decoder left (the file is hashed and copied whole); the hash."""
+        while self.read(1 << 20):
+            pass
+        return self.hash.hexdigest()
+
+    def changed(self, path: Path) -> bool:
+        """Whether the file was written to since it was opened."""
+        now = path.stat()
+        return (now.st_size, now.st_mtime_ns) != (self.stat.st_size, self.stat.st_mtime_ns)
+
+
+def _decode(
+    pid: str, path: Path, max_voxels: int, copy_to: Path | None
+) -> tuple[LabelMap, str, bool] | str:
+    """The label map of ``path`` (a problem text if it is invalid), its SHA-256 and
+    whether the file changed while it was read; with ``copy_to``, the bytes read are
+    copied there in the same pass."""
+    copy = None
     try:
-        lm = read_label_map(path, max_voxels=max_voxels, name=str(path))
-    except SubmissionError as exc:
-        return f"{pid}: {exc.message}"
+        if copy_to is not None:
+            copy_to.parent.mkdir(parents=True, exist_ok=True)
+            copy = open(copy_to.with_name(f".{copy_to.name}.tmp"), "wb")  # noqa: SIM115
+        try:
+            source = _ReadOnce(path, copy)
+        except OSError as exc:
+            return f"{pid}: the file cannot be read ({exc.strerror})"
+        with source.file:
+            try:
+                lm = read_label_map(source, max_voxels=max_voxels, name=str(path))
+            except SubmissionError as exc:
+                return f"{pid}: {exc.message}"
+            sha = source.finish()
+            changed = source.changed(path)
+        if copy is not None and copy_to is not None:
+            copy.flush()
+            os.fsync(copy.fileno())
+            copy.close()
+            Path(copy.name).replace(copy_to)
+        return lm, sha, changed
+    finally:
+        if copy is not None and not copy.closed:
+            copy.close()
+            Path(copy.name).unlink(missing_ok=True)
+
+
+def _read_case(
+    pid: str, path: Path, max_voxels: int, cache_dir: Path | None, copy_to: Path | None
+) -> tuple[GtCase, bool] | str:
+    decoded = _decode(pid, path, max_voxels, copy_to)
+    if isinstance(decoded, str):
+        return decoded
+    lm, sha, changed = decoded
     crop_path = crop_sha = None
     if cache_dir is not None and lm.bbox is not None:
         buf = io.BytesIO()
         np.save(buf, np.asfortranarray(crop(lm.array, lm.bbox)))
         crop_path = cache_dir / f"{pid}.npy"
-        _atomic_write(crop_path, buf.getvalue())
+        atomic_write(crop_path, buf.getvalue())
         crop_sha = hashlib.sha256(buf.getvalue()).hexdigest()
-    return GtCase(
-        pid, center_of(pid), path, lm.header, lm.bbox, sha256_file(path), crop_path, crop_sha
-    )
+    center = case_center({"patient_id": pid})
+    case = GtCase(pid, center, copy_to or path, lm.header, lm.bbox, sha, crop_path, crop_sha)
+    return case, changed
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -153,23 +215,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def read_task1_ground_truth(
-    root: Path,
-    *,
-    protocol: Protocol = HECKTOR2025,
-    limits: Limits | None = None,
-    threads: int = 2,
-    progress: Callable[[int, int], None] | None = None,
-    cache_dir: Path | None = None,
-) -> Task1GroundTruth:
-    """Read and validate the Task 1 folder; raises GroundTruthError listing every problem.
-
-    With ``cache_dir``, each case's foreground crop is also written there as ``.npy``
-    (the prepared form: scoring then decodes only the prediction).
-    """
-    del protocol  # the layout does not depend on scoring switches
-    limits = limits or Limits()
-    root = Path(root)
+def label_files(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Each case's one label file under the Task 1 folder, and the ignored names;
+    raises GroundTruthError listing every problem of the layout."""
     if not root.is_dir():
         raise GroundTruthError([f"{root}: not a folder (expected the 'Task 1' folder)"])
     found, ignored = discover_label_files(root)
@@ -186,102 +234,64 @@ def read_task1_ground_truth(
         )
     if problems:
         raise GroundTruthError(problems)
-    ids = sorted(found)
+    return {pid: found[pid][0] for pid in sorted(found)}, ignored
+
+
+def read_cases(
+    files: Mapping[str, Path],
+    *,
+    limits: Limits,
+    threads: int,
+    progress: Callable[[int, int], None] | None,
+    cache_dir: Path | None,
+    copy_root: Path | None,
+) -> tuple[dict[str, GtCase], set[str]]:
+    """Every case read (in ``threads`` threads), and the ids whose file changed while
+    it was read; raises GroundTruthError listing every invalid case."""
+    problems: list[str] = []
     cases: dict[str, GtCase] = {}
+    changed: set[str] = set()
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def read(pid: str) -> tuple[GtCase, bool] | str:
+        copy_to = None if copy_root is None else copy_root / pid / files[pid].name
+        return _read_case(pid, files[pid], limits.max_voxels, cache_dir, copy_to)
+
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-        results = pool.map(
-            lambda pid: _read_case(pid, found[pid][0], limits.max_voxels, cache_dir), ids
-        )
-        for n, (pid, res) in enumerate(zip(ids, results, strict=True), 1):
+        for n, (pid, res) in enumerate(zip(files, pool.map(read, files), strict=True), 1):
             if isinstance(res, str):
                 problems.append(res)
             else:
-                cases[pid] = res
+                cases[pid] = res[0]
+                if res[1]:
+                    changed.add(pid)
             if progress:
-                progress(n, len(ids))
+                progress(n, len(files))
     if problems:
         raise GroundTruthError(problems)
+    return cases, changed
+
+
+def read_task1_ground_truth(
+    root: Path,
+    *,
+    protocol: Protocol = HECKTOR2025,
+    limits: Limits | None = None,
+    threads: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> Task1GroundTruth:
+    """Read and validate the Task 1 folder; raises GroundTruthError listing every problem."""
+    del protocol  # the layout does not depend on scoring switches
+    root = Path(root)
+    files, ignored = label_files(root)
+    cases, _ = read_cases(
+        files,
+        limits=limits or Limits(),
+        threads=threads,
+        progress=progress,
+        cache_dir=None,
+        copy_root=None,
+    )
     sha = combine_hashes((pid, c.sha256) for pid, c in cases.items())
-    gt = Task1GroundTruth(root, cases, sha, tuple(ignored))
-    if cache_dir is not None:
-        _atomic_write(cache_dir / MANIFEST, json.dumps(_manifest(gt, cache_dir)).encode())
-    return gt
-
-
-MANIFEST = "manifest.json"
-
-
-def _manifest(gt: Task1GroundTruth, cache_dir: Path) -> dict[str, object]:
-    def header(h: NiftiHeader) -> dict[str, object]:
-        return {
-            "shape": list(h.shape),
-            "affine": h.affine.tolist(),
-            "zooms": list(h.zooms),
-            "dtype": h.dtype.str,
-            "vox_offset": h.vox_offset,
-            "slope": h.slope,
-            "inter": h.inter,
-            "gzipped": h.gzipped,
-        }
-
-    return {
-        "format": 1,
-        "sha256": gt.sha256,
-        "root": str(gt.root),
-        "cases": [
-            {
-                "patient_id": c.patient_id,
-                "center": c.center,
-                "path": str(c.path),
-                "header": header(c.header),
-                "bbox": None if c.bbox is None else [list(b) for b in c.bbox],
-                "sha256": c.sha256,
-                "crop": None if c.crop_path is None else c.crop_path.name,
-                "crop_sha256": c.crop_sha256,
-            }
-            for c in gt.cases.values()
-        ],
-    }
-
-
-def load_prepared_task1(cache_dir: Path) -> Task1GroundTruth:
-    """The Task 1 ground truth from its prepared form (written by
-    ``read_task1_ground_truth(..., cache_dir=...)``) without decoding any image.
-
-    The manifest's overall hash is recomputed from its per-case hashes; each crop is
-    checked against its own hash when it is loaded.
-    """
-    data = json.loads((cache_dir / MANIFEST).read_text(encoding="utf-8"))
-    if data.get("format") != 1:
-        raise ValueError(f"{cache_dir / MANIFEST}: unknown prepared ground-truth format")
-    cases: dict[str, GtCase] = {}
-    for c in data["cases"]:
-        h = c["header"]
-        header = NiftiHeader(
-            shape=(int(h["shape"][0]), int(h["shape"][1]), int(h["shape"][2])),
-            affine=np.asarray(h["affine"], dtype=np.float64),
-            zooms=(float(h["zooms"][0]), float(h["zooms"][1]), float(h["zooms"][2])),
-            dtype=np.dtype(h["dtype"]),
-            vox_offset=int(h["vox_offset"]),
-            slope=h["slope"],
-            inter=h["inter"],
-            gzipped=bool(h["gzipped"]),
-        )
-        b = c["bbox"]
-        bbox = None if b is None else ((b[0][0], b[0][1]), (b[1][0], b[1][1]), (b[2][0], b[2][1]))
-        cases[c["patient_id"]] = GtCase(
-            c["patient_id"],
-            c["center"],
-            Path(c["path"]),
-            header,
-            bbox,
-            c["sha256"],
-            None if c["crop"] is None else cache_dir / c["crop"],
-            c["crop_sha256"],
-        )
-    sha = combine_hashes((pid, c.sha256) for pid, c in cases.items())
-    if sha != data["sha256"]:
-        raise ValueError(f"{cache_dir / MANIFEST}: the case hashes do not match the recorded hash")
-    return Task1GroundTruth(Path(data["root"]), cases, sha)
+    return Task1GroundTruth(root, cases, sha, tuple(ignored))

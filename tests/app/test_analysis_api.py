@@ -22,7 +22,8 @@ from app.db.migrate import alembic_config, upgrade
 from app.db.models import AnalysisCache, LeaderboardSnapshot, Result, Submission
 from app.db.session import make_engine, session_factory
 from app.services import board_analysis
-from evaluator.analysis import bootstrap, per_center
+from evaluator.bootstrap import bootstrap
+from evaluator.centers import per_center
 from tests.app.conftest import ORG, Api, InlineDispatcher, auth, make_settings
 
 TEAMS = ("perfect", "good", "mediocre", "poor")

@@ -67,5 +67,10 @@ def test_judging_processes_import_what_jobs_need_up_front(pool: ProcessPoolExecu
     """Each job runs in a child forked from a judging process: what that process has
     imported the child inherits, what it has not the child imports every time (lifelines
     alone takes about a second)."""
-    needed = ("evaluator.task1", "evaluator.survival", "lifelines.utils", "sklearn.metrics")
+    needed = (
+        "evaluator.pipeline.task1",
+        "evaluator.metrics.survival",
+        "lifelines.utils",
+        "sklearn.metrics",
+    )
     assert pool.submit(_not_imported, needed).result(timeout=60) == []

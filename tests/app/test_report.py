@@ -12,7 +12,8 @@ import pytest
 
 from app.report import TaskReportData, TeamRow, build_task_report, render_report
 from app.report.plots import center_heatmap_svg, per_case_dsc_svg, rank_stability_svg
-from evaluator.analysis import bootstrap, per_center
+from evaluator.bootstrap import bootstrap
+from evaluator.centers import per_center
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 # A hostile team name: markup, an ampersand, quotes and matplotlib's mathtext marker.

@@ -1,4 +1,4 @@
-"""Scoring cases over several processes (``evaluator.task1._map``): the same document
+"""Scoring cases over several processes (``evaluator.pipeline.pool.map_cases``): the same document
 and the same problem list whatever the number of processes and however they start;
 a scoring process that dies or raises fails the submission with a message that names
 the cases, within seconds, and leaves no process behind."""
@@ -19,9 +19,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import evaluator.task1 as task1
+import evaluator.pipeline.pool as pool
 from evaluator.cli import main
 from evaluator.errors import ScoringProcessError, SubmissionRejected
+from evaluator.pipeline.case import CaseJob
 from evaluator.scoring import load_ground_truth, score_submission
 from evaluator.synth import SynthSummary, generate_challenge
 
@@ -50,7 +51,7 @@ def world(synth: SynthSummary, tmp_path_factory: pytest.TempPathFactory) -> dict
 def _fork_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """Children forked from this process (whatever threads pytest runs), so that a
     patched ``run_case`` is the one they call."""
-    monkeypatch.setattr(task1, "_pool_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(pool, "_pool_context", lambda: multiprocessing.get_context("fork"))
 
 
 @pytest.fixture()
@@ -72,7 +73,7 @@ def test_any_number_of_processes_gives_the_same_document(
 ) -> None:
     one = score_submission(1, world["gt"], world["preds"], workers=1)
     ctx = multiprocessing.get_context(context)
-    monkeypatch.setattr(task1, "_pool_context", lambda: ctx)
+    monkeypatch.setattr(pool, "_pool_context", lambda: ctx)
     for workers in (2, 3, 5, 40):
         seen: list[tuple[int, int]] = []
         doc = score_submission(
@@ -122,14 +123,14 @@ def test_a_killed_scoring_process_fails_the_submission_naming_cases(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fork_pool(monkeypatch)
-    parent, real = os.getpid(), task1.run_case
+    parent, real = os.getpid(), pool.run_case
 
-    def killed_in_children(job: task1.CaseJob) -> Any:
+    def killed_in_children(job: CaseJob) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
         return real(job)
 
-    monkeypatch.setattr(task1, "run_case", killed_in_children)
+    monkeypatch.setattr(pool, "run_case", killed_in_children)
     t = time.monotonic()
     with pytest.raises(
         ScoringProcessError, match=r"a scoring process died \(exit code -9\).*\.nii\.gz"
@@ -143,14 +144,14 @@ def test_an_error_in_a_scoring_process_is_reported_not_swallowed(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fork_pool(monkeypatch)
-    parent, real = os.getpid(), task1.run_case
+    parent, real = os.getpid(), pool.run_case
 
-    def fails_in_children(job: task1.CaseJob) -> Any:
+    def fails_in_children(job: CaseJob) -> Any:
         if os.getpid() != parent:
             raise MemoryError("no room for the crop")
         return real(job)
 
-    monkeypatch.setattr(task1, "run_case", fails_in_children)
+    monkeypatch.setattr(pool, "run_case", fails_in_children)
     with pytest.raises(
         ScoringProcessError, match=r"scoring case \S+\.nii\.gz failed: MemoryError: no room"
     ):
@@ -162,16 +163,16 @@ def test_an_error_in_this_process_stops_the_others(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fork_pool(monkeypatch)
-    parent, real = os.getpid(), task1.run_case
+    parent, real = os.getpid(), pool.run_case
 
-    def slow_children_failing_parent(job: task1.CaseJob) -> Any:
+    def slow_children_failing_parent(job: CaseJob) -> Any:
         if os.getpid() != parent:
             time.sleep(60)  # would hold the submission for a minute if left running
         else:
             raise KeyError("a bug in this process")
         return real(job)
 
-    monkeypatch.setattr(task1, "run_case", slow_children_failing_parent)
+    monkeypatch.setattr(pool, "run_case", slow_children_failing_parent)
     t = time.monotonic()
     with pytest.raises(KeyError, match="a bug in this process"):
         score_submission(1, world["gt"], world["preds"], workers=3)
@@ -187,14 +188,14 @@ def test_the_cli_reports_a_dead_scoring_process_without_a_traceback(
     tmp_path: Path,
 ) -> None:
     _fork_pool(monkeypatch)
-    parent, real = os.getpid(), task1.run_case
+    parent, real = os.getpid(), pool.run_case
 
-    def killed_in_children(job: task1.CaseJob) -> Any:
+    def killed_in_children(job: CaseJob) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(job)
 
-    monkeypatch.setattr(task1, "run_case", killed_in_children)
+    monkeypatch.setattr(pool, "run_case", killed_in_children)
     out = tmp_path / "result.json"
     rc = main(
         [

@@ -16,8 +16,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from evaluator.classification import aggregate_task3, classification_metrics
 from evaluator.errors import ScoringError
+from evaluator.metrics.classification import aggregate_task3, classification_metrics
 from evaluator.protocol import Protocol
 
 

@@ -15,8 +15,8 @@ from evaluator.io.clinical import (
     read_task2_ground_truth,
     read_task3_ground_truth,
 )
+from evaluator.io.hashing import combine_hashes, sha256_file
 from evaluator.protocol import Protocol
-from evaluator.results import combine_hashes, sha256_file
 
 TASK2 = "PatientID,RFS,Relapse\nCHUM-001,12.5,1\nCHUM-002,40,0\nMDA-010,3,1\n"
 TASK3 = "PatientID,HPV Status\nCHUM-001,1\nCHUM-002,0\nMDA-010,1.0\n"

@@ -13,13 +13,13 @@ from hypothesis.extra.numpy import arrays
 
 from evaluator.errors import ScoringError
 from evaluator.io.nifti import crop, foreground_bbox
-from evaluator.protocol import Protocol
-from evaluator.segmentation import (
+from evaluator.metrics.segmentation import (
     aggregate_task1,
     case_statistics,
     lesion_detection,
     statistics_from_crops,
 )
+from evaluator.protocol import Protocol
 from tests.reference import ref_aggregate, ref_case
 
 SHAPE = (16, 6, 6)
@@ -376,7 +376,7 @@ def test_chunked_counting_equals_one_pass(data, gt, chunk) -> None:
     """Voxel and lesion counts are taken in chunks (``_CHUNK`` elements, so that a
     whole-volume crop never gets an 8-byte copy); with chunks of a few voxels the
     statistics still equal the reference's, in Fortran and C order alike."""
-    import evaluator.segmentation as seg
+    import evaluator.metrics.segmentation as seg
 
     pred = data.draw(arrays(np.uint8, gt.shape, elements=st.sampled_from([0, 0, 1, 2, 2])))
     slow = dict(ref_case(gt, pred), voxel_volume_mm3=1.0)

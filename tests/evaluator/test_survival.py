@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evaluator.errors import ScoringError
-from evaluator.survival import aggregate_task2, c_index, has_comparable_pair
+from evaluator.metrics.survival import aggregate_task2, c_index, has_comparable_pair
 
 
 def naive_c_index(times: list[float], events: list[int], risk: list[float]) -> float:

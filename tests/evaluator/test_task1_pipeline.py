@@ -13,7 +13,7 @@ import pytest
 
 from evaluator.cli import main
 from evaluator.errors import GroundTruthError, SubmissionRejected
-from evaluator.io.ground_truth import load_prepared_task1
+from evaluator.io.prepared import load_prepared_task1
 from evaluator.protocol import Protocol
 from evaluator.scoring import load_ground_truth, score_submission
 from tests.builders import affine_for, make_tar, make_zip, nifti_bytes, write_nifti

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from evaluator.edge_cases import edge_value
 from evaluator.errors import ScoringError
 from evaluator.protocol import HECKTOR2025, Protocol
 
@@ -321,11 +322,11 @@ def gtvp_dsc(stats: Mapping[str, Any], *, both_empty: float | None) -> float | N
 
 def aggregate_task1(
     cases: Sequence[Mapping[str, Any]], *, protocol: Protocol = HECKTOR2025
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """``gtvp_dsc_mean``, ``gtvn_dsc_agg``, ``gtvn_f1_agg`` and the TP/FP/FN totals."""
     if not cases:
         raise ScoringError("no case to aggregate: zero scored cases is an error, not a score")
-    both_empty = protocol.both_empty_value
+    both_empty = edge_value("gtvp_dsc", protocol)
     dscs = [d for c in cases if (d := gtvp_dsc(c, both_empty=both_empty)) is not None]
     if not dscs:
         raise ScoringError(
@@ -341,13 +342,13 @@ def aggregate_task1(
         num.append(2.0 * int(c["gtvn_intersection"]) * w)
         den.append((int(c["gtvn_pred_voxels"]) + int(c["gtvn_gt_voxels"])) * w)
     den_sum = math.fsum(den)
-    gtvn_dsc_agg = 1.0 if den_sum == 0 else math.fsum(num) / den_sum
+    gtvn_dsc_agg = _when_empty("gtvn_dsc_agg") if den_sum == 0 else math.fsum(num) / den_sum
 
     tp = sum(int(c["gtvn_tp"]) for c in cases)
     fp = sum(int(c["gtvn_fp"]) for c in cases)
     fn = sum(int(c["gtvn_fn"]) for c in cases)
     f1_den = 2 * tp + fp + fn
-    gtvn_f1 = 1.0 if f1_den == 0 else 2 * tp / f1_den
+    gtvn_f1 = _when_empty("gtvn_f1_agg") if f1_den == 0 else 2 * tp / f1_den
     return {
         "gtvp_dsc_mean": gtvp_mean,
         "gtvn_dsc_agg": gtvn_dsc_agg,
@@ -357,3 +358,10 @@ def aggregate_task1(
         "gtvn_fn": fn,
         "n_cases": len(cases),
     }
+
+
+def _when_empty(metric: str) -> float:
+    """The declared value of an aggregate over data with nothing to compare."""
+    value = edge_value(metric)
+    assert value is not None, f"{metric} has no value on empty data"
+    return value

@@ -99,7 +99,7 @@ def c_index(times: ArrayLike, events: ArrayLike, risk: ArrayLike) -> float:
 
 def aggregate_task2(
     cases: Sequence[Mapping[str, Any]], *, protocol: Protocol = HECKTOR2025
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Task 2 metrics from per-case records with keys ``prediction, time, event``."""
     del protocol  # no Task 2 switch yet; kept for a uniform signature
     if not cases:

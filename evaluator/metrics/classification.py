@@ -95,7 +95,7 @@ def classification_metrics(
 
 def aggregate_task3(
     cases: Sequence[Mapping[str, Any]], *, protocol: Protocol = HECKTOR2025
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Task 3 metrics from per-case records with keys ``prediction, label``."""
     if not cases:
         raise ScoringError("no case to score: the AUC needs cases of both classes")

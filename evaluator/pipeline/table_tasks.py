@@ -10,17 +10,25 @@ so a stored result can always be recomputed exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from evaluator.io.clinical import ClassificationGroundTruth, SurvivalGroundTruth
-from evaluator.io.tables import AnyPath, read_predictions
+from evaluator.io.table_text import AnyPath
+from evaluator.io.tables import read_predictions
+from evaluator.metrics.classification import aggregate_task3
+from evaluator.metrics.survival import aggregate_task2
+from evaluator.pipeline.result import (
+    ResultDocument,
+    Task2Case,
+    Task3Case,
+    ValidDocument,
+    build_result,
+)
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
-from evaluator.results import build_result
 
 __all__ = ["score_table_task", "task2_cases", "task3_cases"]
 
 
-def task2_cases(gt: SurvivalGroundTruth, predictions: dict[str, float]) -> list[dict[str, Any]]:
+def task2_cases(gt: SurvivalGroundTruth, predictions: dict[str, float]) -> list[Task2Case]:
     """Per-case records of Task 2, in ground-truth order (plain JSON types)."""
     return [
         {
@@ -34,9 +42,7 @@ def task2_cases(gt: SurvivalGroundTruth, predictions: dict[str, float]) -> list[
     ]
 
 
-def task3_cases(
-    gt: ClassificationGroundTruth, predictions: dict[str, float]
-) -> list[dict[str, Any]]:
+def task3_cases(gt: ClassificationGroundTruth, predictions: dict[str, float]) -> list[Task3Case]:
     """Per-case records of Task 3, in ground-truth order (plain JSON types)."""
     return [
         {
@@ -59,7 +65,7 @@ def score_table_task(
     progress: Callable[[int, int], None] | None = None,
     dry_run: bool = False,
     submission_sha256: str = "",
-) -> dict[str, Any]:
+) -> ResultDocument | ValidDocument:
     """Validate and score a Task 2/3 submission.
 
     ``root`` is a folder (an extracted archive holding one table file or per-case
@@ -87,15 +93,11 @@ def score_table_task(
             progress(n, n)
         return {"status": "valid", "task": task, "n_cases": n}
 
-    cases: list[dict[str, Any]]
+    cases: list[Task2Case] | list[Task3Case]
     if isinstance(ground_truth, SurvivalGroundTruth):
-        from evaluator.survival import aggregate_task2
-
         cases = task2_cases(ground_truth, predictions)
         metrics = aggregate_task2(cases, protocol=protocol)
     else:
-        from evaluator.classification import aggregate_task3
-
         cases = task3_cases(ground_truth, predictions)
         metrics = aggregate_task3(cases, protocol=protocol)
     if progress is not None:

@@ -1,4 +1,4 @@
-"""Bootstrap, rank stability and per-centre breakdowns (evaluator.analysis).
+"""Bootstrap, rank stability and per-centre breakdowns (evaluator.bootstrap, evaluator.centers).
 
 Hand-worked examples with explicit resample weights, the vectorised forms against
 slow references on explicitly duplicated case lists (an O(n^2) C-index loop,
@@ -19,21 +19,14 @@ from lifelines.utils import concordance_index
 from scipy.stats import kendalltau
 from sklearn.metrics import roc_auc_score
 
-from evaluator.analysis import (
-    bootstrap,
-    bootstrap_samples,
-    case_center,
-    kendall_tau_b,
-    leaderboard_metrics,
-    per_center,
-    rank_matrix,
-    resample_weights,
-    weighted_metrics,
-)
+from evaluator.bootstrap import bootstrap, bootstrap_samples, kendall_tau_b, resample_weights
+from evaluator.centers import case_center, per_center
 from evaluator.errors import ScoringError
+from evaluator.metrics.aggregate import aggregate
+from evaluator.metrics.weighted import weighted_metrics
 from evaluator.protocol import HECKTOR2025
-from evaluator.ranking import rank_rows
-from evaluator.scoring import aggregate
+from evaluator.ranking import rank_matrix, rank_rows
+from evaluator.registry import leaderboard_metrics
 
 Record = dict[str, Any]
 

@@ -1,0 +1,127 @@
+"""The result document of SPEC section 5, shared by the CLI and the API, and the
+per-case records it carries (one TypedDict per task)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal, TypedDict
+
+from evaluator import EVALUATOR_VERSION
+from evaluator.protocol import Protocol, ProtocolSummary
+
+__all__ = [
+    "CaseRecord",
+    "ResultDocument",
+    "Task1Case",
+    "Task2Case",
+    "Task3Case",
+    "ValidDocument",
+    "build_result",
+    "cases_csv",
+]
+
+
+class Task1Case(TypedDict):
+    """One Task 1 case: its GTVp DSC and the sufficient statistics of
+    :class:`evaluator.metrics.segmentation.CaseStats`."""
+
+    patient_id: str
+    center: str
+    gtvp_dsc: float | None  # None: both sides empty and the protocol excludes the case
+    gtvp_intersection: int
+    gtvp_pred_voxels: int
+    gtvp_gt_voxels: int
+    gtvn_intersection: int
+    gtvn_pred_voxels: int
+    gtvn_gt_voxels: int
+    gtvn_tp: int
+    gtvn_fp: int
+    gtvn_fn: int
+    gtvn_pred_lesions: int
+    voxel_volume_mm3: float
+
+
+class Task2Case(TypedDict):
+    patient_id: str
+    center: str
+    prediction: float  # risk score: higher means an earlier recurrence
+    time: float
+    event: int  # 1 event, 0 censored
+
+
+class Task3Case(TypedDict):
+    patient_id: str
+    center: str
+    prediction: float  # probability of HPV positive
+    label: int  # 1 positive, 0 negative
+
+
+CaseRecord = Task1Case | Task2Case | Task3Case
+
+
+class ResultDocument(TypedDict):
+    """A scored submission."""
+
+    status: Literal["scored"]
+    task: int
+    protocol: ProtocolSummary
+    evaluator_version: str
+    ground_truth_sha256: str
+    submission_sha256: str
+    metrics: dict[str, float]
+    cases: list[CaseRecord]
+
+
+class ValidDocument(TypedDict):
+    """A submission that passed every validation of a dry run (no metric computed)."""
+
+    status: Literal["valid"]
+    task: int
+    n_cases: int
+
+
+def build_result(
+    *,
+    task: int,
+    protocol: Protocol,
+    ground_truth_sha256: str,
+    submission_sha256: str,
+    metrics: Mapping[str, float],
+    cases: Sequence[CaseRecord],
+) -> ResultDocument:
+    return {
+        "status": "scored",
+        "task": task,
+        "protocol": protocol.summary(),
+        "evaluator_version": EVALUATOR_VERSION,
+        "ground_truth_sha256": ground_truth_sha256,
+        "submission_sha256": submission_sha256,
+        "metrics": dict(metrics),
+        "cases": list(cases),
+    }
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def cases_csv(cases: Sequence[Mapping[str, object]]) -> str:
+    """Per-case records as CSV text (columns in first-seen order; floats at full precision)."""
+    columns: list[str] = []
+    for c in cases:
+        for k in c:
+            if k not in columns:
+                columns.append(k)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(columns)
+    for c in cases:
+        w.writerow([_cell(c.get(k)) for k in columns])
+    return out.getvalue()

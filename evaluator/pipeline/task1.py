@@ -1,0 +1,258 @@
+"""Task 1 scoring pipeline: validate a folder or archive of predicted label maps, then
+map each case to its sufficient statistics (in parallel) and reduce them to the metrics.
+
+Validation reports every problem at once: names first (missing, unknown, duplicate,
+unexpected files), then per case the header (readable, 3-D, integer, size), the
+geometry against the ground truth, and the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluator.edge_cases import edge_value
+from evaluator.errors import (
+    ExtraCaseError,
+    FormatError,
+    LimitError,
+    MissingCaseError,
+    Problem,
+    SubmissionError,
+    SubmissionRejected,
+)
+from evaluator.io.archive import Scan
+from evaluator.io.ground_truth import Task1GroundTruth, strip_nifti_ext
+from evaluator.io.members import Member
+from evaluator.io.nifti import max_file_bytes
+from evaluator.metrics.segmentation import CaseStats, aggregate_task1, gtvp_dsc
+from evaluator.pipeline.case import CaseJob, CaseResult, run_case
+from evaluator.pipeline.pool import map_cases
+from evaluator.pipeline.result import ResultDocument, Task1Case, ValidDocument, build_result
+from evaluator.protocol import HECKTOR2025, Limits, Protocol
+
+__all__ = ["score_task1"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class _Plan:
+    """Which members of a submission are read, and the naming problems of the others
+    (built once the names are final: a single top folder of a tar is only known at
+    its end)."""
+
+    case_ids: tuple[str, ...]
+    ground_truth: Task1GroundTruth
+    ignore_extra: bool
+    resample: bool
+    chosen: dict[str, Member] = field(default_factory=dict)
+    notes: list[tuple[str, Member, Any]] = field(default_factory=list)
+
+    def want(self, m: Member) -> bool:
+        """Only files that can be a case of the phase are read, one per case, and only
+        if their size is one a label map on that case's grid can have."""
+        stem = strip_nifti_ext(m.name.rsplit("/", 1)[-1])
+        if stem is None:
+            if not self.ignore_extra:
+                self.notes.append(("unexpected", m, None))
+            return False
+        pid = stem.strip()
+        if pid in self.chosen:
+            self.notes.append(("second", m, self.chosen[pid]))
+            return False
+        if pid not in self.ground_truth.cases:
+            if not self.ignore_extra:
+                self.notes.append(("extra", m, pid))
+            return False
+        shape = self.ground_truth.cases[pid].shape
+        if not self.resample and m.size > max_file_bytes(shape):
+            self.notes.append(("size", m, shape))
+            return False
+        self.chosen[pid] = m
+        return True
+
+    def _naming_problem(self, what: str, m: Member, extra: Any) -> SubmissionError:
+        if what == "unexpected":
+            return FormatError(
+                m.name,
+                "unexpected file: a Task 1 submission holds only <PatientID>.nii.gz "
+                "label maps (one per case); remove this file",
+            )
+        if what == "second":
+            pid = strip_nifti_ext(m.name.rsplit("/", 1)[-1]) or m.name
+            return FormatError(
+                m.name,
+                f"a second prediction for case {pid.strip()} (the first is "
+                f"{extra.name}); keep exactly one file per case",
+            )
+        if what == "extra":
+            example = self.case_ids[0] if self.case_ids else "CHUM-001"
+            return ExtraCaseError(
+                m.name,
+                f"case {extra!r} is not part of this phase; remove it (or check the "
+                f"name: files are named <PatientID>.nii.gz, e.g. {example}.nii.gz)",
+            )
+        sx, sy, sz = extra
+        return LimitError(
+            m.name,
+            f"the file is {m.size:,} bytes uncompressed, more than a label map on "
+            f"this case's CT grid ({sx}x{sy}x{sz}) can take "
+            f"({max_file_bytes(extra):,} bytes with a header, voxels of up to 8 "
+            "bytes and the gzip framing); save the prediction as a .nii.gz label "
+            "map on the CT grid",
+        )
+
+    def problems(self) -> list[SubmissionError]:
+        out = [self._naming_problem(what, m, extra) for what, m, extra in self.notes]
+        for pid in self.case_ids:
+            if pid not in self.chosen:
+                out.append(
+                    MissingCaseError(
+                        f"{pid}.nii.gz",
+                        f"no prediction for case {pid}; every case of the phase needs a label "
+                        f"map named {pid}.nii.gz (an empty mask is a valid prediction)",
+                    )
+                )
+        return out
+
+
+@dataclass
+class _Run:
+    """One submission being read: its plan, the statistics and problems of the cases
+    read so far, and the progress reported."""
+
+    ground_truth: Task1GroundTruth
+    root: Path
+    protocol: Protocol
+    limits: Limits
+    dry_run: bool
+    progress: Progress | None
+    plan: _Plan
+    stats: dict[str, CaseStats] = field(default_factory=dict)
+    case_problems: list[tuple[Member, Problem]] = field(default_factory=list)
+    done: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.ground_truth.case_ids)
+
+    def job(self, pid: str, m: Member, *, stream: bool) -> CaseJob:
+        # headers and geometry are checked in each case's job before its voxels are inflated
+        return CaseJob(
+            pid,
+            self.ground_truth.cases[pid],
+            m.ref if m.ref is not None and not stream else self.root,
+            m.name,
+            self.protocol,
+            self.limits.max_voxels,
+            self.dry_run or bool(self.plan.notes),
+        )
+
+    def take(self, m: Member, result: CaseResult) -> None:
+        pid, stats, probs = result
+        self.case_problems.extend((m, p) for p in probs)
+        if stats is not None:
+            self.stats[pid] = stats
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def read(self, scan: Scan, workers: int) -> None:
+        if scan.kind in ("tar", "tar.gz"):
+            # read in order, each member as it comes: nothing is extracted
+            for m, stream in scan:
+                pid = (strip_nifti_ext(m.name.rsplit("/", 1)[-1]) or "").strip()
+                self.take(m, run_case(self.job(pid, m, stream=True), stream))
+            scan.finish()
+            return
+        for _ in scan:  # the members to read (``plan.chosen``); raises the archive's problems
+            pass
+        chosen = self.plan.chosen
+        jobs = [self.job(pid, m, stream=False) for pid, m in chosen.items()]
+        for result in map_cases(jobs, workers):
+            self.take(chosen[result[0]], result)
+
+    def problems(self) -> list[SubmissionError]:
+        """Every problem of the submission, in case order."""
+        problems = self.plan.problems()
+        # a tar's single top folder is known at its end: name each problem by the final name
+        problems.extend(type(p.to_error())(m.name, p.message) for m, p in self.case_problems)
+        order = {pid: i for i, pid in enumerate(self.ground_truth.case_ids)}
+        problems.sort(key=lambda e: (order.get(_case_key(e.case), len(order)), e.case))
+        return problems
+
+    def cases(self) -> list[Task1Case]:
+        both_empty = edge_value("gtvp_dsc", self.protocol)
+        gt = self.ground_truth.cases
+        return [
+            _task1_case(pid, gt[pid].center, self.stats[pid], both_empty=both_empty)
+            for pid in self.ground_truth.case_ids
+        ]
+
+
+def _task1_case(pid: str, center: str, s: CaseStats, *, both_empty: float | None) -> Task1Case:
+    return {
+        "patient_id": pid,
+        "center": center,
+        "gtvp_dsc": gtvp_dsc(s.as_dict(), both_empty=both_empty),
+        "gtvp_intersection": s.gtvp_intersection,
+        "gtvp_pred_voxels": s.gtvp_pred_voxels,
+        "gtvp_gt_voxels": s.gtvp_gt_voxels,
+        "gtvn_intersection": s.gtvn_intersection,
+        "gtvn_pred_voxels": s.gtvn_pred_voxels,
+        "gtvn_gt_voxels": s.gtvn_gt_voxels,
+        "gtvn_tp": s.gtvn_tp,
+        "gtvn_fp": s.gtvn_fp,
+        "gtvn_fn": s.gtvn_fn,
+        "gtvn_pred_lesions": s.gtvn_pred_lesions,
+        "voxel_volume_mm3": s.voxel_volume_mm3,
+    }
+
+
+def score_task1(
+    ground_truth: Task1GroundTruth,
+    root: Path,
+    *,
+    protocol: Protocol = HECKTOR2025,
+    limits: Limits | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+    submission_sha256: str = "",
+) -> ResultDocument | ValidDocument:
+    limits = limits or Limits()
+    plan = _Plan(
+        ground_truth.case_ids,
+        ground_truth,
+        ignore_extra=protocol.ignore_extra_cases,
+        resample=protocol.geometry_mismatch == "resample_nearest",
+    )
+    scan = Scan(root, limits=limits, want=plan.want)
+    run = _Run(ground_truth, root, protocol, limits, dry_run, progress, plan)
+    if progress:
+        progress(0, run.total)
+    run.read(scan, workers)
+    problems = run.problems()
+    if progress and run.done < run.total:
+        progress(run.total, run.total)
+    if problems:
+        raise SubmissionRejected(problems)
+    if dry_run:
+        return {"status": "valid", "task": 1, "n_cases": run.total}
+    cases = run.cases()
+    return build_result(
+        task=1,
+        protocol=protocol,
+        ground_truth_sha256=ground_truth.sha256,
+        submission_sha256=submission_sha256,
+        metrics=aggregate_task1(cases, protocol=protocol),
+        cases=cases,
+    )
+
+
+def _case_key(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return strip_nifti_ext(base) or base
