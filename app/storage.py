@@ -12,7 +12,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,21 +99,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy to a temporary name beside ``dst``, fsync, rename."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.part")
-    try:
-        with open(src, "rb") as fi, open(tmp, "wb") as fo:
-            shutil.copyfileobj(fi, fo, 1 << 20)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.replace(tmp, dst)
-        fsync_dir(dst.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary name beside ``path``, fsync, rename."""
     path = Path(path)
@@ -139,11 +123,6 @@ def absolute(settings: Settings, relpath: str) -> Path:
     if not p.is_relative_to(settings.data_dir):
         raise ValueError(f"path {relpath!r} escapes the data dir")
     return p
-
-
-def prepared_dir(task_dir: Path) -> Path:
-    """Where the prepared form of a phase task's ground truth lives (Task 1)."""
-    return task_dir.parent / f"{task_dir.name}.prepared"
 
 
 STORED_NAMES = {

@@ -41,15 +41,10 @@ def ground_truth(settings: Settings, ref: GroundTruthRef) -> Any:
 
 
 def open_ground_truth(settings: Settings, ref: GroundTruthRef) -> Any:
-    """Read the phase task's stored ground truth (the one place that picks the loader)."""
-    from app.storage import prepared_dir
-    from evaluator.io.prepared import MANIFEST, load_prepared_task1
+    """Read the phase task's stored ground truth: its prepared form when it has one (no
+    image decoded; crops hash-checked on use), else its copy."""
+    from evaluator import scoring
     from evaluator.protocol import Protocol
-    from evaluator.scoring import load_ground_truth
 
-    gt_dir = absolute(settings, ref.gt_dir)
     protocol = Protocol.from_json(ref.protocol_json)
-    prepared = prepared_dir(gt_dir)
-    if ref.task == 1 and (prepared / MANIFEST).is_file():
-        return load_prepared_task1(prepared)  # no image decoded; crops hash-checked on use
-    return load_ground_truth(ref.task, gt_dir, protocol=protocol)
+    return scoring.open_ground_truth(ref.task, absolute(settings, ref.gt_dir), protocol=protocol)

@@ -24,7 +24,6 @@ SQLite every transaction holds the write lock): :func:`prepare_analysis` reads,
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -55,11 +54,12 @@ from app.formatting import as_finite
 from app.security import Principal
 from app.services.leaderboards import leaderboard
 from app.services.phases import MAX_ANALYSIS_RESAMPLES, MAX_ANALYSIS_SEED, get_phase, get_phase_task
-from app.services.results import _canonical, result_keys
+from app.services.results import result_keys
 from evaluator.bootstrap_result import BootstrapResult, KendallSummary, MetricInterval, RankStability, TeamBootstrap
 from evaluator.centers import CenterResult, case_center, per_center
 from evaluator.bootstrap import bootstrap
 from evaluator.protocol import Protocol
+from evaluator.io.hashing import canonical_sha256
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,8 @@ def cache_key(
 ) -> str:
     """SHA-256 over everything an analysis depends on; ``members`` are the board's
     (team, submission id, result key) triples."""
-    return hashlib.sha256(
-        _canonical(
-            {
+    return canonical_sha256(
+        {
                 "version": ANALYSIS_VERSION,
                 "task": task,
                 "selection": selection,
@@ -125,8 +124,7 @@ def cache_key(
                 "seed": seed,
                 "alpha": alpha,
             }
-        )
-    ).hexdigest()
+    )
 
 
 # -- computing --------------------------------------------------------------------------

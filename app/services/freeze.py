@@ -12,7 +12,6 @@ as the history.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from typing import Any
@@ -35,6 +34,7 @@ from app.security import ORGANIZER_PRINCIPAL
 from app.services.leaderboards import leaderboard
 from app.services.phases import get_phase
 from app.services.snapshots import snapshots
+from evaluator.io.hashing import canonical_sha256
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,6 @@ ATTEMPTS = 3
 
 
 __all__ = ["freeze_phase_commit", "unfreeze_phase"]
-
-
-def _content_sha256(board: dict[str, Any], analysis: dict[str, Any] | None) -> str:
-    text = json.dumps(
-        {"board": board, "analysis": analysis}, sort_keys=True, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _provenance(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,7 +167,7 @@ def freeze_phase_commit(
                 note=note,
                 board=stored,
                 analysis=analysis,
-                content_sha256=_content_sha256(stored, analysis),
+                content_sha256=canonical_sha256({"board": stored, "analysis": analysis}),
                 evaluator_version=evaluator.__version__,
             )
             session.add(snap)

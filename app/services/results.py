@@ -3,8 +3,6 @@ transaction, with the cached analyses they invalidate."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +16,7 @@ from app.db.models import (
     Result,
     Submission,
 )
+from evaluator.io.hashing import canonical_sha256
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def replace_result(session: Session, submission_id: int, doc: dict[str, Any]) ->
             protocol_sha256=str(proto.get("sha256", "")),
             ground_truth_sha256=str(body.get("ground_truth_sha256", "")),
             evaluator_version=str(body.get("evaluator_version", "")),
-            sha256=result_sha256(doc),
+            sha256=canonical_sha256(doc),
         )
     )
     session.add_all(
@@ -53,12 +52,6 @@ def replace_result(session: Session, submission_id: int, doc: dict[str, Any]) ->
         )
         for i, c in enumerate(cases)
     )
-
-
-def result_sha256(doc: dict[str, Any]) -> str:
-    """SHA-256 of a result document (with its cases) as canonical JSON."""
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def invalidate_analysis(session: Session, submission_id: int) -> None:
@@ -83,10 +76,6 @@ def delete_results(session: Session, submission_id: int) -> None:
 
 
 # -- keys -------------------------------------------------------------------------------
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
-
-
 def result_keys(session: Session, submission_ids: Sequence[int]) -> dict[int, str]:
     """Per submission, what identifies its stored result: the result hash, else (rows
     written before the hash existed) the time it was written."""
