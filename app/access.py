@@ -270,8 +270,8 @@ def _sorted_values(rows: Iterable[Mapping[str, Any]]) -> list[float | None]:
 def visible_analysis(
     payload: Mapping[str, Any], phase: Phase, principal: Principal | None
 ) -> dict[str, Any]:
-    """The analysis payload (:func:`app.services.board_analysis.compute_payload`) as the caller may see
-    it. Organizers: unchanged. Others: per-centre results of centres with at least
+    """The analysis payload (:func:`app.services.analysis_payload.compute_payload`) as
+    the caller may see it. Organizers: unchanged. Others: per-centre results of centres with at least
     ``min_center_cases`` cases, with generic reasons; ``per_case`` holds the caller's own
     team's rows only; ``per_case_values`` each team's per-case GTVp DSC sorted by value
     (no patient, no centre), unless the phase shows no per-case rows."""

@@ -10,7 +10,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-# -- errors ----------------------------------------------------------------------------
 class ServiceError(Exception):
     status_code = 400
 

@@ -1,9 +1,11 @@
-"""What a failed write says about the server: a full disk, a full database, or a database
-that cannot be reached. Used by the API (a full disk answers 507, not 500) and by the
-judges (a result that cannot be stored fails the submission as a platform failure).
+"""The data dir and writes to it: paths relative to it, atomic writes, the stored names
+of uploads, stale partial uploads.
 
-The reasons are short and name no path, host or internal detail: they are shown to
-participants.
+It also says what a failed write says about the server (:func:`storage_reason`): a full
+disk, a full database, or a database that cannot be reached. The API answers 507 for a
+full disk, not 500, and the judges fail a submission whose result cannot be stored as a
+platform failure. The reasons are short and name no path, host or internal detail: they
+are shown to participants.
 """
 
 from __future__ import annotations

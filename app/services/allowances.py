@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -263,9 +263,23 @@ def check_allowances(
         check_failed_allowance(session, phase, team_id, task, now=now)
 
 
+class AllowanceUse(TypedDict):
+    """Uploads and bytes used of one allowance, and its limits."""
+
+    used: int
+    limit: int
+    bytes: int
+    byte_limit: int
+
+
+class AllowanceSummary(TypedDict):
+    dry_runs: AllowanceUse
+    failed: AllowanceUse
+
+
 def allowance_summary(
     session: Session, phase: Phase, team_id: int, task: int, *, now: datetime | None = None
-) -> dict[str, Any]:
+) -> AllowanceSummary:
     """What a team used of each allowance in the window (for pages and the CLI)."""
     now = now or utcnow()
     dry = dry_run_usage(session, phase, team_id, task, now=now)

@@ -34,8 +34,9 @@ from sqlalchemy.orm import Session
 
 from app.db.models import STATES, Base, Phase, PhaseTask, Result, Submission
 from app.security import Principal
+from app.services.records import Board
 
-Builder = Callable[[], dict[str, Any]]
+Builder = Callable[[], Board]
 
 
 def _queries() -> tuple[Any, Any]:
@@ -104,12 +105,14 @@ def fingerprint(session: Session, phase_name: str, task: int) -> tuple[Any, ...]
 
 
 class BoardCache:
+    """Boards by (phase, task, selection, live, caller's role), each served while the
+    fingerprint it was built with still holds; at most ``max_entries`` (least recently
+    used dropped)."""
+
     def __init__(self, max_entries: int = 256) -> None:
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, Any]]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Board]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -122,7 +125,7 @@ class BoardCache:
         task: int,
         selection: str | None,
         live: bool,
-    ) -> dict[str, Any]:
+    ) -> Board:
         """:func:`app.services.leaderboards.leaderboard` through the cache (API and pages alike)."""
         from app.services.leaderboards import leaderboard
 
@@ -148,7 +151,7 @@ class BoardCache:
         selection: str | None,
         live: bool,
         build: Builder,
-    ) -> dict[str, Any]:
+    ) -> Board:
         """The board from the cache if its rows are unchanged, else ``build()`` (which
         checks access and raises as the service does) and remember it."""
         role = None if principal is None else principal.role

@@ -1,4 +1,5 @@
-"""Leaderboards, derived from stored rows by a pure function (never edited in place).
+"""A leaderboard's ranked rows, derived from scored entries by a pure function (never
+edited in place).
 
 ``build_leaderboard`` takes every scored, non-dry-run submission of one phase and task
 and returns the ranked rows: per team its best submission (best final HECKTOR rank
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from app.services.records import BoardRow
 from evaluator.ranking import rank_rows
 from evaluator.registry import metrics_of
 
@@ -55,12 +57,12 @@ def select_entries(task: int, entries: Sequence[Entry], *, selection: Selection)
 
 def build_leaderboard(
     task: int, entries: Sequence[Entry], *, selection: Selection = "best"
-) -> list[dict[str, Any]]:
+) -> list[BoardRow]:
     """Ranked leaderboard rows (``rank`` is the final HECKTOR rank, 1 = best)."""
     chosen = select_entries(task, entries, selection=selection)
     ranks = rank_rows(task, [e.metrics for e in chosen])
     names = [m.name for m in metrics_of(task)]
-    rows = [
+    rows: list[BoardRow] = [
         {
             "rank": r["final"],
             "team": e.team,

@@ -4,7 +4,7 @@ derived from the stored results."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,8 +19,9 @@ from app.db.models import (
 )
 from app.errors import BadRequest, Forbidden
 from app.security import Principal
-from app.services.board_rows import Entry, build_leaderboard
+from app.services.board_rows import Entry, Selection, build_leaderboard
 from app.services.phases import get_phase, get_phase_task
+from app.services.records import Board
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def leaderboard(
     *,
     selection: str | None = None,
     live: bool = False,
-) -> dict[str, Any]:
+) -> Board:
     """The leaderboard of a phase and task. While the phase is frozen, its snapshot is
     served as stored (``frozen`` true); ``live`` (organizers only) derives the current
     board from the stored rows instead."""
@@ -76,7 +77,9 @@ def leaderboard(
     sel = selection or phase.selection
     if sel not in ("best", "latest"):
         raise BadRequest(f"selection must be 'best' or 'latest', not {sel!r}")
-    rows = build_leaderboard(task, leaderboard_entries(session, phase, task), selection=sel)  # type: ignore[arg-type]
+    rows = build_leaderboard(
+        task, leaderboard_entries(session, phase, task), selection=cast(Selection, sel)
+    )
     return {
         "phase": phase.name,
         "task": task,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -63,6 +64,22 @@ def parse_tasks(value: str | Iterable[int]) -> list[int]:
     return sorted(set(items))
 
 
+def _check_new_phase(
+    session: Session, name: str, *, selection: str, daily_limit: int | None
+) -> None:
+    """400 for a name or setting a new phase cannot have, 409 when the name is taken."""
+    if not NAME_RE.match(name or ""):
+        raise BadRequest(
+            f"phase name {name!r} is not allowed: letters, digits, '_', '.', '-', at most 64"
+        )
+    if selection not in ("best", "latest"):
+        raise BadRequest(f"selection must be 'best' or 'latest', not {selection!r}")
+    if daily_limit is not None and daily_limit < 0:
+        raise BadRequest("daily_limit must be >= 0")
+    if session.scalars(select(Phase).where(Phase.name == name)).first() is not None:
+        raise Conflict(f"a phase named {name!r} exists already")
+
+
 def create_phase(
     session: Session,
     settings: Settings,
@@ -89,16 +106,7 @@ def create_phase(
 ) -> Phase:
     """Create a phase and import its ground truth. Settings left ``None`` take their
     defaults (:data:`PHASE_SETTINGS`; ``daily_limit`` the server's)."""
-    if not NAME_RE.match(name or ""):
-        raise BadRequest(
-            f"phase name {name!r} is not allowed: letters, digits, '_', '.', '-', at most 64"
-        )
-    if selection not in ("best", "latest"):
-        raise BadRequest(f"selection must be 'best' or 'latest', not {selection!r}")
-    if daily_limit is not None and daily_limit < 0:
-        raise BadRequest("daily_limit must be >= 0")
-    if session.scalars(select(Phase).where(Phase.name == name)).first() is not None:
-        raise Conflict(f"a phase named {name!r} exists already")
+    _check_new_phase(session, name, selection=selection, daily_limit=daily_limit)
     phase = Phase(
         name=name,
         title=title or name,
@@ -200,7 +208,47 @@ def update_phase(session: Session, name: str, **changes: Any) -> Phase:
     return phase
 
 
-def phase_public(phase: Phase) -> dict[str, Any]:
+class PhaseView(TypedDict):
+    """What anyone may read of a phase."""
+
+    name: str
+    title: str
+    is_open: bool
+    hidden: bool
+    leaderboard_public: bool
+    daily_limit: int
+    selection: str
+    case_rows: str
+    min_center_cases: int
+    tasks: list[int]
+    created_at: datetime
+
+
+class TaskDetail(TypedDict):
+    """A phase task's ground-truth and protocol records."""
+
+    task: int
+    n_cases: int
+    ground_truth_sha256: str
+    protocol_sha256: str
+    protocol: dict[str, Any]
+    imported_at: datetime
+
+
+class PhaseDetailView(PhaseView):
+    """The organizers' view of a phase: every setting and each task's records."""
+
+    analysis_resamples: int
+    analysis_seed: int
+    dry_run_limit: int
+    dry_run_bytes: int
+    failed_limit: int
+    failed_bytes: int
+    retention_days: int
+    task_details: list[TaskDetail]
+
+
+def phase_public(phase: Phase) -> PhaseView:
     return {
         "name": phase.name,
         "title": phase.title,
@@ -216,25 +264,32 @@ def phase_public(phase: Phase) -> dict[str, Any]:
     }
 
 
-def phase_detail(phase: Phase) -> dict[str, Any]:
-    """Organizer view: adds the ground-truth and protocol records of each task."""
-    d = phase_public(phase)
-    d["analysis_resamples"] = phase.analysis_resamples
-    d["analysis_seed"] = phase.analysis_seed
-    for key in PHASE_SETTINGS:
-        d[key] = getattr(phase, key)
-    d["task_details"] = [
-        {
-            "task": t.task,
-            "n_cases": t.n_cases,
-            "ground_truth_sha256": t.gt_sha256,
-            "protocol_sha256": t.protocol_sha256,
-            "protocol": Protocol.from_json(t.protocol_json).to_dict(),
-            "imported_at": t.imported_at,
-        }
-        for t in phase.tasks
-    ]
-    return d
+def phase_detail(phase: Phase) -> PhaseDetailView:
+    """Organizer view: adds every setting (:data:`PHASE_SETTINGS` among them) and the
+    ground-truth and protocol records of each task."""
+    return {
+        **phase_public(phase),
+        "analysis_resamples": phase.analysis_resamples,
+        "analysis_seed": phase.analysis_seed,
+        "case_rows": phase.case_rows,
+        "min_center_cases": phase.min_center_cases,
+        "dry_run_limit": phase.dry_run_limit,
+        "dry_run_bytes": phase.dry_run_bytes,
+        "failed_limit": phase.failed_limit,
+        "failed_bytes": phase.failed_bytes,
+        "retention_days": phase.retention_days,
+        "task_details": [
+            {
+                "task": t.task,
+                "n_cases": t.n_cases,
+                "ground_truth_sha256": t.gt_sha256,
+                "protocol_sha256": t.protocol_sha256,
+                "protocol": Protocol.from_json(t.protocol_json).to_dict(),
+                "imported_at": t.imported_at,
+            }
+            for t in phase.tasks
+        ],
+    }
 
 
 def list_phases(session: Session) -> list[Phase]:

@@ -28,7 +28,6 @@ QUOTA_WINDOW = timedelta(hours=24)
 COUNTED_STATES = (RECEIVED, QUEUED, RUNNING, SCORED)
 
 
-# -- submissions -----------------------------------------------------------------------
 def _fmt_delta(d: timedelta) -> str:
     secs = max(0, int(d.total_seconds()))
     h, rem = divmod(secs, 3600)

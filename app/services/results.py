@@ -1,5 +1,5 @@
 """Result rows: a submission's result and per-case rows written or deleted in one
-transaction, with the cached analyses they invalidate."""
+transaction (with the cached analyses they invalidate), and read back."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ from evaluator.io.hashing import canonical_sha256
 
 log = logging.getLogger(__name__)
 
+#: one stored per-case record: the task's per-case fields as the judge wrote them
+CaseRecord = dict[str, Any]
 
-# -- jobs' bookkeeping (used by app.jobs) -----------------------------------------------
+
+# -- writing and deleting ---------------------------------------------------------------
 def replace_result(session: Session, submission_id: int, doc: dict[str, Any]) -> None:
     """Delete the old result and per-case rows of a submission and write the new ones
     (and, in the same transaction, drop the cached analyses of its phase and task)."""
@@ -77,8 +80,8 @@ def delete_results(session: Session, submission_id: int) -> None:
 
 # -- keys -------------------------------------------------------------------------------
 def result_keys(session: Session, submission_ids: Sequence[int]) -> dict[int, str]:
-    """Per submission, what identifies its stored result: the result hash, else (rows
-    written before the hash existed) the time it was written."""
+    """Per submission, what identifies its stored result: the result hash, else (a row
+    without one) the time it was written."""
     if not submission_ids:
         return {}
     rows = session.execute(
@@ -90,3 +93,18 @@ def result_keys(session: Session, submission_ids: Sequence[int]) -> dict[int, st
         sid: sha if sha else f"written:{created.isoformat() if created else ''}"
         for sid, sha, created in rows
     }
+
+
+def load_cases(session: Session, submission_ids: Sequence[int]) -> dict[int, list[CaseRecord]]:
+    """The per-case records of each submission, in stored order."""
+    out: dict[int, list[CaseRecord]] = {sid: [] for sid in submission_ids}
+    if not submission_ids:
+        return out
+    rows = session.execute(
+        select(CaseResult.submission_id, CaseResult.record)
+        .where(CaseResult.submission_id.in_(list(submission_ids)))
+        .order_by(CaseResult.submission_id, CaseResult.idx)
+    ).all()
+    for sid, record in rows:
+        out[sid].append(dict(record))
+    return out

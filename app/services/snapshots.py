@@ -4,7 +4,8 @@ and a snapshot served as a board."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import datetime
+from typing import TypedDict, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +15,7 @@ from app.db.models import (
     Phase,
 )
 from app.errors import Conflict
+from app.services.records import Board
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +39,43 @@ def snapshots(
     return list(session.scalars(q.order_by(LeaderboardSnapshot.id)))
 
 
-def frozen_board(snap: LeaderboardSnapshot, *, selection: str | None = None) -> dict[str, Any]:
+def frozen_board(snap: LeaderboardSnapshot, *, selection: str | None = None) -> Board:
     """The stored board, served as it is (plus where it comes from)."""
     if selection is not None and selection != snap.selection:
         raise Conflict(
             f"the leaderboard is frozen with selection {snap.selection!r}; "
             f"{selection!r} exists only on the live leaderboard (organizers: live=true)"
         )
-    board = dict(snap.board)
-    board.update(
-        frozen=True,
-        frozen_at=snap.frozen_at,
-        snapshot_id=snap.id,
-        snapshot_sha256=snap.content_sha256,
+    return cast(
+        Board,
+        {
+            **snap.board,
+            "frozen": True,
+            "frozen_at": snap.frozen_at,
+            "snapshot_id": snap.id,
+            "snapshot_sha256": snap.content_sha256,
+        },
     )
-    return board
 
 
-def snapshot_summary(snap: LeaderboardSnapshot) -> dict[str, Any]:
+class SnapshotView(TypedDict):
+    """What a snapshot is, without its board: the freeze's settings and hashes."""
+
+    id: int
+    task: int
+    selection: str
+    active: bool
+    frozen_at: datetime
+    unfrozen_at: datetime | None
+    note: str
+    n_rows: int
+    n_resamples: int | None
+    seed: int | None
+    content_sha256: str
+    evaluator_version: str
+
+
+def snapshot_summary(snap: LeaderboardSnapshot) -> SnapshotView:
     analysis = snap.analysis or {}
     return {
         "id": snap.id,

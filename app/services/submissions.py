@@ -9,8 +9,9 @@ import logging
 import os
 import shutil
 import threading
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
@@ -30,8 +31,9 @@ from app.errors import Forbidden, NotFound, Unauthorized
 from app.security import TEAM, Principal
 from app.services.phases import get_phase, get_phase_task
 from app.services.quota import check_quota
+from app.services.results import CaseRecord
 from app.settings import Settings
-from app.storage import fsync_dir, rel
+from app.storage import fsync_dir, rel, stored_name
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,32 @@ def precheck_submission(
     return phase
 
 
+def _recheck_locked(
+    session: Session, phase: Phase, principal: Principal, task: int, *, dry_run: bool, size: int
+) -> None:
+    """PostgreSQL: lock the team's row, so that concurrent uploads of one team across
+    processes are serialised, and check the quota and the allowances again under it."""
+    from app.services.allowances import check_allowances
+
+    session.execute(select(Team.id).where(Team.id == principal.team_id).with_for_update())
+    if not dry_run:
+        check_quota(session, phase, principal.team_id or 0, task)
+    check_allowances(session, phase, principal.team_id or 0, task, dry_run=dry_run, size=size)
+
+
+def _store_upload(settings: Settings, sub: Submission, upload_path: Path) -> Path:
+    """Move the upload into ``submissions/<id>/`` and mark the row queued; returns the
+    folder."""
+    dest_dir = settings.submissions_dir / str(sub.id)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / stored_name(sub.archive_type)
+    os.replace(upload_path, dest)
+    fsync_dir(dest_dir)
+    sub.archive_path = rel(settings, dest)
+    sub.status = QUEUED
+    return dest_dir
+
+
 def register_submission(
     session: Session,
     settings: Settings,
@@ -146,22 +174,12 @@ def register_submission(
 
     The caller dispatches the job only after this returned: the row is committed first.
     """
-    from app.storage import stored_name
-
     with _quota_lock:
         phase = precheck_submission(
             session, principal, phase_name, task, dry_run=dry_run, size=size
         )
         if session.get_bind().dialect.name == "postgresql":
-            # serialise concurrent uploads of one team across processes
-            session.execute(select(Team.id).where(Team.id == principal.team_id).with_for_update())
-            if not dry_run:
-                check_quota(session, phase, principal.team_id or 0, task)
-            from app.services.allowances import check_allowances
-
-            check_allowances(
-                session, phase, principal.team_id or 0, task, dry_run=dry_run, size=size
-            )
+            _recheck_locked(session, phase, principal, task, dry_run=dry_run, size=size)
         sub = Submission(
             team_id=principal.team_id,
             phase_id=phase.id,
@@ -175,13 +193,7 @@ def register_submission(
         )
         session.add(sub)
         session.flush()
-        dest_dir = settings.submissions_dir / str(sub.id)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / stored_name(archive_type)
-        os.replace(upload_path, dest)
-        fsync_dir(dest_dir)
-        sub.archive_path = rel(settings, dest)
-        sub.status = QUEUED
+        dest_dir = _store_upload(settings, sub, upload_path)
         sid = sub.id
         try:
             session.commit()
@@ -201,7 +213,8 @@ def register_submission(
     return sid
 
 
-def submission_cases(session: Session, submission_id: int) -> list[dict[str, Any]]:
+def submission_cases(session: Session, submission_id: int) -> list[CaseRecord]:
+    """The submission's stored per-case records, in stored order."""
     rows = session.scalars(
         select(CaseResult).where(CaseResult.submission_id == submission_id).order_by(CaseResult.idx)
     )
@@ -210,7 +223,7 @@ def submission_cases(session: Session, submission_id: int) -> list[dict[str, Any
 
 def visible_submission_cases(
     session: Session, sub: Submission, principal: Principal
-) -> list[dict[str, Any]] | None:
+) -> list[CaseRecord] | None:
     """The per-case rows of ``sub`` the principal may read (:func:`app.access.visible_cases`):
     all fields for organizers, the allowed fields for its team, None when the phase shows
     teams no per-case rows."""
@@ -219,9 +232,40 @@ def visible_submission_cases(
     return visible_cases(sub.task, sub.phase, principal, submission_cases(session, sub.id))
 
 
+class Progress(TypedDict):
+    done: int
+    total: int
+
+
+class SubmissionView(TypedDict):
+    """A submission as its team or an organizer reads it. ``result`` is the stored result
+    document (its ``cases`` the rows the caller may read), None while not scored or when
+    the phase hides scores from the caller; ``errors`` only when it failed."""
+
+    id: int
+    team: str
+    phase: str
+    task: int
+    dry_run: bool
+    status: str
+    progress: Progress
+    filename: str
+    size_bytes: int
+    sha256: str
+    submitted_at: datetime
+    started_at: datetime | None
+    scored_at: datetime | None
+    finished_at: datetime | None
+    scores_hidden: bool
+    case_rows: str
+    result: dict[str, Any] | None
+    errors: list[dict[str, Any]] | None
+
+
 def submission_public(
     session: Session, sub: Submission, principal: Principal, *, include_cases: bool = True
-) -> dict[str, Any]:
+) -> SubmissionView:
+    """The submission as ``principal`` may read it (:class:`SubmissionView`)."""
     from app.access import case_rows_policy
 
     hidden = scores_hidden(sub, principal)

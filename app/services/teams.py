@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from datetime import datetime
+from typing import TypedDict
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,7 +31,6 @@ def get_team(session: Session, name: str) -> Team:
     return team
 
 
-# -- organizer: init, teams ------------------------------------------------------------
 def init_organizer_token(session: Session) -> str:
     """Revoke earlier organizer tokens stored in the DB and issue a new one."""
     revoke_tokens(session, role=ORGANIZER)
@@ -58,7 +58,17 @@ def rotate_team_token(session: Session, name: str) -> str:
     return issue_token(session, role=TEAM, team=team)
 
 
-def list_teams(session: Session) -> list[dict[str, Any]]:
+class TeamSummary(TypedDict):
+    """A team and how many submissions it made."""
+
+    id: int
+    name: str
+    created_at: datetime
+    submissions: int
+
+
+def list_teams(session: Session) -> list[TeamSummary]:
+    """Every team by name, with its number of submissions."""
     rows = session.execute(
         select(Team, func.count(Submission.id))
         .outerjoin(Submission, Submission.team_id == Team.id)

@@ -21,7 +21,7 @@ from app.cli import main as cli_main
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import AnalysisCache, LeaderboardSnapshot, Result, Submission
 from app.db.session import make_engine, session_factory
-from app.services import board_analysis
+from app.services import analysis_cache, board_analysis
 from evaluator.bootstrap import bootstrap
 from evaluator.centers import per_center
 from tests.app.conftest import ORG, Api, InlineDispatcher, auth, make_settings
@@ -518,7 +518,7 @@ def test_the_precompute_reads_without_the_write_lock(
         finally:
             con.close()
 
-    real_prepare, real_compute = board_analysis.prepare_analysis, board_analysis.AnalysisJob.compute
+    real_prepare, real_compute = analysis_cache.prepare_analysis, analysis_cache.AnalysisJob.compute
 
     def prepare(*a: Any, **kw: Any) -> Any:
         job = real_prepare(*a, **kw)
@@ -532,8 +532,8 @@ def test_the_precompute_reads_without_the_write_lock(
     api = app_factory(sqlite_url, dispatcher=InlineDispatcher)
     api.create_phase("p", tasks=[3], analysis_resamples=20)
     tok = api.create_team("good")
-    monkeypatch.setattr(board_analysis, "prepare_analysis", prepare)
-    monkeypatch.setattr(board_analysis.AnalysisJob, "compute", compute)
+    monkeypatch.setattr(analysis_cache, "prepare_analysis", prepare)
+    monkeypatch.setattr(analysis_cache.AnalysisJob, "compute", compute)
     sid = api.submit_ok(tok, "p", 3, api.challenge.archive("good", 3))  # type: ignore[union-attr]
     assert api.status(tok, sid)["status"] == "scored"
     assert "compute: free" in probes and probes.count("prepare: free") >= 2, probes
