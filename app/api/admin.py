@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
@@ -24,6 +23,7 @@ from app.api.schemas import (
 from app.services.ground_truth import import_ground_truth
 from app.services.phases import (
     PHASE_SETTINGS,
+    PhaseDetailView,
     create_phase,
     get_phase,
     list_phases,
@@ -32,7 +32,7 @@ from app.services.phases import (
     update_phase,
 )
 from app.services.submissions import rescore
-from app.services.teams import create_team, get_team, list_teams, rotate_team_token
+from app.services.teams import TeamSummary, create_team, get_team, list_teams, rotate_team_token
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -43,7 +43,7 @@ router = APIRouter(
 
 
 @router.post("/phases", status_code=201, response_model=PhaseDetail)
-def phase_create(body: PhaseCreate, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+def phase_create(body: PhaseCreate, session: SessionDep, settings: SettingsDep) -> PhaseDetailView:
     """Create a phase and import its ground truth from a folder on the server."""
     phase = create_phase(
         session,
@@ -68,26 +68,26 @@ def phase_create(body: PhaseCreate, session: SessionDep, settings: SettingsDep) 
 
 
 @router.get("/phases", response_model=list[PhaseDetail])
-def phases_admin_index(session: SessionDep) -> list[dict[str, Any]]:
+def phases_admin_index(session: SessionDep) -> list[PhaseDetailView]:
     return [phase_detail(p) for p in list_phases(session)]
 
 
 @router.patch("/phases/{name}", response_model=PhaseDetail)
-def phase_update(name: str, body: PhaseUpdate, session: SessionDep) -> dict[str, Any]:
+def phase_update(name: str, body: PhaseUpdate, session: SessionDep) -> PhaseDetailView:
     phase = update_phase(session, name, **body.model_dump(exclude_none=True))
     session.commit()
     return phase_detail(phase)
 
 
 @router.post("/phases/{name}/open", response_model=PhaseDetail)
-def phase_open(name: str, session: SessionDep) -> dict[str, Any]:
+def phase_open(name: str, session: SessionDep) -> PhaseDetailView:
     phase = update_phase(session, name, is_open=True)
     session.commit()
     return phase_detail(phase)
 
 
 @router.post("/phases/{name}/close", response_model=PhaseDetail)
-def phase_close(name: str, session: SessionDep) -> dict[str, Any]:
+def phase_close(name: str, session: SessionDep) -> PhaseDetailView:
     phase = update_phase(session, name, is_open=False)
     session.commit()
     return phase_detail(phase)
@@ -100,7 +100,7 @@ def phase_import_ground_truth(
     session: SessionDep,
     settings: SettingsDep,
     dispatcher: DispatcherDep,
-) -> dict[str, Any]:
+) -> PhaseDetailView:
     """Replace the ground truth of some tasks (and re-score them unless ``rescore`` is false)."""
     phase = get_phase(session, name)
     tasks = parse_tasks(body.tasks)
@@ -135,7 +135,7 @@ def team_create(body: TeamCreate, session: SessionDep) -> TeamCreated:
 
 
 @router.get("/teams", response_model=list[TeamPublic])
-def teams_index(session: SessionDep) -> list[dict[str, Any]]:
+def teams_index(session: SessionDep) -> list[TeamSummary]:
     return list_teams(session)
 
 

@@ -19,7 +19,8 @@ from app.api.errors import ERRORS
 from app.api.schemas import LeaderboardAnalysis, LeaderboardCenters, SubmissionCenters
 from app.db.models import SCORED
 from app.errors import Conflict
-from app.services.board_analysis import analysis_view, leaderboard_centers, submission_centers
+from app.services.board_analysis import AnalysisView, analysis_view
+from app.services.board_centers import leaderboard_centers, submission_centers
 from app.services.exports import per_center_csv
 from app.services.phases import get_phase_task
 from app.services.submissions import get_submission, submission_cases
@@ -48,7 +49,7 @@ def leaderboard_analysis(
     seed: int | None = Query(
         None, ge=0, description="organizers only; default: the phase's setting"
     ),
-) -> dict[str, Any]:
+) -> AnalysisView:
     """Bootstrap intervals of every leaderboard metric, rank stability, Kendall's tau and
     per-centre results, from the stored per-case rows (cached per phase and task; the
     snapshot's while the phase is frozen). Hidden phases: organizers only."""

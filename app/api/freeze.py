@@ -12,7 +12,7 @@ from app.api.errors import ERRORS
 from app.api.schemas import FreezeRequest, FreezeResult, SnapshotSummary
 from app.services.freeze import freeze_phase_commit, unfreeze_phase
 from app.services.phases import get_phase
-from app.services.snapshots import snapshot_summary, snapshots
+from app.services.snapshots import SnapshotView, snapshot_summary, snapshots
 
 router = APIRouter(
     prefix="/api/v1/admin",
@@ -51,6 +51,6 @@ def phase_unfreeze(name: str, session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/phases/{name}/snapshots", response_model=list[SnapshotSummary])
-def phase_snapshots(name: str, session: SessionDep) -> list[dict[str, Any]]:
+def phase_snapshots(name: str, session: SessionDep) -> list[SnapshotView]:
     """Every freeze of the phase (active and earlier ones)."""
     return [snapshot_summary(s) for s in snapshots(session, get_phase(session, name))]

@@ -34,6 +34,7 @@ from app.db.session import session_scope
 from app.errors import BadRequest, Conflict, Forbidden, TooLarge, problem
 from app.security import Principal
 from app.services.submissions import (
+    SubmissionView,
     get_submission,
     list_submissions,
     precheck_submission,
@@ -266,7 +267,7 @@ def submissions_index(
 @router.get("/submissions/{submission_id}", response_model=SubmissionPublic, responses=ERRORS)
 def submission_status(
     submission_id: int, principal: PrincipalDep, session: ReadSessionDep
-) -> dict[str, Any]:
+) -> SubmissionView:
     """Status, progress, and the result document or the errors. Own team or organizer."""
     sub = get_submission(session, submission_id, principal)
     return submission_public(session, sub, principal)
