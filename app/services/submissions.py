@@ -115,7 +115,7 @@ def precheck_submission(
 ) -> Phase:
     """Everything that can be refused before the upload is read (``size`` None), or,
     with the upload's ``size``, before it is registered: the quota and the allowances
-    (:mod:`app.allowances`)."""
+    (:mod:`app.services.allowances`)."""
     from app.services.allowances import check_allowances
 
     if principal.role != TEAM or principal.team_id is None:
