@@ -21,6 +21,7 @@ from app.errors import Forbidden, TooManyFailures, Unauthorized, problem
 from app.jobs.base import Dispatcher
 from app.ratelimit import AuthFailureLimiter, failure_keys
 from app.security import Principal, authenticate, web_session_principal
+from app.services.board_cache import BoardCache
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,13 @@ async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
+async def get_board_cache(request: Request) -> BoardCache:
+    return request.app.state.board_cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+BoardCacheDep = Annotated[BoardCache, Depends(get_board_cache)]
 
 
 def dispatch(dispatcher: Dispatcher, ids: Iterable[int]) -> None:

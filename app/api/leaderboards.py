@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
-from app.api.deps import OptionalPrincipalDep, PrincipalDep, ReadSessionDep, SessionDep
+from app.api.deps import (
+    BoardCacheDep,
+    OptionalPrincipalDep,
+    PrincipalDep,
+    ReadSessionDep,
+    SessionDep,
+)
 from app.api.errors import ERRORS
 from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
 from app.services.exports import leaderboard_csv
-from app.services.phases import get_phase, list_phases, phase_detail, phase_public
+from app.services.phases import (
+    PhaseDetailView,
+    PhaseView,
+    get_phase,
+    list_phases,
+    phase_detail,
+    phase_public,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
 
@@ -23,9 +36,9 @@ router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
     responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
 )
 def leaderboard_json(
-    request: Request,
     principal: OptionalPrincipalDep,
     session: ReadSessionDep,
+    board_cache: BoardCacheDep,
     phase: str,
     task: int = Path(ge=1, le=3),
     selection: Literal["best", "latest"] | None = Query(
@@ -39,7 +52,7 @@ def leaderboard_json(
     """Ranked rows (HECKTOR ranks, average on ties). Public, or organizer-only per phase.
     While the phase is frozen, the stored snapshot (``frozen`` true, each row with its
     submission, ground-truth and protocol hashes and evaluator version)."""
-    board = request.app.state.board_cache.leaderboard(
+    board = board_cache.leaderboard(
         session, principal, phase=phase, task=task, selection=selection, live=live
     )
     if format == "csv":
@@ -54,14 +67,16 @@ def leaderboard_json(
 
 
 @router.get("/phases", response_model=list[PhasePublic], tags=["phases"])
-def phases_index(session: SessionDep) -> list[dict[str, Any]]:
+def phases_index(session: SessionDep) -> list[PhaseView]:
     return [phase_public(p) for p in list_phases(session)]
 
 
 @router.get(
     "/phases/{name}", response_model=PhaseDetail | PhasePublic, responses=ERRORS, tags=["phases"]
 )
-def phase_show(name: str, principal: OptionalPrincipalDep, session: SessionDep) -> dict[str, Any]:
+def phase_show(
+    name: str, principal: OptionalPrincipalDep, session: SessionDep
+) -> PhaseDetailView | PhaseView:
     phase = get_phase(session, name)
     if principal is not None and principal.is_organizer:
         return phase_detail(phase)

@@ -20,15 +20,15 @@ from typing import Any
 from jinja2 import Environment
 from markupsafe import Markup
 
+from app.formatting import format_number, format_rank, metric_label
 from app.report.plots import center_heatmap_svg, per_case_dsc_svg, rank_stability_svg
 from app.report.template import CSS, TEMPLATE
+from evaluator.bootstrap import bootstrap
 from evaluator.bootstrap_result import BootstrapResult
 from evaluator.centers import CenterResult, case_center, per_center
-from evaluator.bootstrap import bootstrap
-from evaluator.registry import leaderboard_metrics
 from evaluator.protocol import HECKTOR2025, Protocol
 from evaluator.ranking import rank_rows
-from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
+from evaluator.registry import leaderboard_metrics, metrics_of, ranked_metrics
 
 __all__ = [
     "TASK_TITLES",
@@ -140,34 +140,16 @@ def build_task_report(
 # --- formatting ------------------------------------------------------------------------
 
 
-def _fmt(value: Any, *, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(f):
-        return "n/a"
-    return f"{f:.{digits}f}"
+#: what a missing or undefined value reads as in the report
+NA = "n/a"
 
 
-def _fmt_rank(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    f = float(value)
-    if not math.isfinite(f):
-        return "n/a"
-    return str(int(f)) if f == int(f) else f"{f:g}"
+def _fmt(value: Any) -> str:
+    return format_number(value, digits=3, missing=NA)
 
 
-def _label(name: str) -> str:
-    m = BY_NAME.get(name)
-    return m.label if m is not None and m.label else name
+def _fmt_rank(value: float | None) -> str:
+    return format_rank(value, missing=NA)
 
 
 def _leaderboard(data: TaskReportData) -> dict[str, Any]:
@@ -201,10 +183,10 @@ def _leaderboard(data: TaskReportData) -> dict[str, Any]:
         )
     rank_labels = {"gtvn": "r_n (GTVn)", "gtvp_dsc_mean": "r_p (GTVp)"}
     return {
-        "score_headers": [_label(n) for n in scores],
+        "score_headers": [metric_label(n) for n in scores],
         "ranked": [n in ranked for n in scores],
-        "count_headers": [_label(c) for c in counts],
-        "rank_headers": [rank_labels.get(k, f"rank {_label(k)}") for k in rank_keys],
+        "count_headers": [metric_label(c) for c in counts],
+        "rank_headers": [rank_labels.get(k, f"rank {metric_label(k)}") for k in rank_keys],
         "rows": rows,
         "alpha_pct": alpha_pct,
     }
@@ -272,12 +254,12 @@ def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | Non
             rows.append({"team": t, "cells": cells})
         tables.append(
             {
-                "metric": _label(name),
+                "metric": metric_label(name),
                 "rows": rows,
                 "svg": Markup(
                     center_heatmap_svg(
                         grid,
-                        metric_label=f"Task {data.task}: {_label(name)}",
+                        metric_label=f"Task {data.task}: {metric_label(name)}",
                         centers=centres,
                         n_cases=n_cases,
                     )

@@ -12,7 +12,6 @@ such a page is redirected to itself without it (see :mod:`app.api.middleware`).
 from __future__ import annotations
 
 import hmac
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from app.access import (
 )
 from app.api.deps import (
     COOKIE,
+    BoardCacheDep,
     PagePrincipalDep,
     ReadSessionDep,
     SessionDep,
@@ -42,17 +42,19 @@ from app.api.deps import (
 from app.api.submissions import cases_csv_response
 from app.db.models import SCORED, Submission
 from app.errors import NotFound
-from app.formatting import format_rank
+from app.formatting import format_number, format_rank, metric_label
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
-from app.services.board_analysis import board_analysis, submission_centers
+from app.services.board_analysis import board_analysis
+from app.services.board_centers import submission_centers
 from app.services.phases import list_phases
+from app.services.records import Board
 from app.services.submissions import (
     get_submission,
     list_submissions,
     submission_cases,
     submission_public,
 )
-from evaluator.registry import BY_NAME, metrics_of, ranked_metrics
+from evaluator.registry import metrics_of, ranked_metrics
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -80,20 +82,6 @@ RANK_TITLES = {
 }
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _dt(value: Any) -> str:
     if value is None:
         return "–"
@@ -102,18 +90,11 @@ def _dt(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-templates.env.filters["fmt"] = fmt
+templates.env.filters["fmt"] = format_number
 templates.env.filters["rank"] = format_rank
 templates.env.filters["dt"] = _dt
 templates.env.globals["version"] = evaluator.__version__
 templates.env.globals["task_titles"] = TASK_TITLES
-
-
-def metric_label(name: str) -> str:
-    m = BY_NAME.get(name)
-    return m.label if m and m.label else name
-
-
 templates.env.globals["metric_label"] = metric_label
 
 
@@ -228,6 +209,7 @@ def leaderboard_page(
     task: int,
     principal: PagePrincipalDep,
     session: ReadSessionDep,
+    board_cache: BoardCacheDep,
 ) -> Response:
     """Read-only: the board comes from the leaderboard cache, like the API's, and a
     write session is opened only when the analysis is not cached yet."""
@@ -235,7 +217,7 @@ def leaderboard_page(
         raise NotFound(f"there is no task {task}: the tasks are 1, 2 and 3")
     selection = request.query_params.get("selection") or None
     live = request.query_params.get("live", "").lower() in ("1", "true", "yes")
-    board = request.app.state.board_cache.leaderboard(
+    board = board_cache.leaderboard(
         session, principal, phase=phase, task=task, selection=selection, live=live
     )
     analysis = _analysis_sections(request, session, board, principal)
@@ -263,7 +245,7 @@ def leaderboard_page(
 
 
 def _analysis_sections(
-    request: Request, session: Session, board: dict[str, Any], principal: Principal | None
+    request: Request, session: Session, board: Board, principal: Principal | None
 ) -> dict[str, Any]:
     """Intervals, rank stability, per-centre tables and heat maps, per-case plot of a
     board: from the snapshot while frozen, else cached or computed."""
