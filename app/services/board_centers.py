@@ -81,9 +81,7 @@ def leaderboard_centers(
     check_scores_visible(phase, principal)
     board = leaderboard(session, phase_name, task, principal, selection=selection, live=live)
     counts, per_team = _board_centers(session, phase, board)
-    shown, centres, n_withheld = visible_board_centers(
-        phase, principal, cast(list[Mapping[str, Any]], counts), per_team
-    )
+    shown, centres, n_withheld = visible_board_centers(phase, principal, counts, per_team)
     return {
         "phase": phase.name,
         "task": task,
