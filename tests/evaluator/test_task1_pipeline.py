@@ -77,6 +77,12 @@ def expected_doc(truths, preds):
     return cases, ref_aggregate(cases)
 
 
+def score_cli(gt_root: Path, predictions: Path, *extra: str | Path) -> int:
+    """``hecktor-eval score --task 1`` with the given ground truth and predictions."""
+    args = ["score", "--task", "1", "--ground-truth", str(gt_root), "--predictions"]
+    return main([*args, str(predictions), *(str(a) for a in extra)])
+
+
 def test_ground_truth_layouts(challenge) -> None:
     gt_root, truths, _ = challenge
     gt = load_ground_truth(1, gt_root)
@@ -112,21 +118,7 @@ def test_cli_scores_and_matches_reference(tmp_path, challenge, kind, capsys) -> 
         for k, v in files.items():
             (sub / k).write_bytes(v)
     out, cases_csv = tmp_path / "result.json", tmp_path / "cases.csv"
-    rc = main(
-        [
-            "score",
-            "--task",
-            "1",
-            "--ground-truth",
-            str(gt_root),
-            "--predictions",
-            str(sub),
-            "--output",
-            str(out),
-            "--cases",
-            str(cases_csv),
-        ]
-    )
+    rc = score_cli(gt_root, sub, "--output", out, "--cases", cases_csv)
     assert rc == 0
     doc = json.loads(out.read_text())
     ref_cases, ref_metrics = expected_doc(truths, preds)
@@ -185,19 +177,7 @@ def test_every_problem_listed_at_once(tmp_path, challenge, capsys) -> None:
     }
     sub = make_zip(tmp_path / "bad.zip", files)
     out = tmp_path / "r.json"
-    rc = main(
-        [
-            "score",
-            "--task",
-            "1",
-            "--ground-truth",
-            str(gt_root),
-            "--predictions",
-            str(sub),
-            "--output",
-            str(out),
-        ]
-    )
+    rc = score_cli(gt_root, sub, "--output", out)
     assert rc == 2
     doc = json.loads(out.read_text())
     assert doc["status"] == "failed"
@@ -214,19 +194,7 @@ def test_every_problem_listed_at_once(tmp_path, challenge, capsys) -> None:
     del files["../evil.nii.gz"]
     files["CHUM-002.nii.gz"] = nifti_bytes(p2, bad_affine)
     sub = make_zip(tmp_path / "bad2.zip", files)
-    rc = main(
-        [
-            "score",
-            "--task",
-            "1",
-            "--ground-truth",
-            str(gt_root),
-            "--predictions",
-            str(sub),
-            "--output",
-            str(out),
-        ]
-    )
+    rc = score_cli(gt_root, sub, "--output", out)
     assert rc == 2
     errors = json.loads(out.read_text())["errors"]
     by_kind = {e["kind"]: e for e in errors}
@@ -321,53 +289,12 @@ def test_cli_exit_codes(tmp_path, challenge, capsys) -> None:
     gt_root, _, _preds = challenge
     not_archive = tmp_path / "notes.txt"
     not_archive.write_text("hello")
-    assert (
-        main(
-            [
-                "score",
-                "--task",
-                "1",
-                "--ground-truth",
-                str(gt_root),
-                "--predictions",
-                str(not_archive),
-            ]
-        )
-        == 2
-    )
+    assert score_cli(gt_root, not_archive) == 2
     out = json.loads(capsys.readouterr().out)
     assert "not a .zip, .tar or .tar.gz archive" in out["errors"][0]["message"]
-    assert (
-        main(
-            [
-                "score",
-                "--task",
-                "1",
-                "--ground-truth",
-                str(tmp_path / "nope"),
-                "--predictions",
-                str(not_archive),
-            ]
-        )
-        == 1
-    )
+    assert score_cli(tmp_path / "nope", not_archive) == 1
     bad_protocol = tmp_path / "p.json"
     bad_protocol.write_text('{"connectivity": 5}')
-    assert (
-        main(
-            [
-                "score",
-                "--task",
-                "1",
-                "--ground-truth",
-                str(gt_root),
-                "--predictions",
-                str(not_archive),
-                "--protocol",
-                str(bad_protocol),
-            ]
-        )
-        == 1
-    )
+    assert score_cli(gt_root, not_archive, "--protocol", bad_protocol) == 1
     assert "connectivity must be 6, 18 or 26" in capsys.readouterr().err
     shutil.rmtree(gt_root)
