@@ -14,9 +14,9 @@ from app.access import (
     visible_centers,
     withheld_note,
 )
+from app.api.analysis_schemas import LeaderboardAnalysis, LeaderboardCenters, SubmissionCenters
 from app.api.deps import OptionalPrincipalDep, PrincipalDep, SessionDep
 from app.api.errors import ERRORS
-from app.api.schemas import LeaderboardAnalysis, LeaderboardCenters, SubmissionCenters
 from app.db.models import SCORED
 from app.errors import Conflict
 from app.services.board_analysis import AnalysisView, analysis_view
