@@ -1,4 +1,6 @@
-"""Request-scoped dependencies: settings, DB session, the caller's principal.
+"""Request-scoped dependencies, as ``Annotated`` aliases for route signatures
+(``session: SessionDep``): settings, dispatcher, leaderboard cache, DB sessions, the
+caller's principal.
 
 API calls authenticate with ``Authorization: Bearer <token>`` only. HTML pages also
 accept the session cookie that the login form sets (a random session id, see
@@ -160,8 +162,6 @@ def require_team(principal: PrincipalDep) -> Principal:
     return principal
 
 
-#: the organizer (a team token: 403)
-OrganizerDep = Annotated[Principal, Depends(require_organizer)]
 #: a team (the organizer token: 403)
 TeamDep = Annotated[Principal, Depends(require_team)]
 
