@@ -20,7 +20,8 @@ from scipy.stats import kendalltau
 from sklearn.metrics import roc_auc_score
 
 from evaluator.bootstrap import bootstrap, bootstrap_samples, kendall_tau_b, resample_weights
-from evaluator.centers import case_center, per_center
+from evaluator.bootstrap_result import BootstrapResult
+from evaluator.centers import CenterResult, case_center, per_center
 from evaluator.errors import ScoringError
 from evaluator.metrics.aggregate import aggregate
 from evaluator.metrics.weighted import weighted_metrics
@@ -460,6 +461,15 @@ def test_bootstrap_summaries(task: int) -> None:
     assert -1.0 <= res.kendall_tau.low <= res.kendall_tau.median <= res.kendall_tau.high <= 1.0
     text = json.dumps(res.to_dict(), allow_nan=False)  # JSON-serialisable, no NaN
     assert json.loads(text)["teams"][0]["team"] == "team0"
+
+
+def test_bootstrap_result_and_center_results_round_trip_through_json() -> None:
+    teams = random_teams(1, 3, 30, seed=5)
+    res = bootstrap(1, teams, n_resamples=50, seed=3)
+    assert BootstrapResult.from_dict(json.loads(json.dumps(res.to_dict()))) == res
+    centres = per_center(1, next(iter(teams.values())))
+    stored = json.loads(json.dumps({c: r.to_dict() for c, r in centres.items()}))
+    assert {c: CenterResult.from_dict(v) for c, v in stored.items()} == centres
 
 
 def test_bootstrap_is_deterministic_and_independent_of_record_order() -> None:
