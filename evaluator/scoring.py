@@ -27,7 +27,6 @@ from evaluator.io.clinical import (
     read_task2_ground_truth,
     read_task3_ground_truth,
 )
-from evaluator.io.ground_truth import Task1GroundTruth, read_task1_ground_truth
 from evaluator.io.hashing import sha256_path
 from evaluator.io.prepared import (
     MANIFEST,
@@ -38,6 +37,7 @@ from evaluator.io.prepared import (
 )
 from evaluator.io.sniff import detect_archive
 from evaluator.io.tables import table_bytes_limit, wanted_member
+from evaluator.io.task1_truth import Task1GroundTruth, read_task1_ground_truth
 from evaluator.io.tree import TreePath, read_tree
 from evaluator.pipeline.result import ResultDocument, ValidDocument
 from evaluator.pipeline.table_tasks import score_table_task

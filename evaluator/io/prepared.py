@@ -13,15 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.errors import GroundTruthChanged
-from evaluator.io.ground_truth import (
-    GtCase,
-    Task1GroundTruth,
-    atomic_write,
-    label_files,
-    read_cases,
-)
 from evaluator.io.hashing import combine_hashes, sha256_file
 from evaluator.io.nifti_header import NiftiHeader
+from evaluator.io.task1_truth import GtCase, Task1GroundTruth, atomic_write, label_files, read_cases
 from evaluator.protocol import Limits
 
 __all__ = [
@@ -156,7 +150,7 @@ def read_and_prepare_task1(
     threads: int = 2,
     progress: Callable[[int, int], None] | None = None,
 ) -> Task1GroundTruth:
-    """:func:`evaluator.io.ground_truth.read_task1_ground_truth`, writing the prepared
+    """:func:`evaluator.io.task1_truth.read_task1_ground_truth`, writing the prepared
     form of the folder ``root`` to ``cache_dir`` as each case is read."""
     root = Path(root)
     files, ignored = label_files(root)

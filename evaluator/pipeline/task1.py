@@ -24,9 +24,9 @@ from evaluator.errors import (
     SubmissionRejected,
 )
 from evaluator.io.archive import Scan
-from evaluator.io.ground_truth import Task1GroundTruth, strip_nifti_ext
 from evaluator.io.members import Member
 from evaluator.io.nifti import max_file_bytes
+from evaluator.io.task1_truth import Task1GroundTruth, strip_nifti_ext
 from evaluator.metrics.segmentation import CaseStats, aggregate_task1, gtvp_dsc
 from evaluator.pipeline.case import CaseJob, CaseResult, run_case
 from evaluator.pipeline.pool import map_cases

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-import evaluator.io.ground_truth as ground_truth
+import evaluator.io.task1_truth as task1_truth
 import evaluator.scoring as scoring
 from evaluator.errors import GroundTruthChanged, GroundTruthError
-from evaluator.io.ground_truth import Task1GroundTruth
 from evaluator.io.hashing import combine_hashes, sha256_file
 from evaluator.io.nifti import crop, read_label_map
 from evaluator.io.prepared import MANIFEST, prepared_path
+from evaluator.io.task1_truth import Task1GroundTruth
 from evaluator.scoring import (
     load_ground_truth,
     open_ground_truth,
@@ -134,7 +134,7 @@ def test_a_source_file_changed_while_read_is_detected(
     source, files = task1
     before = load_ground_truth(1, source).sha256
     target = files["CHUM-002"]
-    real_read = ground_truth._ReadOnce.read
+    real_read = task1_truth._ReadOnce.read
     touched: list[bool] = []
 
     def read_then_overwrite(self: Any, n: int = -1, /) -> bytes:
@@ -148,7 +148,7 @@ def test_a_source_file_changed_while_read_is_detected(
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         return data
 
-    monkeypatch.setattr(ground_truth._ReadOnce, "read", read_then_overwrite)
+    monkeypatch.setattr(task1_truth._ReadOnce, "read", read_then_overwrite)
     with pytest.raises(GroundTruthChanged) as exc:
         prepare_ground_truth(1, source, tmp_path / "data" / "Task 1")
     assert touched
