@@ -70,7 +70,7 @@ QUEUED_SCAN = 10_000
 def _preload_scorer(**_: Any) -> None:
     """Each pool process imports the scorer once, so that its jobs' forked children
     inherit it (as the local dispatcher's pool initializer does)."""
-    from app.jobs.runner import preload_scorer
+    from app.jobs.judge_cache import preload_scorer
 
     preload_scorer()
 

@@ -29,8 +29,9 @@ from app.db.models import FAILED, QUEUED, RUNNING, PhaseTask, Submission, utcnow
 from app.db.session import rowcount, session_scope
 from app.jobs.limits import POOL_CRASH_MESSAGE
 from app.jobs.locks import held_submission_ids
+from app.jobs.outcomes import Verdict, error, lost_judges_message, platform_error, unstored_message
 from app.services.results import delete_results, replace_result
-from app.storage import SERVER_STORAGE_FULL, storage_reason
+from app.storage import storage_reason
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ SKIPPED = "skipped"
 SUPERSEDED = "superseded"
 UNSTORED = "unstored"  # the outcome could not be written; the row is left to the sweeper
 
-# The error kind of a failure that is the platform's, not the submission's (the result
-# could not be stored, the judges kept dying). Submissions failed with it count neither
-# in the daily quota nor in the failed-submission allowance (see app.services.allowances).
-PLATFORM = "platform"
 # A result write that fails is tried this many times, waiting WRITE_BACKOFF seconds
 # before the second try and twice as long before each next one (0.5+1+2+4 = 7.5 s).
 WRITE_TRIES = 5
@@ -54,8 +51,6 @@ MAX_LOST_JUDGES = 3
 # queued again until it has been claimed this many times, then failed as its own fault
 # (it most likely made its judge run out of memory or crash).
 MAX_POOL_CRASHES = 2
-
-INTERNAL_ERROR = "internal error while scoring; the organizers have been notified"
 
 
 # -- what a claim returns -----------------------------------------------------------------
@@ -89,61 +84,6 @@ class GaveUp:
     """A reclaimed row had used its attempts: it was failed as a platform failure."""
 
     attempts: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Verdict:
-    """What judging decided: the status to store, the result document, the errors."""
-
-    status: str
-    doc: dict[str, Any] | None = None
-    errors: list[dict[str, Any]] | None = None
-
-    def to_report(self) -> dict[str, Any]:
-        """The JSON object a judging child sends its parent."""
-        return {"status": self.status, "doc": self.doc, "errors": self.errors}
-
-    @classmethod
-    def from_report(cls, report: dict[str, Any] | None) -> Verdict | None:
-        if report is None or not isinstance(report.get("status"), str):
-            return None
-        return cls(status=report["status"], doc=report.get("doc"), errors=report.get("errors"))
-
-
-# -- errors a job stores --------------------------------------------------------------------
-def error(kind: str, message: str, case: str = "") -> dict[str, str]:
-    return {"case": case, "kind": kind, "message": message}
-
-
-def platform_error(message: str) -> dict[str, str]:
-    """A failure of the platform (error kind :data:`PLATFORM`): refunded, never counted."""
-    return error(PLATFORM, message)
-
-
-def internal_error(submission_id: int) -> dict[str, str]:
-    return error("internal", f"{INTERNAL_ERROR} (reference: submission {submission_id})")
-
-
-def unstored_message(reason: str) -> str:
-    return (
-        f"the server could not store the result ({reason}); this does not count against "
-        "your quota, resubmit later"
-    )
-
-
-def storage_full_message() -> str:
-    return (
-        f"the server ran out of storage while judging this submission ({SERVER_STORAGE_FULL}); "
-        "this does not count against your quota, resubmit later"
-    )
-
-
-def lost_judges_message(attempts: int) -> str:
-    return (
-        f"the judging process stopped unexpectedly {attempts} times while scoring this "
-        "submission (a worker crashed or was lost); the organizers have been notified; this "
-        "does not count against your quota, resubmit later"
-    )
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -288,44 +288,9 @@ def run_in_child(
         os.close(read_fd)
         _child_main(target, write_fd, parent_pid, scrub_env=scrub_env)
     os.close(write_fd)
-    deadline = started + timeout if timeout > 0 else None
     frames = _Frames(on_message)
-    timed_out, status, open_pipe = False, None, True
     try:
-        while status is None:
-            wait = _POLL
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            if open_pipe:
-                ready, _, _ = select.select([read_fd], [], [], wait)
-                if ready:
-                    chunk = os.read(read_fd, 1 << 16)
-                    if chunk:
-                        frames.append(chunk)
-                    else:  # the child closed its end: it is exiting
-                        open_pipe = False
-                        _, status = os.waitpid(pid, 0)
-                        break
-            else:
-                time.sleep(wait)
-            done, st = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = st
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
-        if open_pipe:  # drain what the child wrote before it ended
-            while True:
-                ready, _, _ = select.select([read_fd], [], [], 0)
-                if not ready:
-                    break
-                chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
-                    break
-                frames.append(chunk)
+        status, timed_out = _wait(pid, read_fd, frames, started + timeout if timeout > 0 else None)
     except BaseException:  # the parent is being stopped: take the child with it
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
             os.kill(pid, signal.SIGKILL)
@@ -344,6 +309,40 @@ def run_in_child(
         signal=-exit_code if exit_code < 0 else None,
         elapsed=elapsed,
     )
+
+
+def _wait(pid: int, read_fd: int, frames: _Frames, deadline: float | None) -> tuple[int, bool]:
+    """Read the child's frames until it ends, killing it at ``deadline``. Returns its
+    wait status and whether it was killed at the deadline."""
+    while True:
+        wait = _POLL if deadline is None else min(_POLL, max(0.0, deadline - time.monotonic()))
+        ready, _, _ = select.select([read_fd], [], [], wait)
+        if ready:
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:  # the child closed its end: it is exiting
+                return os.waitpid(pid, 0)[1], False
+            frames.append(chunk)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        timed_out = not done and deadline is not None and time.monotonic() >= deadline
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            status = os.waitpid(pid, 0)[1]
+        if done or timed_out:
+            _drain(read_fd, frames)
+            return status, timed_out
+
+
+def _drain(read_fd: int, frames: _Frames) -> None:
+    """Read what the child wrote before it ended."""
+    while True:
+        ready, _, _ = select.select([read_fd], [], [], 0)
+        if not ready:
+            return
+        chunk = os.read(read_fd, 1 << 16)
+        if not chunk:
+            return
+        frames.append(chunk)
 
 
 class _Frames:

@@ -30,7 +30,9 @@ from app.db.models import PRIORITY_NORMAL, Submission
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs import claims
 from app.jobs.base import Dispatcher
-from app.jobs.runner import run_job, warm_up
+from app.jobs.judge_cache import warm_up
+from app.jobs.outcomes import INTERNAL_ERROR
+from app.jobs.runner import run_job
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -218,7 +220,7 @@ class LocalDispatcher(Dispatcher):
             self._after_crash(sid)
             return
         log.error("submission %d: job raised %r", sid, exc)
-        self._mark_failed(sid, claims.INTERNAL_ERROR)
+        self._mark_failed(sid, INTERNAL_ERROR)
 
     def _after_crash(self, sid: int) -> None:
         if self._closed:

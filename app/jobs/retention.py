@@ -129,8 +129,28 @@ def purge(
     them. Commits through ``sessions``, one transaction per upload."""
     now = now or utcnow()
     report = PurgeReport()
+    due = _due_items(sessions, settings, now, limit + 1)
+    report.more = len(due) > limit
+    due = due[:limit]
+    if dry_run:
+        report.purged = due
+        return report
+    for item in due:
+        _purge_one(sessions, settings, item, now, report)
+    if report.purged:
+        log.info(
+            "retention: deleted %d upload(s) of failed submissions and dry runs (%d bytes)",
+            len(report.purged),
+            report.bytes,
+        )
+    return report
+
+
+def _due_items(
+    sessions: sessionmaker[Session], settings: Settings, now: datetime, limit: int
+) -> list[Purged]:
     with session_scope(sessions) as s:
-        due = [
+        return [
             Purged(
                 submission_id=sub.id,
                 team=team,
@@ -142,48 +162,44 @@ def purge(
                 ended_at=_ended(sub),
                 path=f"{settings.submissions_dir.name}/{sub.id}",
             )
-            for sub, team, phase in _due(s, now, limit + 1)
+            for sub, team, phase in _due(s, now, limit)
         ]
-    report.more = len(due) > limit
-    due = due[:limit]
-    if dry_run:
-        report.purged = due
-        return report
-    for item in due:
-        with session_scope(sessions) as s:
-            res = s.execute(
-                update(Submission)
-                .where(
-                    Submission.id == item.submission_id,
-                    Submission.status == item.status,
-                    Submission.purged_at.is_(None),
-                )
-                .values(purged_at=now)
+
+
+def _purge_one(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    item: Purged,
+    now: datetime,
+    report: PurgeReport,
+) -> None:
+    """Mark the row purged (unless it changed meanwhile), then delete its folder; a
+    folder that cannot be deleted unmarks the row and is reported."""
+    with session_scope(sessions) as s:
+        res = s.execute(
+            update(Submission)
+            .where(
+                Submission.id == item.submission_id,
+                Submission.status == item.status,
+                Submission.purged_at.is_(None),
             )
-            if rowcount(res) != 1:
-                continue  # queued again, or purged by another process meanwhile
-        folder = settings.submissions_dir / str(item.submission_id)
-        try:
-            if folder.exists():
-                shutil.rmtree(folder)
-        except OSError as exc:
-            log.warning("submission %d: could not delete %s: %s", item.submission_id, folder, exc)
-            report.failed.append((item.submission_id, str(exc)))
-            with session_scope(sessions) as s:
-                s.execute(
-                    update(Submission)
-                    .where(Submission.id == item.submission_id)
-                    .values(purged_at=None)
-                )
-            continue
-        report.purged.append(item)
-    if report.purged:
-        log.info(
-            "retention: deleted %d upload(s) of failed submissions and dry runs (%d bytes)",
-            len(report.purged),
-            report.bytes,
+            .values(purged_at=now)
         )
-    return report
+        if rowcount(res) != 1:
+            return  # queued again, or purged by another process meanwhile
+    folder = settings.submissions_dir / str(item.submission_id)
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)
+    except OSError as exc:
+        log.warning("submission %d: could not delete %s: %s", item.submission_id, folder, exc)
+        report.failed.append((item.submission_id, str(exc)))
+        with session_scope(sessions) as s:
+            s.execute(
+                update(Submission).where(Submission.id == item.submission_id).values(purged_at=None)
+            )
+        return
+    report.purged.append(item)
 
 
 class RetentionThread:

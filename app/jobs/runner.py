@@ -21,7 +21,7 @@ twice, or N times at once on M machines:
   A result that cannot be written (disk or database full, database unreachable) is
   tried again a few times with backoff (:data:`app.jobs.claims.WRITE_TRIES`), then
   the submission fails as a *platform* failure (error kind
-  :data:`app.jobs.claims.PLATFORM`), which counts neither against the team's quota
+  :data:`app.jobs.outcomes.PLATFORM`), which counts neither against the team's quota
   nor against its failed-submission allowance. If even that cannot be written the
   row stays ``running`` with no live judge, and the sweeper (:mod:`app.jobs.sweeper`)
   queues it again;
@@ -36,10 +36,9 @@ import functools
 import logging
 import multiprocessing
 import os
-import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ from app.db.session import (
     session_scope,
 )
 from app.jobs import claims
-from app.jobs.claims import SKIPPED, Claim, GaveUp, Progress, Verdict, error, platform_error
+from app.jobs.claims import SKIPPED, Claim, GaveUp, Progress
 from app.jobs.isolation import (
     CAN_FORK,
     EXIT_ERROR,
@@ -62,7 +61,6 @@ from app.jobs.isolation import (
     ChildOutcome,
     run_in_child,
     send_to_parent,
-    watch_parent,
 )
 from app.jobs.judge_cache import ground_truth
 from app.jobs.limits import (
@@ -75,6 +73,13 @@ from app.jobs.limits import (
     time_message,
 )
 from app.jobs.locks import job_dir, remove_orphaned_job_dirs, submission_lock
+from app.jobs.outcomes import (
+    Verdict,
+    error,
+    internal_error,
+    platform_error,
+    storage_full_message,
+)
 from app.settings import Settings
 from app.storage import FULL_ERRNOS, absolute
 
@@ -88,7 +93,7 @@ LOCK_WAIT_SECONDS = 2.0
 
 def score_claim(
     settings: Settings, claim: Claim, gt: Any, *, progress: Callable[[int, int], None]
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """Validate and score the claimed submission's archive: the untrusted work, run
     under the job's limits. Returns the result document; raises what the scorer raises."""
     from evaluator.protocol import Limits, Protocol
@@ -141,13 +146,13 @@ def _score(
     except OSError as e:
         if e.errno not in FULL_ERRNOS:
             log.exception("submission %d: internal error while scoring", sid)
-            return Verdict(status=FAILED, errors=[claims.internal_error(sid)])
+            return Verdict(status=FAILED, errors=[internal_error(sid)])
         # the server's disk, not the submission
         log.error("submission %d: server storage full while judging: %s", sid, e)
-        return Verdict(status=FAILED, errors=[platform_error(claims.storage_full_message())])
+        return Verdict(status=FAILED, errors=[platform_error(storage_full_message())])
     except Exception:
         log.exception("submission %d: internal error while scoring", sid)
-        return Verdict(status=FAILED, errors=[claims.internal_error(sid)])
+        return Verdict(status=FAILED, errors=[internal_error(sid)])
     status = VALID if claim.dry_run else SCORED
     doc = dict(doc or {})
     doc.setdefault("status", status)
@@ -197,7 +202,7 @@ def _child_failure(settings: Settings, submission_id: int, outcome: ChildOutcome
         err = error("limit", memory_message(settings.job_memory_mb))
     elif outcome.exit_code == EXIT_ERROR:  # the traceback went to the log (stderr)
         log.error("submission %d: the judging process failed", submission_id)
-        err = claims.internal_error(submission_id)
+        err = internal_error(submission_id)
     else:
         log.error("submission %d: judging process %s", submission_id, outcome.ended)
         err = error("limit", crash_message(outcome, settings.job_memory_mb))
@@ -340,7 +345,7 @@ def _claim_and_judge(
     if isinstance(taken, GaveUp):
         return FAILED
     if tmp is None:
-        full = Verdict(status=FAILED, errors=[platform_error(claims.storage_full_message())])
+        full = Verdict(status=FAILED, errors=[platform_error(storage_full_message())])
         return claims.store(sf, submission_id, taken.attempt, full)
     return _judge(sf, settings, taken, tmp)
 
@@ -375,37 +380,3 @@ def warm_analysis(engine: Engine, submission_id: int) -> None:
     log.info(
         "submission %d: board analysis ready in %.2f s", submission_id, time.monotonic() - started
     )
-
-
-def warm_up(log_level: str = "info") -> None:
-    """Pool initializer: configure logging and import the scorer ahead of the first job."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=getattr(logging, log_level.upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s [judge %(process)d] %(name)s: %(message)s",
-        )
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    watch_parent()  # a killed server leaves no judge behind
-    preload_scorer()
-
-
-def preload_scorer() -> None:
-    """Import everything a job imports, in a judging process (local pool or Celery),
-    so that each job's forked child inherits it instead of importing it again
-    (lifelines alone takes about 1 s: every Task 2 job paid that)."""
-    started = time.monotonic()
-    for mod in (
-        "evaluator.scoring",
-        "evaluator.pipeline.task1",
-        "evaluator.pipeline.table_tasks",
-        "evaluator.metrics.survival",
-        "evaluator.metrics.classification",
-        "lifelines.utils",
-        "sklearn.metrics",
-        "app.services.board_analysis",
-    ):
-        try:
-            __import__(mod)
-        except Exception:  # a missing module surfaces as a job error, with a message
-            log.debug("could not pre-import %s", mod, exc_info=True)
-    log.info("judging process ready: scorer imported in %.1f s", time.monotonic() - started)

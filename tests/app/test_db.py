@@ -13,7 +13,8 @@ from sqlalchemy import func, inspect, select, text
 from app.db.migrate import alembic_config, upgrade
 from app.db.models import CaseResult, Phase, Result, Submission
 from app.db.session import make_engine, session_factory
-from app.jobs.claims import Progress, Verdict, finish, recover_pending
+from app.jobs.claims import Progress, finish, recover_pending
+from app.jobs.outcomes import Verdict
 from app.jobs.runner import run_job
 from tests.app.conftest import N_CASES, RecordingDispatcher
 
