@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.jobs.celery_app import make_celery_app
     from app.jobs.celery_dispatcher import require_postgresql
-    from app.jobs.runner import preload_scorer
+    from app.jobs.judge_cache import preload_scorer
 
     setup_logging(getattr(args, "verbose", False), args.loglevel)
     settings = load_settings(args)
