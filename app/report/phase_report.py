@@ -23,15 +23,13 @@ import evaluator
 from app.errors import BadRequest
 from app.report.render import TaskReportData, TeamRow, render_report, task_sections
 from app.security import ORGANIZER_PRINCIPAL
-from app.services.board_analysis import (
-    analysis_params,
-    bootstrap_from_dict,
-    centers_from_dict,
-    get_analysis_commit,
-    snapshot_analysis,
-)
+from app.services.analysis_cache import get_analysis_commit
+from app.services.analysis_payload import AnalysisPayload
+from app.services.board_analysis import analysis_params, snapshot_analysis
 from app.services.leaderboards import leaderboard
 from app.services.phases import get_phase, get_phase_task
+from evaluator.bootstrap_result import BootstrapResult
+from evaluator.centers import CenterResult
 
 __all__ = ["build_phase_report", "interval_cells", "page_sections", "task_report_data"]
 
@@ -53,7 +51,10 @@ def task_report_data(
     ]
     payload = payload or {}
     boot = payload.get("bootstrap")
-    centres = {t: centers_from_dict(c) for t, c in (payload.get("per_center") or {}).items()}
+    centres = {
+        t: {c: CenterResult.from_dict(v) for c, v in per.items()}
+        for t, per in (payload.get("per_center") or {}).items()
+    }
     # case records for the per-case plot (Task 1) and the case and centre counts; a
     # payload seen by a team or an anonymous reader has each team's values sorted
     # (``per_case_values``, no patient), or nothing per case
@@ -75,7 +76,7 @@ def task_report_data(
         task=task,
         rows=rows,
         cases=cases,
-        bootstrap=bootstrap_from_dict(boot) if boot else None,
+        bootstrap=BootstrapResult.from_dict(boot) if boot else None,
         per_center=centres,
         provenance=dict(provenance),
     )
@@ -134,7 +135,7 @@ def build_phase_report(
         if not board["rows"]:
             continue
         if board.get("frozen"):
-            payload: dict[str, Any] | None = snapshot_analysis(session, board)
+            payload: AnalysisPayload | None = snapshot_analysis(session, board)
             if payload and (
                 (n_resamples is not None and n_resamples != payload.get("n_resamples"))
                 or (seed is not None and seed != payload.get("seed"))
