@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 import evaluator
-from app.api import admin, analysis, errors, freeze, leaderboards, submissions
+from app.api import admin, analysis, error_handlers, freeze, leaderboards, submissions
 from app.api.middleware import SecurityHeaders
 from app.db.migrate import upgrade
 from app.db.session import make_engine, read_only, session_factory, session_scope
@@ -154,7 +154,7 @@ def create_app(
         settings.auth_failure_limit, settings.auth_failure_window
     )
     app.state.board_cache = BoardCache()
-    errors.install(app, error_page=pages.error_page)
+    error_handlers.install(app, error_page=pages.error_page)
     _include_routes(app)
     app.add_middleware(
         SecurityHeaders, public_https=urlsplit(settings.public_url).scheme == "https"

@@ -21,12 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evaluator.errors import ArchiveError, GroundTruthChanged, SubmissionRejected
-from evaluator.io.clinical import (
-    ClassificationGroundTruth,
-    SurvivalGroundTruth,
-    read_task2_ground_truth,
-    read_task3_ground_truth,
-)
 from evaluator.io.hashing import sha256_path
 from evaluator.io.prepared import (
     MANIFEST,
@@ -36,6 +30,12 @@ from evaluator.io.prepared import (
     read_and_prepare_task1,
 )
 from evaluator.io.sniff import detect_archive
+from evaluator.io.table_truth import (
+    ClassificationGroundTruth,
+    SurvivalGroundTruth,
+    read_task2_ground_truth,
+    read_task3_ground_truth,
+)
 from evaluator.io.tables import table_bytes_limit, wanted_member
 from evaluator.io.task1_truth import Task1GroundTruth, read_task1_ground_truth
 from evaluator.io.tree import TreePath, read_tree

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import DispatcherDep, SessionDep, SettingsDep, dispatch, require_organizer
-from app.api.errors import ERRORS
+from app.api.error_handlers import ERRORS
 from app.api.schemas import (
     GroundTruthImport,
     PhaseCreate,

@@ -16,7 +16,7 @@ from app.access import (
 )
 from app.api.analysis_schemas import LeaderboardAnalysis, LeaderboardCenters, SubmissionCenters
 from app.api.deps import OptionalPrincipalDep, PrincipalDep, SessionDep
-from app.api.errors import ERRORS
+from app.api.error_handlers import ERRORS
 from app.db.models import SCORED
 from app.errors import Conflict
 from app.services.board_analysis import AnalysisView, analysis_view

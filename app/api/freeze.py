@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from app.api.analysis_schemas import FreezeRequest, FreezeResult, SnapshotSummary
 from app.api.deps import SessionDep, require_organizer
-from app.api.errors import ERRORS
+from app.api.error_handlers import ERRORS
 from app.services.freeze import freeze_phase_commit, unfreeze_phase
 from app.services.phases import get_phase
 from app.services.snapshots import SnapshotView, snapshot_summary, snapshots

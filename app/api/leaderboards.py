@@ -14,7 +14,7 @@ from app.api.deps import (
     ReadSessionDep,
     SessionDep,
 )
-from app.api.errors import ERRORS
+from app.api.error_handlers import ERRORS
 from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
 from app.services.exports import leaderboard_csv
 from app.services.phases import (

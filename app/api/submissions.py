@@ -20,7 +20,7 @@ from app.api.deps import (
     TeamDep,
     dispatch,
 )
-from app.api.errors import ERRORS
+from app.api.error_handlers import ERRORS
 from app.api.multipart import MultipartReceiver, ReceivedFile, boundary_of, upload_type
 from app.api.schemas import (
     ErrorResponse,

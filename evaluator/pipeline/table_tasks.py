@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from evaluator.io.clinical import ClassificationGroundTruth, SurvivalGroundTruth
 from evaluator.io.table_text import AnyPath
+from evaluator.io.table_truth import ClassificationGroundTruth, SurvivalGroundTruth
 from evaluator.io.tables import read_predictions
 from evaluator.metrics.classification import aggregate_task3
 from evaluator.metrics.survival import aggregate_task2

@@ -40,7 +40,7 @@ from evaluator.synth.challenge import SynthSummary, generate_challenge
 from evaluator.synth.cohort import CENTRES, GTVN_ML, GTVP_ML, Centre
 from evaluator.synth.images import nifti_gz_bytes
 from evaluator.synth.manifest import GENERATOR, GENERATOR_VERSION, TASK2_CSV, TASK3_CSV
-from evaluator.synth.teams import TEAM_PRESETS, TeamPreset
+from evaluator.synth.team_presets import TEAM_PRESETS, TeamPreset
 
 __all__ = [
     "CENTRES",

@@ -27,7 +27,7 @@ from evaluator.synth.manifest import (
     manifest_text,
 )
 from evaluator.synth.predictions import SharedDraws, predict_case
-from evaluator.synth.teams import GT_CODEC, PRESET_BY_NAME, TEAM_PRESETS, TeamPreset
+from evaluator.synth.team_presets import GT_CODEC, PRESET_BY_NAME, TEAM_PRESETS, TeamPreset
 from evaluator.synth.truth import Case, plan_case
 
 logger = logging.getLogger("evaluator.synth")

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from evaluator.synth.cohort import random_stream
 from evaluator.synth.geometry import FloatArray
-from evaluator.synth.teams import TEAM_PRESETS
+from evaluator.synth.team_presets import TEAM_PRESETS
 from evaluator.synth.truth import Case
 
 _MAX_REDRAWS = 200

@@ -13,7 +13,7 @@ from nibabel.fileholders import FileHolder
 from numpy.typing import NDArray
 
 from evaluator.synth.cohort import Grid
-from evaluator.synth.teams import Codec
+from evaluator.synth.team_presets import Codec
 
 ZIP_DATE_TIME = (2025, 1, 1, 0, 0, 0)
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from evaluator.synth.cohort import Grid
-from evaluator.synth.teams import TEAM_PRESETS, TeamPreset
+from evaluator.synth.team_presets import TEAM_PRESETS, TeamPreset
 from evaluator.synth.truth import Case
 
 GENERATOR = "hecktor-eval synth"

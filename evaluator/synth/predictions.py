@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from evaluator.synth.cohort import GTVN_ML, random_stream
 from evaluator.synth.geometry import FloatArray, IntArray, Lesion, blob, crop_lesion, log_uniform
-from evaluator.synth.teams import TEAM_PRESETS, TeamPreset
+from evaluator.synth.team_presets import TEAM_PRESETS, TeamPreset
 from evaluator.synth.truth import Case, place_near
 
 _EDGE_SMOOTH_MM = 4.0  # correlation length of the boundary noise of predictions

@@ -103,7 +103,7 @@ def test_upload_to_a_full_disk_answers_507_and_the_service_keeps_serving(
 ) -> None:
     api, tok = _world(app_factory, sqlite_url, small_disk / "data")
     # streaming to incoming/: 3 MB do not fit on the 2 MB disk
-    with caplog.at_level(logging.ERROR, logger="app.api.errors"):
+    with caplog.at_level(logging.ERROR, logger="app.api.error_handlers"):
         r = api.upload(tok, "p", 2, content=os.urandom(3 << 20), filename="big.csv")
     _assert_507(r)
     assert "server storage full on POST /api/v1/submissions" in caplog.text

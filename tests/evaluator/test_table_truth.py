@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from evaluator.errors import GroundTruthError
-from evaluator.io.clinical import (
+from evaluator.io.hashing import combine_hashes, sha256_file
+from evaluator.io.table_truth import (
     ClassificationGroundTruth,
     SurvivalGroundTruth,
     center_of,
     read_task2_ground_truth,
     read_task3_ground_truth,
 )
-from evaluator.io.hashing import combine_hashes, sha256_file
 from evaluator.protocol import Protocol
 
 TASK2 = "PatientID,RFS,Relapse\nCHUM-001,12.5,1\nCHUM-002,40,0\nMDA-010,3,1\n"
