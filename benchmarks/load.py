@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,31 @@ class Conn:
         return status
 
 
+def _schedule(
+    rate: float,
+    status_rate: float,
+    span: float,
+    warmup: float,
+    status_targets: list[tuple[str, int]],
+    request: Callable[..., bytes],
+) -> list[tuple[float, str, bytes]]:
+    """Every request of the run as (due time, kind, raw bytes), in due order: board reads
+    at ``rate``, status reads at ``status_rate``; those due before ``warmup`` are
+    "warmup"."""
+    schedule: list[tuple[float, str, bytes]] = []
+    for i in range(int(rate * span)):
+        path = f"/api/v1/leaderboards/{PHASE}/{1 + i % 3}"
+        at = i / rate
+        schedule.append((at, "leaderboard" if at >= warmup else "warmup", request(path)))
+    for i in range(int(status_rate * span)):
+        tok, sid = status_targets[i % len(status_targets)]
+        at = i / status_rate
+        raw = request(f"/api/v1/submissions/{sid}", tok)
+        schedule.append((at, "status" if at >= warmup else "warmup", raw))
+    schedule.sort(key=lambda x: x[0])
+    return schedule
+
+
 async def drive(
     base: str,
     rate: float,
@@ -297,17 +323,7 @@ async def drive(
                 if conn is not None:
                     conn.writer.close()
 
-    schedule: list[tuple[float, str, bytes]] = []
-    for i in range(int(rate * (warmup + duration))):
-        path = f"/api/v1/leaderboards/{PHASE}/{1 + i % 3}"
-        at = i / rate
-        schedule.append((at, "leaderboard" if at >= warmup else "warmup", request(path)))
-    for i in range(int(status_rate * (warmup + duration))):
-        tok, sid = status_targets[i % len(status_targets)]
-        at = i / status_rate
-        raw = request(f"/api/v1/submissions/{sid}", tok)
-        schedule.append((at, "status" if at >= warmup else "warmup", raw))
-    schedule.sort(key=lambda x: x[0])
+    schedule = _schedule(rate, status_rate, warmup + duration, warmup, status_targets, request)
 
     loop = asyncio.get_running_loop()
     tasks = []
