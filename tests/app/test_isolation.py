@@ -198,7 +198,7 @@ def test_running_row_is_reclaimed_only_when_its_job_is_gone(
         assert submission_row(db_url, sid) == ("scored", 2, 1)
         assert run_job(sid, settings) == SKIPPED  # a duplicate message
         assert submission_row(db_url, sid) == ("scored", 2, 1)
-        # a submission whose judges keep dying is failed after MAX_ATTEMPTS claims
+        # a submission whose judges keep dying is failed after MAX_LOST_JUDGES claims
         set_submission(db_url, sid, status="running", attempts=3)
         assert run_job(sid, settings) == "failed"
         status = api.status(tok, sid)
