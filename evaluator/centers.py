@@ -12,19 +12,11 @@ import numpy as np
 from evaluator.errors import ScoringError
 from evaluator.metrics.aggregate import aggregate
 from evaluator.metrics.weighted import finite_or_none, weighted_metrics
+from evaluator.patients import case_center
 from evaluator.protocol import HECKTOR2025, Protocol
 from evaluator.registry import leaderboard_metrics
 
-__all__ = ["CenterResult", "case_center", "per_center"]
-
-
-def case_center(record: Mapping[str, Any]) -> str:
-    """The record's ``center``, else the PatientID prefix before the first ``-``
-    (``CHUM-001`` -> ``CHUM``; an id without ``-`` is its own centre)."""
-    center = record.get("center")
-    if center not in (None, ""):
-        return str(center)
-    return str(record.get("patient_id", "")).split("-", 1)[0]
+__all__ = ["CenterResult", "per_center"]
 
 
 @dataclass(frozen=True, kw_only=True)

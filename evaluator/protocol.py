@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from evaluator.io.hashing import canonical_json, canonical_sha256
+from evaluator.canonical import canonical_json, canonical_sha256
 
 Connectivity = Literal[6, 18, 26]
 BothEmpty = Literal["1.0", "0.0", "exclude"]

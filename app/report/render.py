@@ -25,7 +25,8 @@ from app.report.plots import center_heatmap_svg, per_case_dsc_svg, rank_stabilit
 from app.report.template import CSS, TEMPLATE
 from evaluator.bootstrap import bootstrap
 from evaluator.bootstrap_result import BootstrapResult
-from evaluator.centers import CenterResult, case_center, per_center
+from evaluator.centers import CenterResult, per_center
+from evaluator.patients import case_center
 from evaluator.protocol import HECKTOR2025, Protocol
 from evaluator.ranking import rank_rows
 from evaluator.registry import leaderboard_metrics, metrics_of, ranked_metrics

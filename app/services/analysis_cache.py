@@ -32,7 +32,7 @@ from app.db.models import AnalysisCache, Phase, PhaseTask
 from app.services.analysis_payload import ALPHA, ANALYSIS_VERSION, AnalysisPayload, compute_payload
 from app.services.records import Board
 from app.services.results import CaseRecord, load_cases, result_keys
-from evaluator.io.hashing import canonical_sha256
+from evaluator.canonical import canonical_sha256
 from evaluator.protocol import Protocol
 
 log = logging.getLogger(__name__)

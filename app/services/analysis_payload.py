@@ -20,7 +20,8 @@ from app.db.models import utcnow
 from app.formatting import as_finite
 from evaluator.bootstrap import bootstrap
 from evaluator.bootstrap_result import BootstrapResult
-from evaluator.centers import CenterResult, case_center, per_center
+from evaluator.centers import CenterResult, per_center
+from evaluator.patients import case_center
 from evaluator.protocol import Protocol, ProtocolSummary
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from app.services.phases import get_phase
 from app.services.records import Board, BoardRow
 from app.services.results import result_keys
 from app.services.snapshots import snapshots
-from evaluator.io.hashing import canonical_sha256
+from evaluator.canonical import canonical_sha256
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from app.db.models import (
     Result,
     Submission,
 )
-from evaluator.io.hashing import canonical_sha256
+from evaluator.canonical import canonical_sha256
 
 log = logging.getLogger(__name__)
 

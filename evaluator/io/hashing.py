@@ -1,16 +1,13 @@
-"""SHA-256 of files, folders and JSON values: what identifies ground truth, submissions,
-protocols and stored results."""
+"""SHA-256 of files and folders, and hashes combined: what identifies ground truth,
+submissions and prepared cases (JSON values: :mod:`evaluator.canonical`)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
-    "canonical_json",
-    "canonical_sha256",
     "combine_hashes",
     "sha256_file",
     "sha256_path",
@@ -50,14 +47,3 @@ def combine_hashes(parts: Iterable[tuple[str, str]]) -> str:
         h.update(digest.encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def canonical_json(obj: object) -> bytes:
-    """``obj`` as canonical JSON in UTF-8: sorted keys, no whitespace, ASCII escapes,
-    and ``str()`` of any value JSON has no type for (datetimes, paths)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
-
-
-def canonical_sha256(obj: object) -> str:
-    """SHA-256 (hex) of :func:`canonical_json` of ``obj``."""
-    return hashlib.sha256(canonical_json(obj)).hexdigest()

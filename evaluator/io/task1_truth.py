@@ -26,11 +26,12 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from evaluator.centers import case_center
+from evaluator.boxes import Bbox, crop
 from evaluator.errors import GroundTruthError, SubmissionError
 from evaluator.io.hashing import combine_hashes
-from evaluator.io.nifti import Bbox, LabelMap, crop, read_label_map
+from evaluator.io.nifti import LabelMap, read_label_map
 from evaluator.io.nifti_header import NiftiHeader
+from evaluator.patients import case_center
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 
 _IMAGE_SUFFIX = re.compile(r"_{1,2}(CT|PT|PET|CTPlanning|CTplanning|RTDOSE|RTDose|dose)$", re.I)

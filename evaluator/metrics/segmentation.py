@@ -83,7 +83,7 @@ def _within(outer: Bbox, inner: Bbox) -> tuple[slice, slice, slice]:
 
 
 def _nonzero_bbox(arr: npt.NDArray[Any]) -> Bbox | None:
-    from evaluator.io.nifti import foreground_bbox  # pure numpy helper
+    from evaluator.boxes import foreground_bbox
 
     return foreground_bbox(arr)
 

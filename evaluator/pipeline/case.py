@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from evaluator.boxes import crop, foreground_bbox
 from evaluator.errors import Problem, SubmissionError
 from evaluator.io.inflate import ByteSource
 from evaluator.io.members import MemberRef
-from evaluator.io.nifti import LabelCrop, crop, foreground_bbox, read_label_crop
+from evaluator.io.nifti import LabelCrop, read_label_crop
 from evaluator.io.nifti_header import NiftiHeader, check_geometry
 from evaluator.io.task1_truth import GtCase
 from evaluator.metrics.segmentation import CaseStats, statistics_from_crops

@@ -21,10 +21,11 @@ from sklearn.metrics import roc_auc_score
 
 from evaluator.bootstrap import bootstrap, bootstrap_samples, kendall_tau_b, resample_weights
 from evaluator.bootstrap_result import BootstrapResult
-from evaluator.centers import CenterResult, case_center, per_center
+from evaluator.centers import CenterResult, per_center
 from evaluator.errors import ScoringError
 from evaluator.metrics.aggregate import aggregate
 from evaluator.metrics.weighted import weighted_metrics
+from evaluator.patients import case_center
 from evaluator.protocol import HECKTOR2025
 from evaluator.ranking import rank_matrix, rank_rows
 from evaluator.registry import leaderboard_metrics

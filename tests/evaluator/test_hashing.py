@@ -8,7 +8,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from evaluator.io.hashing import canonical_json, canonical_sha256, combine_hashes, sha256_tree
+from evaluator.canonical import canonical_json, canonical_sha256
+from evaluator.io.hashing import combine_hashes, sha256_tree
 from evaluator.protocol import HECKTOR2025, Protocol
 
 

@@ -11,13 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evaluator.boxes import foreground_bbox
 from evaluator.errors import FormatError, GeometryError, LabelError, LimitError
-from evaluator.io.nifti import (
-    foreground_bbox,
-    read_header,
-    read_label_crop,
-    read_label_map,
-)
+from evaluator.io.nifti import read_header, read_label_crop, read_label_map
 from evaluator.io.nifti_header import check_geometry
 from tests.builders import affine_for, nifti_bytes, write_nifti
 

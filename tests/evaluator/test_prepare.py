@@ -14,9 +14,10 @@ import pytest
 
 import evaluator.io.task1_truth as task1_truth
 import evaluator.scoring as scoring
+from evaluator.boxes import crop
 from evaluator.errors import GroundTruthChanged, GroundTruthError
 from evaluator.io.hashing import combine_hashes, sha256_file
-from evaluator.io.nifti import crop, read_label_map
+from evaluator.io.nifti import read_label_map
 from evaluator.io.prepared import MANIFEST, prepared_path
 from evaluator.io.task1_truth import Task1GroundTruth
 from evaluator.scoring import (

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from evaluator.boxes import crop, foreground_bbox
 from evaluator.errors import ScoringError
-from evaluator.io.nifti import crop, foreground_bbox
 from evaluator.metrics.segmentation import (
     aggregate_task1,
     case_statistics,
