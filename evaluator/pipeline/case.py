@@ -31,7 +31,10 @@ def resample_nearest(
     dst_affine: npt.NDArray[np.float64],
     dst_shape: tuple[int, int, int],
 ) -> npt.NDArray[np.uint8]:
-    """Nearest-neighbour resampling of a label map onto another voxel grid."""
+    """Nearest-neighbour resampling of a label map onto another voxel grid, as ITK
+    does it: each destination voxel takes the label of the source voxel whose centre is
+    nearest, if it lies within half a voxel of the source grid (``grid-constant``),
+    else 0. ``mode="constant"`` would also zero the points in the outer half voxel."""
     from scipy.ndimage import affine_transform
 
     m = np.linalg.inv(src_affine) @ dst_affine
@@ -41,7 +44,7 @@ def resample_nearest(
         offset=m[:3, 3],
         output_shape=dst_shape,
         order=0,
-        mode="constant",
+        mode="grid-constant",
         cval=0,
     )
     return np.asfortranarray(out.astype(np.uint8))
