@@ -1,15 +1,22 @@
-"""HECKTOR ranking rules (SPEC section 4), as a pure function over metric rows.
+"""Ranking rules as pure functions over metric rows.
 
-Ties get the average rank (``scipy.stats.rankdata(method="average")``), rank 1 is
-best. Directions come from :mod:`evaluator.registry`, never from this module.
+Each edition declares its per-task rule (``Protocol.TASKS[task].ranking``, see
+:mod:`evaluator.editions.base`): rank by one metric (:class:`RankBy`), or rank the sum
+of several ranks, the lower sum first (:class:`RankOfSum`). The HECKTOR 2025 rules:
 
 - Task 1: ``r_p`` = rank by ``gtvp_dsc_mean``; ``r_n`` = rank of (rank by
   ``gtvn_dsc_agg`` + rank by ``gtvn_f1_agg``), lower sum first; final = rank of
   (``r_p`` + ``r_n``).
 - Task 2: rank by ``c_index``. Task 3: rank by ``auc``.
 
-A missing or non-finite metric value ranks last (all such rows tie at the bottom):
-it never beats a real score.
+HECKTOR 2026 ranks Task 1 by ``seg_dsc``, Task 2 by ``rfs_cindex``, Task 3 by
+``staging_bacc``, and combines the three into an overall rank by
+:func:`overall_ranks` (a weighted mean of the task ranks, ``task_weights``).
+
+Ties get the average rank (``scipy.stats.rankdata(method="average")``), rank 1 is
+best. Directions come from :mod:`evaluator.registry`, never from this module. A
+missing or non-finite metric value ranks last (all such rows tie at the bottom): it
+never beats a real score.
 """
 
 from __future__ import annotations
@@ -21,12 +28,20 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
-from evaluator.registry import BY_NAME, ranked_metrics
+from evaluator.editions.base import RankBy, RankOfSum, RankRule
+from evaluator.protocol import HECKTOR2025, Protocol
+from evaluator.registry import BY_NAME, ProtocolRef, protocol_of, ranked_metrics
 
 FloatArray = npt.NDArray[np.float64]
 
-TASK1_GTVP = ("gtvp_dsc_mean",)
-TASK1_GTVN = ("gtvn_dsc_agg", "gtvn_f1_agg")
+__all__ = [
+    "overall_ranks",
+    "rank_matrix",
+    "rank_metric",
+    "rank_rows",
+    "rank_values",
+    "ranking_rule",
+]
 
 
 def _as_float(value: object) -> float:
@@ -54,52 +69,25 @@ def rank_metric(rows: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
     return rank_values([r.get(name) for r in rows], higher_is_better=metric.higher_is_better)  # type: ignore[misc]
 
 
-def _rank_sums(sums: np.ndarray) -> np.ndarray:
-    """Rank of a sum of ranks: the lower sum is better."""
-    return rank_values(list(sums), higher_is_better=False)
-
-
-def rank_rows(task: int, rows: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
-    """Per-row ranks for ``task``. Each dict has one entry per ranked metric and ``final``.
-
-    Task 1 rows also carry ``gtvn`` (the GTVn rank ``r_n``).
-    """
+def ranking_rule(task: int, protocol: ProtocolRef = HECKTOR2025) -> RankRule:
+    """The ranking rule ``protocol``'s edition declares for ``task``."""
     if task not in (1, 2, 3):
         raise ValueError(f"task must be 1, 2 or 3, not {task!r}")
-    n = len(rows)
-    if n == 0:
-        return []
-    names = [m.name for m in ranked_metrics(task)]
-    if task == 1:
-        expected = set(TASK1_GTVP + TASK1_GTVN)
-        if set(names) != expected:
-            raise ValueError(
-                f"the registry's ranked Task 1 metrics {sorted(names)} differ from the "
-                f"HECKTOR rule's {sorted(expected)}"
-            )
-        r_p = rank_metric(rows, "gtvp_dsc_mean")
-        r_dsc = rank_metric(rows, "gtvn_dsc_agg")
-        r_f1 = rank_metric(rows, "gtvn_f1_agg")
-        r_n = _rank_sums(r_dsc + r_f1)
-        final = _rank_sums(r_p + r_n)
-        return [
-            {
-                "gtvp_dsc_mean": float(r_p[i]),
-                "gtvn_dsc_agg": float(r_dsc[i]),
-                "gtvn_f1_agg": float(r_f1[i]),
-                "gtvn": float(r_n[i]),
-                "final": float(final[i]),
-            }
-            for i in range(n)
-        ]
-    if len(names) != 1:
-        raise ValueError(f"Task {task} must have exactly one ranked metric, found {names}")
-    (name,) = names
-    r = rank_metric(rows, name)
-    return [{name: float(r[i]), "final": float(r[i])} for i in range(n)]
+    p = protocol_of(protocol)
+    rule = p.TASKS[task].ranking
+    ranked = {m.name for m in ranked_metrics(task, p)}
+    if set(_leaves(rule)) != ranked:  # pragma: no cover - guarded when an edition loads
+        raise ValueError(
+            f"the ranked Task {task} metrics {sorted(ranked)} differ from the rule's "
+            f"{sorted(_leaves(rule))}"
+        )
+    return rule
 
 
-# --- many rankings at once ------------------------------------------------------------
+def _leaves(rule: RankRule) -> list[str]:
+    if isinstance(rule, RankBy):
+        return [rule.metric]
+    return [name for part in rule.parts for name in _leaves(part)]
 
 
 def _rank_rows_axis(values: FloatArray, *, higher_is_better: bool) -> FloatArray:
@@ -109,37 +97,97 @@ def _rank_rows_axis(values: FloatArray, *, higher_is_better: bool) -> FloatArray
     return np.asarray(rankdata(key, axis=1, method="average"), dtype=np.float64)
 
 
-def rank_matrix(task: int, values: Mapping[str, npt.ArrayLike]) -> dict[str, FloatArray]:
-    """:func:`evaluator.ranking.rank_rows` for many rankings at once.
+def _apply(
+    rule: RankRule, values: Mapping[str, FloatArray], out: dict[str, FloatArray]
+) -> FloatArray:
+    """The ranks ``rule`` gives (R x T), each named rank stored in ``out`` on the way
+    (leaves first, in the rule's order, then the sums that hold them)."""
+    if isinstance(rule, RankBy):
+        r = _rank_rows_axis(
+            values[rule.metric], higher_is_better=BY_NAME[rule.metric].higher_is_better
+        )
+        out[rule.metric] = r
+        return r
+    assert isinstance(rule, RankOfSum)
+    parts = [_apply(part, values, out) for part in rule.parts]
+    total = np.sum(np.stack(parts), axis=0)
+    r = _rank_rows_axis(total, higher_is_better=False)
+    out[rule.name] = r
+    return r
+
+
+def rank_matrix(
+    task: int, values: Mapping[str, npt.ArrayLike], protocol: ProtocolRef = HECKTOR2025
+) -> dict[str, FloatArray]:
+    """:func:`rank_rows` for many rankings at once.
 
     ``values[name]`` is an ``R x T`` array (R rankings of T teams) for every ranked
-    metric of ``task``. Returns ``R x T`` arrays of ranks per ranked metric and
-    ``final`` (and ``gtvn`` for Task 1), with the same rules: average ranks on ties,
-    non-finite values last, directions from the registry.
+    metric of ``task``. Returns ``R x T`` arrays of ranks per ranked metric, per named
+    group of the rule (``gtvn`` for the 2025 Task 1) and ``final``, with the same
+    rules: average ranks on ties, non-finite values last, directions from the registry.
     """
-    if task not in (1, 2, 3):
-        raise ValueError(f"task must be 1, 2 or 3, not {task!r}")
+    rule = ranking_rule(task, protocol)
+    arrays = {
+        name: np.atleast_2d(np.asarray(values[name], dtype=np.float64)) for name in _leaves(rule)
+    }
+    out: dict[str, FloatArray] = {}
+    out["final"] = _apply(rule, arrays, out)
+    return out
 
-    def ranks(name: str) -> FloatArray:
-        x = np.atleast_2d(np.asarray(values[name], dtype=np.float64))
-        return _rank_rows_axis(x, higher_is_better=BY_NAME[name].higher_is_better)
 
-    names = [m.name for m in ranked_metrics(task)]
-    if task == 1:
-        if set(names) != set(TASK1_GTVP + TASK1_GTVN):  # pragma: no cover - registry guard
-            raise ValueError(f"the registry's ranked Task 1 metrics {names} differ from HECKTOR's")
-        r_p = ranks("gtvp_dsc_mean")
-        r_dsc = ranks("gtvn_dsc_agg")
-        r_f1 = ranks("gtvn_f1_agg")
-        r_n = _rank_rows_axis(r_dsc + r_f1, higher_is_better=False)
-        final = _rank_rows_axis(r_p + r_n, higher_is_better=False)
-        return {
-            "gtvp_dsc_mean": r_p,
-            "gtvn_dsc_agg": r_dsc,
-            "gtvn_f1_agg": r_f1,
-            "gtvn": r_n,
-            "final": final,
-        }
-    (name,) = names
-    r = ranks(name)
-    return {name: r, "final": r}
+def rank_rows(
+    task: int, rows: Sequence[Mapping[str, float]], protocol: ProtocolRef = HECKTOR2025
+) -> list[dict[str, float]]:
+    """Per-row ranks for ``task``. Each dict has one entry per ranked metric, one per
+    named group of the rule (the 2025 Task 1 rows carry ``gtvn``, the rank ``r_n``) and
+    ``final``."""
+    rule = ranking_rule(task, protocol)
+    if not rows:
+        return []
+    values = {
+        name: np.asarray([[_as_float(r.get(name)) for r in rows]], dtype=np.float64)
+        for name in _leaves(rule)
+    }
+    ranks = rank_matrix(task, values, protocol)
+    final = ranks.pop("final")
+    keys = [*ranks, "final"]
+    ranks["final"] = final
+    return [{k: float(ranks[k][0, i]) for k in keys} for i in range(len(rows))]
+
+
+def overall_ranks(
+    task_ranks: Mapping[int, Mapping[str, float]],
+    *,
+    weights: Mapping[int, float],
+) -> dict[str, float]:
+    """The overall rank of each team from its final rank in each task.
+
+    ``task_ranks[task][team]`` is the team's final rank on that task's board. The
+    combined value of a team is the weighted mean of its task ranks
+    (``Σ w_t r_t / Σ w_t``, over the tasks of ``weights`` with a weight > 0); the overall
+    rank is the average rank of that value, the lower first. A team missing from a
+    weighted task has no combined value and ranks after every team that has one
+    (those tie among themselves).
+    """
+    used = [t for t, w in weights.items() if float(w) > 0]
+    if not used:
+        raise ValueError("overall_ranks needs at least one task with a weight > 0")
+    teams = sorted({team for t in used for team in task_ranks.get(t, {})})
+    total = math.fsum(float(weights[t]) for t in used)
+    combined = []
+    for team in teams:
+        if all(team in task_ranks.get(t, {}) for t in used):
+            combined.append(
+                math.fsum(float(weights[t]) * task_ranks[t][team] for t in used) / total
+            )
+        else:
+            combined.append(math.nan)
+    ranks = rank_values(combined, higher_is_better=False)
+    return {team: float(r) for team, r in zip(teams, ranks, strict=True)}
+
+
+def protocol_task_weights(protocol: Protocol) -> dict[int, float]:
+    """The weights of the task ranks in ``protocol``'s overall rank (1 each unless the
+    edition declares ``task_weights``)."""
+    weights = getattr(protocol, "task_weights", (1.0, 1.0, 1.0))
+    return {task: float(w) for task, w in zip((1, 2, 3), weights, strict=True)}

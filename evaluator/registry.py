@@ -1,135 +1,59 @@
 """Every metric registered once, with its task, name and direction.
 
-Ranking reads the direction from here; nothing else hard-codes "higher is better".
+Each edition of the rules declares its metrics (``Protocol.METRICS``, see
+:mod:`evaluator.editions`); names are unique across editions, so :data:`BY_NAME`
+finds any of them. Ranking reads the direction from here; nothing else hard-codes
+"higher is better". The functions take the protocol, or an edition's name; by
+default the HECKTOR 2025 one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from evaluator.editions.base import Metric
+from evaluator.protocol import BUILTIN_NAMES, HECKTOR2025, Protocol, builtin_protocol
+
+__all__ = [
+    "BY_NAME",
+    "METRICS",
+    "Metric",
+    "ProtocolRef",
+    "leaderboard_metrics",
+    "metrics_of",
+    "protocol_of",
+    "ranked_metrics",
+]
+
+ProtocolRef = Protocol | str
+
+#: the HECKTOR 2025 metrics, in registry order
+METRICS: tuple[Metric, ...] = HECKTOR2025.METRICS
+
+BY_NAME: dict[str, Metric] = {
+    m.name: m for name in BUILTIN_NAMES for m in builtin_protocol(name).METRICS
+}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Metric:
-    name: str
-    task: int
-    higher_is_better: bool
-    ranked: bool  # takes part in the HECKTOR ranking of its task
-    kind: Literal["score", "count"] = "score"
-    label: str = ""
+def protocol_of(protocol: ProtocolRef) -> Protocol:
+    """The protocol itself, or the default protocol of the edition named."""
+    return protocol if isinstance(protocol, Protocol) else builtin_protocol(protocol)
 
 
-METRICS: tuple[Metric, ...] = (
-    Metric(
-        name="gtvp_dsc_mean",
-        task=1,
-        higher_is_better=True,
-        ranked=True,
-        label="GTVp DSC (mean)",
-    ),
-    Metric(
-        name="gtvn_dsc_agg",
-        task=1,
-        higher_is_better=True,
-        ranked=True,
-        label="GTVn DSC (aggregated)",
-    ),
-    Metric(
-        name="gtvn_f1_agg",
-        task=1,
-        higher_is_better=True,
-        ranked=True,
-        label="GTVn F1 (aggregated)",
-    ),
-    Metric(
-        name="gtvn_tp",
-        task=1,
-        higher_is_better=True,
-        ranked=False,
-        kind="count",
-        label="GTVn TP",
-    ),
-    Metric(
-        name="gtvn_fp",
-        task=1,
-        higher_is_better=False,
-        ranked=False,
-        kind="count",
-        label="GTVn FP",
-    ),
-    Metric(
-        name="gtvn_fn",
-        task=1,
-        higher_is_better=False,
-        ranked=False,
-        kind="count",
-        label="GTVn FN",
-    ),
-    Metric(
-        name="c_index",
-        task=2,
-        higher_is_better=True,
-        ranked=True,
-        label="C-index",
-    ),
-    Metric(
-        name="auc",
-        task=3,
-        higher_is_better=True,
-        ranked=True,
-        label="AUC",
-    ),
-    Metric(
-        name="balanced_accuracy",
-        task=3,
-        higher_is_better=True,
-        ranked=False,
-        label="Balanced accuracy",
-    ),
-    Metric(
-        name="sensitivity",
-        task=3,
-        higher_is_better=True,
-        ranked=False,
-        label="Sensitivity",
-    ),
-    Metric(
-        name="specificity",
-        task=3,
-        higher_is_better=True,
-        ranked=False,
-        label="Specificity",
-    ),
-    Metric(
-        name="f1_macro",
-        task=3,
-        higher_is_better=True,
-        ranked=False,
-        label="F1 macro",
-    ),
-    Metric(
-        name="f1_weighted",
-        task=3,
-        higher_is_better=True,
-        ranked=False,
-        label="F1 weighted",
-    ),
-)
-
-BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
-
-
-def metrics_of(task: int) -> tuple[Metric, ...]:
-    return tuple(m for m in METRICS if m.task == task)
-
-
-def ranked_metrics(task: int) -> tuple[Metric, ...]:
-    return tuple(m for m in METRICS if m.task == task and m.ranked)
-
-
-def leaderboard_metrics(task: int) -> tuple[str, ...]:
-    """The metrics a leaderboard shows for ``task`` (registry order): the scores, not
-    the counts."""
+def _check_task(task: int) -> None:
     if task not in (1, 2, 3):
         raise ValueError(f"task must be 1, 2 or 3, not {task!r}")
-    return tuple(m.name for m in metrics_of(task) if m.kind == "score")
+
+
+def metrics_of(task: int, protocol: ProtocolRef = HECKTOR2025) -> tuple[Metric, ...]:
+    """Every metric of ``task`` under ``protocol``'s edition, in registry order."""
+    return tuple(m for m in protocol_of(protocol).METRICS if m.task == task)
+
+
+def ranked_metrics(task: int, protocol: ProtocolRef = HECKTOR2025) -> tuple[Metric, ...]:
+    return tuple(m for m in metrics_of(task, protocol) if m.ranked)
+
+
+def leaderboard_metrics(task: int, protocol: ProtocolRef = HECKTOR2025) -> tuple[str, ...]:
+    """The metrics a leaderboard shows for ``task`` (registry order): the scores, not
+    the counts."""
+    _check_task(task)
+    return tuple(m.name for m in metrics_of(task, protocol) if m.kind == "score")
