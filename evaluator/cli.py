@@ -1,7 +1,9 @@
-"""``hecktor-eval``: the offline scorer, the synthetic challenge generator and, when
-the service is installed, the organizer and participant commands.
+"""``hecktor-eval``: the offline scorer, the synthetic challenge generator, the
+grand-challenge evaluation entry point and, when the service is installed, the
+organizer and participant commands.
 
-Exit codes of ``score``: 0 scored, 2 submission rejected, 1 internal error.
+Exit codes of ``score`` and ``gc-evaluate``: 0 scored, 2 submission (or input)
+rejected, 1 internal error.
 """
 
 from __future__ import annotations
@@ -131,6 +133,37 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gc_evaluate(args: argparse.Namespace) -> int:
+    from evaluator.errors import ScoringError, ScoringProcessError
+    from evaluator.gc.errors import GCInputError
+    from evaluator.gc.evaluate import evaluate, resolve_settings
+
+    flags = {
+        "task": args.task,
+        "protocol": args.protocol,
+        "input_dir": args.input,
+        "output_dir": args.output,
+        "ground_truth_dir": args.ground_truth,
+        "per_case": args.per_case,
+        "case_pattern": args.case_pattern,
+        "workers": args.workers,
+    }
+    try:
+        document = evaluate(resolve_settings(flags, os.environ))
+    except GCInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except ScoringError as exc:
+        print(f"error: cannot score: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except (ScoringProcessError, MemoryError) as exc:
+        print(f"error: scoring stopped: {str(exc) or type(exc).__name__}", file=sys.stderr)
+        return EXIT_ERROR
+    for note in document.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _workers(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -166,6 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--cases", type=int, default=None, help="number of patients")
     sy.add_argument("--small", action="store_true", help="small grids and few cases (fast)")
     sy.set_defaults(func=cmd_synth)
+
+    gc = sub.add_parser(
+        "gc-evaluate",
+        help="the grand-challenge evaluation container: /input/predictions.json -> "
+        "/output/metrics.json",
+        description="Score a grand-challenge submission. Each option falls back to its "
+        "environment variable (HECKTOR_TASK, HECKTOR_PROTOCOL, HECKTOR_INPUT_DIR, "
+        "HECKTOR_OUTPUT_DIR, HECKTOR_GROUND_TRUTH_DIR, HECKTOR_PER_CASE, "
+        "HECKTOR_CASE_PATTERN, HECKTOR_WORKERS), then to its default. Exit codes: 0 "
+        "scored, 2 input rejected, 1 internal error.",
+    )
+    gc.add_argument("--task", choices=("1", "2", "3", "all", "auto"), help="default: auto")
+    gc.add_argument("--protocol", help="protocol name or file (default: hecktor2025)")
+    gc.add_argument("--input", type=Path, help="default: /input")
+    gc.add_argument("--output", type=Path, help="default: /output")
+    gc.add_argument("--ground-truth", type=Path, help="default: /opt/ml/input/data/ground_truth")
+    gc.add_argument(
+        "--per-case",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write per-case entries into metrics.json (default: no)",
+    )
+    gc.add_argument("--case-pattern", help="regex on the CT image name; group 'patient'")
+    gc.add_argument("--workers", type=_workers, help="processes over cases (default: CPUs, <= 4)")
+    gc.set_defaults(func=cmd_gc_evaluate)
 
     # Commands of other packages (the service's admin/serve/submit/demo) plug in through
     # the "hecktor_eval.commands" entry-point group: the evaluator never imports them.
