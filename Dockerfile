@@ -2,8 +2,53 @@
 # One image, two roles: `api` (FastAPI + pages) and `worker` (Celery judge).
 # Build:  docker build -t hecktor-eval .
 # Run:    docker compose up -d   (see docker-compose.yml and README "Deploying")
+# The grand-challenge evaluation image (scorer only, `hecktor-eval gc-evaluate`):
+#         docker build --target gc-evaluation -t hecktor-eval-gc .
 
 ARG PYTHON_VERSION=3.11
+
+# --- gc-build: wheels of the scorer alone (no service dependencies) -------------------
+FROM python:${PYTHON_VERSION}-slim AS gc-build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md docker/gc-evaluation-requirements.txt ./
+COPY evaluator ./evaluator
+RUN python -m pip wheel --wheel-dir /wheels -r gc-evaluation-requirements.txt \
+    && python -m pip wheel --no-deps --wheel-dir /project .
+
+# --- gc-evaluation: the grand-challenge evaluation container --------------------------
+# Reads /input (predictions.json, the jobs' outputs) and the ground truth at
+# /opt/ml/input/data/ground_truth, writes /output/metrics.json; writes nothing else
+# outside /tmp. Settings: HECKTOR_TASK, HECKTOR_PROTOCOL, HECKTOR_PER_CASE,
+# HECKTOR_CASE_PATTERN, HECKTOR_WORKERS (see `hecktor-eval gc-evaluate --help`).
+FROM python:${PYTHON_VERSION}-slim AS gc-evaluation
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MPLBACKEND=Agg
+COPY --from=gc-build /wheels /wheels
+COPY --from=gc-build /project /project
+COPY docker/gc-evaluation-requirements.txt /tmp/requirements.txt
+# Installs only the wheels built above, offline: the versions are those of the build;
+# the project wheel without its dependencies (the service's are not needed here).
+# hadolint ignore=DL3013
+RUN python -m pip install --no-index --find-links=/wheels -r /tmp/requirements.txt \
+    && python -m pip install --no-index --no-deps /project/*.whl \
+    && rm -rf /wheels /project /tmp/requirements.txt \
+    && groupadd --system --gid 10001 evaluator \
+    && useradd --system --uid 10001 --gid evaluator --home-dir /tmp --no-create-home \
+        --shell /usr/sbin/nologin evaluator \
+    && mkdir -p /input /output /opt/ml/input/data/ground_truth \
+    && chown evaluator:evaluator /output
+USER 10001:10001
+WORKDIR /tmp
+ENTRYPOINT ["hecktor-eval", "gc-evaluate"]
 
 # --- build stage: wheels for the project and its dependencies ------------------------
 FROM python:${PYTHON_VERSION}-slim AS build

@@ -212,17 +212,67 @@ def test_hadolint_passes() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def _stages() -> dict[str, list[str]]:
+    """The Dockerfile's instruction lines (continuations joined) by stage name."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in (ln.strip() for ln in text.splitlines()):
+        if line.upper().startswith("FROM "):
+            name = line.split()[-1] if " AS " in line.upper() else f"stage{len(stages)}"
+            current = stages.setdefault(name, [])
+        if line and not line.startswith("#"):
+            current.append(line)
+    return stages
+
+
 def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
-    lines = [ln.strip() for ln in DOCKERFILE.read_text().splitlines()]
-    stages = [ln for ln in lines if ln.upper().startswith("FROM ")]
-    assert len(stages) >= 2 and all("slim" in s for s in stages), stages
-    assert any(ln.startswith("COPY --from=") for ln in lines)
+    stages = _stages()
+    assert len(stages) >= 2 and all("slim" in s[0] for s in stages.values()), stages
+    assert list(stages)[-1] == "runtime"  # a build without --target is the service image
+    lines = stages["runtime"]
+    assert any(ln.startswith("COPY --from=build") for ln in lines)
     users = [ln.split(None, 1)[1] for ln in lines if ln.upper().startswith("USER ")]
     assert users, "no USER"
     final = users[-1].split(":")[0]
     assert final not in ("root", "0"), users
     entry = next(ln for ln in lines if ln.startswith("ENTRYPOINT"))
     assert "hecktor-entrypoint" in entry
+
+
+def test_gc_evaluation_image_is_the_scorer_alone_non_root() -> None:
+    """The grand-challenge evaluation target: scorer wheels only, a non-root user,
+    HOME and caches in /tmp, the gc-evaluate entry point."""
+    stages = _stages()
+    build, lines = " ".join(stages["gc-build"]), stages["gc-evaluation"]
+    assert "COPY app" not in build and "[worker" not in build  # no service code or extras
+    assert "--no-deps" in build and "gc-evaluation-requirements.txt" in build
+    run = " ".join(ln for ln in lines if ln.startswith("RUN "))
+    assert "--no-index" in run and "--no-deps /project/" in run
+    users = [ln.split(None, 1)[1] for ln in lines if ln.upper().startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    env = " ".join(ln for ln in lines if ln.startswith("ENV "))
+    for var in ("HOME=/tmp", "TMPDIR=/tmp", "MPLCONFIGDIR=/tmp/", "XDG_CACHE_HOME=/tmp/"):
+        assert var in env, var
+    assert 'ENTRYPOINT ["hecktor-eval", "gc-evaluate"]' in lines
+    assert not any(ln.startswith(("CMD", "VOLUME", "EXPOSE")) for ln in lines)
+
+
+def test_gc_evaluation_requirements_are_the_scorer_dependencies() -> None:
+    """docker/gc-evaluation-requirements.txt spells exactly pyproject's scorer
+    dependencies (the block before the service's), so the image cannot drift."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text[text.index("# pure scorer (evaluator/)") : text.index("# service (app/)")]
+    scorer = [d for d in deps if f'"{d}"' in block]
+    listed = [
+        ln.strip()
+        for ln in (ROOT / "docker" / "gc-evaluation-requirements.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    assert listed == scorer
 
 
 def test_entrypoint_is_valid_sh_and_knows_the_roles() -> None:
