@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from evaluator.errors import ArchiveError, SubmissionError, SubmissionRejected
+from evaluator.errors import ArchiveError, FormatError, SubmissionError, SubmissionRejected
 
 _JUNK_DIRS = {"__MACOSX"}
 _JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -100,13 +100,32 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
 
 class MemberStream:
     """A member's stream whose read errors become the participant's problem (an
-    :class:`ArchiveError` naming the member), not a crash of the scorer."""
+    :class:`ArchiveError` naming the member), not a crash of the scorer.
 
-    def __init__(self, f: IO[bytes], archive: str, member: str, owner: Any = None) -> None:
+    A file of a folder submission (``path`` set) can open a file beside it (a .mhd's
+    data file, :meth:`open_sibling`); an archive member cannot."""
+
+    def __init__(
+        self,
+        f: IO[bytes],
+        archive: str,
+        member: str,
+        owner: Any = None,
+        path: Path | None = None,
+    ) -> None:
         self.f = f
         self.archive = archive
         self.member = member
         self.owner = owner  # the ZipFile, closed with the stream
+        self.path = path  # the file on disk, for a member of a folder
+
+    def open_sibling(self, name: str) -> MemberStream | None:
+        """The file ``name`` beside this one (a plain file name), or None for an
+        archive member (its archive holds one file per case)."""
+        if self.path is None:
+            return None
+        sibling = open_data_file(self.path.parent, name, self.member)
+        return MemberStream(sibling, self.archive, name, path=self.path.parent / name)
 
     def read(self, n: int = -1, /) -> bytes:
         try:
@@ -133,6 +152,25 @@ class MemberStream:
         self.close()
 
 
+def open_data_file(folder: Path, name: str, header: str) -> IO[bytes]:
+    """The data file ``name`` (a plain file name, checked by the header's reader) that
+    the MetaImage header ``header`` in ``folder`` names, opened for reading."""
+    path = folder / name
+    if not path.is_file():
+        raise FormatError(
+            header,
+            f"the header's ElementDataFile names {name!r}, which is not a file beside it "
+            f"(in {folder.name}/); put the data file beside the .mhd, or save the label "
+            "map as one .mha file",
+        )
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise FormatError(
+            header, f"its data file {name!r} cannot be read ({exc.strerror})"
+        ) from None
+
+
 def member_corrupt(archive: str, member: str, exc: BaseException) -> ArchiveError:
     detail = str(exc) or type(exc).__name__
     return ArchiveError(
@@ -154,7 +192,10 @@ class MemberRef:
     def open(self) -> MemberStream:
         if self.member is None:
             return MemberStream(
-                open(self.path, "rb"), self.archive or self.path.name, self.path.name
+                open(self.path, "rb"),
+                self.archive or self.path.name,
+                self.path.name,
+                path=self.path,
             )
         try:
             zf = zipfile.ZipFile(self.path)

@@ -1,4 +1,5 @@
-"""Reading NIfTI label maps: safely, exactly as nibabel would, and fast.
+"""Reading label maps (NIfTI, and MetaImage: :mod:`evaluator.io.mha_header`): safely,
+exactly as nibabel (SimpleITK for MetaImage) would, and fast.
 
 nibabel parses the header (dtype, shape, scaling, affine: its semantics are the
 reference). The voxel data is decoded here with zlib-ng, about 4x faster than
@@ -14,10 +15,16 @@ then stops at the declared size: ``vox_offset + shape * itemsize`` bytes, plus a
 most TRAILING_LOOK bytes to reach the end of the gzip member and its CRC-32; the
 compressed input consumed is bounded too (:func:`input_bound`). Checked after:
 truncation, the CRC, and that the values are labels 0, 1, 2.
+
+A MetaImage is told from a NIfTI by its first bytes (a ``Key = Value`` text header);
+its voxels are stored as NIfTI's are (x fastest), zlib-compressed or not, so the same
+slice-by-slice reader decodes both. A file named .mha/.mhd must hold a MetaImage, one
+named .nii/.nii.gz a NIfTI.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +36,15 @@ import numpy.typing as npt
 from evaluator.boxes import Bbox, crop, foreground_bbox
 from evaluator.errors import FormatError, LabelError, SubmissionError
 from evaluator.io.inflate import TRAILING_LOOK, ByteSource, GzipStream, input_bound
-from evaluator.io.nifti_header import MAX_VOX_OFFSET, NiftiHeader, parse_header
+from evaluator.io.members import open_data_file
+from evaluator.io.mha_header import MAX_HEADER, header_end, looks_like_mha, parse_mha_header
+from evaluator.io.nifti_header import MAX_VOX_OFFSET, ImageHeader, parse_header
 
 _HEAD = 544  # enough for a NIfTI-2 header (540 bytes) and the extension flag
+_MHA_STEP = 4096  # MetaImage header bytes read at a time
+
+# opens the data file a .mhd names (None: the source cannot, e.g. an archive member)
+OpenSibling = Callable[[str], ByteSource | None]
 
 
 LABELS = (0, 1, 2)
@@ -42,7 +55,7 @@ class LabelMap:
     """A validated label map: uint8 values in {0,1,2}, Fortran order as on disk."""
 
     array: npt.NDArray[np.uint8]
-    header: NiftiHeader
+    header: ImageHeader
     bbox: Bbox | None  # bounding box of the non-zero voxels, half-open; None if empty
 
     @property
@@ -63,35 +76,121 @@ def max_file_bytes(shape: tuple[int, int, int]) -> int:
 
 
 def open_label_stream(
-    f: ByteSource, name: str, *, max_voxels: int
-) -> tuple[NiftiHeader, GzipStream, bytes]:
+    f: ByteSource, name: str, *, max_voxels: int, sibling: OpenSibling | None = None
+) -> tuple[ImageHeader, GzipStream, bytes]:
     """Parse the header from the first bytes of ``f`` (inflating at most a few hundred
-    bytes); returns the header, the stream, and the bytes already read past the header.
+    bytes; a MetaImage header is read up to MAX_HEADER bytes); returns the header, the
+    stream, and the bytes already read past the header.
 
     The caller checks the header, then :func:`start_voxels` positions the stream at the
-    voxel data with a bound on the input it may consume."""
+    voxel data with a bound on the input it may consume. ``sibling`` opens the data
+    file of a .mhd (without it a .mhd is refused)."""
     start = f.read(2)
-    gzipped = start == b"\x1f\x8b"
-    stream = GzipStream(f, name, gzipped=gzipped)
-    if gzipped:
+    if start == b"\x1f\x8b":
+        _check_family(name, mha=False)
+        stream = GzipStream(f, name, mode="gzip")
         stream.data = start
         stream.taken = 2
         stream.max_in = input_bound(_HEAD)
         head = stream.read(_HEAD)
+        return parse_header(head, name, max_voxels=max_voxels, gzipped=True), stream, head
+    stream = GzipStream(f, name, mode="none")
+    head = start + stream.read(_HEAD - len(start))
+    if looks_like_mha(head):
+        _check_family(name, mha=True)
+        return _open_mha(f, head, name, max_voxels=max_voxels, sibling=sibling)
+    _check_family(name, mha=False)
+    return parse_header(head, name, max_voxels=max_voxels, gzipped=False), stream, head
+
+
+def _check_family(name: str, *, mha: bool) -> None:
+    """A file's name and content agree: .mha/.mhd a MetaImage, .nii/.nii.gz a NIfTI."""
+    low = name.lower()
+    if mha and low.endswith((".nii", ".nii.gz")):
+        raise FormatError(
+            name,
+            "the file is named as a NIfTI image but holds a MetaImage header "
+            "('Key = Value' lines); rename it <PatientID>.mha",
+        )
+    if not mha and low.endswith((".mha", ".mhd")):
+        raise FormatError(
+            name,
+            "the file is named as a MetaImage but does not start with a MetaImage header "
+            "('ObjectType = Image' or 'NDims = 3' lines); save the label map with "
+            "SimpleITK (sitk.WriteImage(img, 'CHUM-001.mha', useCompression=True)), or "
+            "name a NIfTI file .nii.gz",
+        )
+
+
+def _mha_header_bytes(f: ByteSource, head: bytes, name: str) -> tuple[bytes, int]:
+    """The bytes read so far (``head`` and more, up to MAX_HEADER) and where the header
+    ends in them (just past its ``ElementDataFile`` line)."""
+    buf = head
+    end = header_end(buf)
+    while end is None or end > MAX_HEADER:
+        if len(buf) >= MAX_HEADER or (end is not None and end > MAX_HEADER):
+            raise FormatError(
+                name,
+                f"no ElementDataFile line in the first {MAX_HEADER:,} bytes: a MetaImage "
+                "header ends with 'ElementDataFile = LOCAL' (data in the same file) within "
+                f"{MAX_HEADER >> 10} KiB; save the label map with SimpleITK as a .mha",
+            )
+        more = f.read(min(_MHA_STEP, MAX_HEADER - len(buf)))
+        if not more:
+            if buf.rstrip().split(b"\n")[-1].lstrip().startswith(b"ElementDataFile"):
+                return buf, len(buf)  # a .mhd whose last line has no newline
+            raise FormatError(
+                name,
+                "the file ends inside its MetaImage header, before the ElementDataFile "
+                "line; upload the complete file",
+            )
+        buf += more
+        end = header_end(buf)
+    return buf, end
+
+
+def _open_mha(
+    f: ByteSource, head: bytes, name: str, *, max_voxels: int, sibling: OpenSibling | None
+) -> tuple[ImageHeader, GzipStream, bytes]:
+    buf, end = _mha_header_bytes(f, head, name)
+    header = parse_mha_header(buf[:end], name, max_voxels=max_voxels, data_offset=end)
+    fix = "the .mha file (sitk.WriteImage(img, 'CHUM-001.mha', useCompression=True))"
+    if header.data_file is None:
+        source, text, rest = f, buf[:end], buf[end:]
     else:
-        head = start + stream.read(_HEAD - len(start))
-    header = parse_header(head, name, max_voxels=max_voxels, gzipped=gzipped)
-    return header, stream, head
+        data = sibling(header.data_file) if sibling is not None else None
+        if data is None:
+            raise FormatError(
+                name,
+                f"a .mhd header whose voxel data is a separate file ({header.data_file}) "
+                "cannot be read from an archive, which holds one file per case; save the "
+                "label map as one .mha file instead (sitk.WriteImage(img, 'CHUM-001.mha', "
+                "useCompression=True))",
+            )
+        source, text, rest = data, b"", b""
+    stream = GzipStream(source, name, mode=header.compression, fix=fix)
+    if header.compression == "zlib":
+        stream.data = rest  # compressed bytes read with the header
+        stream.taken = len(text) + len(rest)
+        stream.base = len(text)
+        return header, stream, text
+    stream.strict_end = True
+    return header, stream, text + rest
 
 
-def voxel_bytes(header: NiftiHeader) -> int:
+def voxel_bytes(header: ImageHeader) -> int:
     return header.shape[0] * header.shape[1] * header.shape[2] * header.dtype.itemsize
 
 
-def start_voxels(stream: GzipStream, header: NiftiHeader, head: bytes) -> bytes:
+def start_voxels(stream: GzipStream, header: ImageHeader, head: bytes) -> bytes:
     """Skip to the voxel data (the header's ``vox_offset``); returns the voxel bytes
     already read with the header. From here the stream may consume no more input than
     an encoding of the declared header and voxel data (and TRAILING_LOOK) needs."""
+    if header.compression == "zlib":
+        size = header.compressed_size
+        stream.expect_in = size
+        stream.max_in = stream.base + (input_bound(voxel_bytes(header)) if size is None else size)
+        return head[header.vox_offset :]
     end = header.vox_offset + voxel_bytes(header)
     stream.max_in = input_bound(end + TRAILING_LOOK)
     if header.vox_offset <= len(head):
@@ -103,7 +202,7 @@ def start_voxels(stream: GzipStream, header: NiftiHeader, head: bytes) -> bytes:
 class _Voxels:
     """The voxel bytes of a label map, read in order: what came with the header first."""
 
-    def __init__(self, stream: GzipStream, header: NiftiHeader, head: bytes) -> None:
+    def __init__(self, stream: GzipStream, header: ImageHeader, head: bytes) -> None:
         self.stream = stream
         self.header = header
         self.pending = start_voxels(stream, header, head)
@@ -124,7 +223,7 @@ class _Voxels:
 
     def array(self) -> npt.NDArray[np.uint8]:
         first = np.frombuffer(self.pending, dtype=np.uint8)[: self.nbytes]
-        self.pending = b""
+        self.pending = self.pending[self.nbytes :]  # what follows the voxel data
         out = np.empty(self.nbytes, dtype=np.uint8)
         out[: first.size] = first
         self.got = first.size + self.stream.read_into(out[first.size :])
@@ -133,7 +232,7 @@ class _Voxels:
         return out
 
     def finish(self) -> None:
-        self.stream.finish(self.header.vox_offset + self.nbytes)
+        self.stream.finish(self.header.vox_offset + self.nbytes, unread=len(self.pending))
 
 
 def _truncated(name: str, need: int, got: int) -> FormatError:
@@ -144,30 +243,45 @@ def _truncated(name: str, need: int, got: int) -> FormatError:
     )
 
 
-def _open(source: Path | ByteSource, name: str | None) -> tuple[ByteSource, str, Any]:
-    """A binary stream for ``source``, its name, and the file to close (None when the
-    caller owns the stream)."""
+def _open(
+    source: Path | ByteSource, name: str | None, stack: contextlib.ExitStack
+) -> tuple[ByteSource, str, OpenSibling | None]:
+    """A binary stream for ``source`` (closed with ``stack`` when opened here), its
+    name, and how to open a .mhd's data file beside it (None: not possible)."""
     if isinstance(source, Path):
         try:
-            f = open(source, "rb")  # noqa: SIM115 - closed by the caller
+            f = stack.enter_context(open(source, "rb"))  # noqa: SIM115 - closed by the stack
         except OSError as exc:
             raise FormatError(
                 name or source.name, f"the file cannot be read ({exc.strerror})"
             ) from None
-        return f, name or source.name, f
-    return source, name or "label map", None
+        shown = name or source.name
+        folder = source.parent
+
+        def beside(data_file: str) -> ByteSource:
+            return stack.enter_context(open_data_file(folder, data_file, shown))
+
+        return f, shown, beside
+    opener = getattr(source, "open_sibling", None)
+    sibling: OpenSibling | None = None
+    if callable(opener):
+
+        def sibling(data_file: str) -> ByteSource | None:
+            data = opener(data_file)
+            if data is not None and callable(getattr(data, "close", None)):
+                stack.callback(data.close)
+            return data  # type: ignore[no-any-return]
+
+    return source, name or "label map", sibling
 
 
 def read_header(
     source: Path | ByteSource, *, max_voxels: int, name: str | None = None
-) -> NiftiHeader:
+) -> ImageHeader:
     """Parse only the header (decompressing at most a few hundred bytes)."""
-    f, name, opened = _open(source, name)
-    try:
-        return open_label_stream(f, name, max_voxels=max_voxels)[0]
-    finally:
-        if opened is not None:
-            opened.close()
+    with contextlib.ExitStack() as stack:
+        f, name, sibling = _open(source, name, stack)
+        return open_label_stream(f, name, max_voxels=max_voxels, sibling=sibling)[0]
 
 
 def _full_array(voxels: _Voxels) -> npt.NDArray[Any]:
@@ -187,11 +301,10 @@ def _label_error(name: str, values: npt.NDArray[Any]) -> LabelError:
 
 
 def to_labels(
-    arr: npt.NDArray[Any], header: NiftiHeader, name: str
+    arr: npt.NDArray[Any], header: ImageHeader, name: str
 ) -> tuple[npt.NDArray[np.uint8], Bbox | None]:
     """Validate the values and return a uint8 label map (Fortran order) and its bbox."""
-    scaled = header.slope is not None and (header.slope != 1.0 or (header.inter or 0.0) != 0.0)
-    if scaled:
+    if header.scaled:
         arr = arr.astype(np.float64) * float(header.slope or 1.0) + (header.inter or 0.0)
     if arr.dtype == np.uint8:
         bbox = foreground_bbox(arr)
@@ -227,15 +340,12 @@ def read_label_map(
     source: Path | ByteSource, *, max_voxels: int, name: str | None = None
 ) -> LabelMap:
     """Read and validate one label map. Raises a :class:`SubmissionError` subclass."""
-    f, name, opened = _open(source, name)
-    try:
-        header, stream, head = open_label_stream(f, name, max_voxels=max_voxels)
+    with contextlib.ExitStack() as stack:
+        f, name, sibling = _open(source, name, stack)
+        header, stream, head = open_label_stream(f, name, max_voxels=max_voxels, sibling=sibling)
         voxels = _Voxels(stream, header, head)
         arr = _full_array(voxels)
         voxels.finish()
-    finally:
-        if opened is not None:
-            opened.close()
     labels, bbox = to_labels(arr, header, name)
     return LabelMap(labels, header, bbox)
 
@@ -245,7 +355,7 @@ class LabelCrop:
     """A validated label map known by its foreground: the bounding box of the
     non-zero voxels and the uint8 crop inside it (Fortran order); None when empty."""
 
-    header: NiftiHeader
+    header: ImageHeader
     bbox: Bbox | None
     crop: npt.NDArray[np.uint8] | None
 
@@ -262,7 +372,7 @@ def read_label_crop(
     *,
     max_voxels: int,
     name: str | None = None,
-    check_header: Callable[[NiftiHeader], SubmissionError | None] | None = None,
+    check_header: Callable[[ImageHeader], SubmissionError | None] | None = None,
 ) -> LabelCrop:
     """Read and validate a label map, keeping only its foreground crop.
 
@@ -277,12 +387,11 @@ def read_label_crop(
     it returns (e.g. a grid other than the ground truth's) is raised. No more than the
     header's declared voxel bytes are ever inflated (and TRAILING_LOOK bytes after them).
     """
-    f, name, opened = _open(source, name)
-    try:
-        return _read_crop(f, name, max_voxels=max_voxels, check_header=check_header)
-    finally:
-        if opened is not None:
-            opened.close()
+    with contextlib.ExitStack() as stack:
+        f, name, sibling = _open(source, name, stack)
+        return _read_crop(
+            f, name, max_voxels=max_voxels, check_header=check_header, sibling=sibling
+        )
 
 
 def _read_crop(
@@ -290,16 +399,16 @@ def _read_crop(
     name: str,
     *,
     max_voxels: int,
-    check_header: Callable[[NiftiHeader], SubmissionError | None] | None,
+    check_header: Callable[[ImageHeader], SubmissionError | None] | None,
+    sibling: OpenSibling | None,
 ) -> LabelCrop:
-    header, stream, head = open_label_stream(f, name, max_voxels=max_voxels)
+    header, stream, head = open_label_stream(f, name, max_voxels=max_voxels, sibling=sibling)
     if check_header is not None:
         problem = check_header(header)
         if problem is not None:
             raise problem
     voxels = _Voxels(stream, header, head)
-    scaled = header.slope is not None and (header.slope != 1.0 or (header.inter or 0.0) != 0.0)
-    if scaled:
+    if header.scaled:
         arr = _full_array(voxels)
         voxels.finish()
         labels, box = to_labels(arr, header, name)
@@ -341,7 +450,7 @@ def _occupied_rows(voxels: _Voxels) -> _Rows:
     return kept
 
 
-def _crop_of_rows(kept: _Rows, header: NiftiHeader, name: str) -> LabelCrop:
+def _crop_of_rows(kept: _Rows, header: ImageHeader, name: str) -> LabelCrop:
     """The kept rows stacked, validated as labels and cut to their foreground box."""
     sx = header.shape[0]
     ylo = min(y0 for _, y0, _ in kept)

@@ -1,11 +1,20 @@
-"""A NIfTI header, parsed by nibabel (its semantics are the reference) and checked before
-any voxel is read; a prediction's grid checked against the ground truth's."""
+"""A label map's header as the readers use it (:class:`ImageHeader`, NIfTI or
+MetaImage); a NIfTI header parsed by nibabel and checked before any voxel is read; a
+prediction's grid checked against the ground truth's.
+
+Geometry is read the way ITK (SimpleITK, Grand Challenge) reads it, so a NIfTI and a
+MetaImage of one image agree: spacing from ``pixdim``; rotation and origin from the
+sform when its code is 1 (scanner) or when the qform code is 0, else from the qform;
+with both codes 0, ITK's default (no rotation, origin 0, LPS axes). nibabel prefers
+any sform with a non-zero code instead: with ``qform_code=1, sform_code=2`` the two
+differ, and ITK's choice is taken.
+"""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -15,17 +24,44 @@ from evaluator.errors import FormatError, GeometryError, LimitError, SubmissionE
 
 MAX_VOX_OFFSET = 1 << 20  # header and extensions: where the voxel data may start
 
+Compression = Literal["none", "gzip", "zlib"]
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
 
 @dataclass(frozen=True)
-class NiftiHeader:
+class ImageHeader:
+    """A label map's header, NIfTI or MetaImage, as the voxel readers use it.
+
+    ``shape`` is in array index order ``(i, j, k)``, ``i`` fastest on disk (NIfTI's
+    Fortran order, a MetaImage's ``DimSize``); ``affine`` maps ``(i, j, k, 1)`` to RAS
+    millimetres; ``dtype`` is the on-disk type (byte order included); the voxel data
+    starts ``data_offset`` bytes into the (decompressed) file, or into the separate data
+    file ``data_file`` of a .mhd; ``compression`` says how the file is stored (NIfTI:
+    gzip or none; MetaImage: zlib or none, ``compressed_size`` its declared
+    ``CompressedDataSize``)."""
+
     shape: tuple[int, int, int]
     affine: npt.NDArray[np.float64]
     zooms: tuple[float, float, float]
     dtype: np.dtype
-    vox_offset: int
+    data_offset: int
     slope: float | None
     inter: float | None
-    gzipped: bool
+    compression: Compression
+    compressed_size: int | None = None
+    data_file: str | None = None
+
+    @property
+    def vox_offset(self) -> int:
+        return self.data_offset
+
+    @property
+    def gzipped(self) -> bool:
+        return self.compression == "gzip"
+
+    @property
+    def scaled(self) -> bool:
+        return self.slope is not None and (self.slope != 1.0 or (self.inter or 0.0) != 0.0)
 
     @property
     def voxel_volume_mm3(self) -> float:
@@ -33,7 +69,33 @@ class NiftiHeader:
         return float(z[0]) * float(z[1]) * float(z[2])
 
 
-def parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> NiftiHeader:
+NiftiHeader = ImageHeader  # the name the pipeline's case module uses
+
+
+def ras_affine(
+    direction: npt.NDArray[np.float64],
+    spacing: npt.NDArray[np.float64],
+    origin: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """The RAS affine of an ITK (LPS) geometry: ``F @ direction @ diag(spacing)`` and
+    ``F @ origin`` with ``F = diag(-1, -1, 1)``."""
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = LPS_TO_RAS @ origin
+    return affine
+
+
+def check_voxel_count(shape: tuple[int, int, int], name: str, *, max_voxels: int) -> None:
+    nvox = int(np.prod(shape, dtype=np.int64))
+    if nvox > max_voxels:
+        raise LimitError(
+            name,
+            f"the header declares {shape[0]}x{shape[1]}x{shape[2]} = {nvox:,} voxels, over "
+            f"the limit of {max_voxels:,}; predictions must be on the CT grid",
+        )
+
+
+def parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> ImageHeader:
     """The header in the first (decompressed) bytes ``head`` of a file, checked: a
     single-file NIfTI-1 or NIfTI-2 holding one 3-D integer or float image of at most
     ``max_voxels`` voxels, a finite affine, and voxel data within MAX_VOX_OFFSET."""
@@ -45,14 +107,9 @@ def parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> N
             name,
             f"the voxel type is {dtype} ; an integer label map (uint8 recommended) is expected",
         )
-    nvox = int(np.prod(shape, dtype=np.int64))
-    if nvox > max_voxels:
-        raise LimitError(
-            name,
-            f"the header declares {shape[0]}x{shape[1]}x{shape[2]} = {nvox:,} voxels, over "
-            f"the limit of {max_voxels:,}; predictions must be on the CT grid",
-        )
-    if not np.all(np.isfinite(fields.affine)):
+    check_voxel_count(shape, name, max_voxels=max_voxels)
+    affine = _itk_affine(fields, name)
+    if not np.all(np.isfinite(affine)):
         raise FormatError(name, "the affine holds NaN or infinite values; re-save the label map")
     if fields.vox_offset > MAX_VOX_OFFSET:
         raise FormatError(
@@ -62,15 +119,15 @@ def parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> N
             "the label map without header extensions",
         )
     zooms, slope, inter = fields.zooms, fields.slope, fields.inter
-    return NiftiHeader(
+    return ImageHeader(
         shape=shape,
-        affine=fields.affine,
+        affine=affine,
         zooms=(zooms[0], zooms[1], zooms[2]),
         dtype=dtype,
-        vox_offset=fields.vox_offset,
+        data_offset=fields.vox_offset,
         slope=None if slope is None else float(slope),
         inter=None if inter is None else float(inter),
-        gzipped=gzipped,
+        compression="gzip" if gzipped else "none",
     )
 
 
@@ -113,11 +170,15 @@ class _Fields:
 
     shape: tuple[int, ...]
     dtype: np.dtype
-    affine: npt.NDArray[np.float64]
+    affine: npt.NDArray[np.float64]  # nibabel's best affine
     zooms: tuple[float, ...]
     slope: Any
     inter: Any
     vox_offset: int
+    qform: npt.NDArray[np.float64]
+    sform: npt.NDArray[np.float64]
+    qform_code: int
+    sform_code: int
 
 
 def _read_fields(hdr_class: type[nib.Nifti1Header], head: bytes, name: str) -> _Fields:
@@ -129,11 +190,48 @@ def _read_fields(hdr_class: type[nib.Nifti1Header], head: bytes, name: str) -> _
         zooms = tuple(float(z) for z in hdr.get_zooms())
         slope, inter = hdr.get_slope_inter()
         vox_offset = int(hdr.get_data_offset())
+        qform = np.asarray(hdr.get_qform(), dtype=np.float64)
+        sform = np.asarray(hdr.get_sform(), dtype=np.float64)
+        codes = int(hdr["qform_code"]), int(hdr["sform_code"])
     except Exception as exc:  # nibabel raises several types for bad headers
         raise FormatError(
             name, f"the NIfTI header is invalid ({exc}); re-save the label map"
         ) from None
-    return _Fields(shape, dtype, affine, zooms, slope, inter, vox_offset)
+    return _Fields(
+        shape, dtype, affine, zooms, slope, inter, vox_offset, qform, sform, codes[0], codes[1]
+    )
+
+
+_ORTHO_ATOL = 1e-4  # the rotation of an sform ITK accepts: orthonormal to float32 precision
+
+
+def _itk_affine(fields: _Fields, name: str) -> npt.NDArray[np.float64]:
+    """The affine ITK reads: the sform's rotation and origin when its code is 1 or the
+    qform's code is 0 (and it is a rotation: else the qform, when there is one), else
+    the qform; spacing from ``pixdim`` (the qform is built from it already); with no
+    form at all ITK's default: identity LPS direction, origin 0."""
+    zooms = np.abs(np.asarray(fields.zooms[:3], dtype=np.float64))
+    q_code, s_code = fields.qform_code, fields.sform_code
+    if s_code > 0 and (s_code == 1 or q_code == 0):
+        m = fields.sform[:3, :3]
+        norms = np.linalg.norm(m, axis=0)
+        if np.all(np.isfinite(m)) and np.all(norms > 0):
+            direction = m / norms
+            if np.allclose(direction.T @ direction, np.eye(3), rtol=0.0, atol=_ORTHO_ATOL):
+                affine = np.eye(4)
+                affine[:3, :3] = direction @ np.diag(zooms)
+                affine[:3, 3] = fields.sform[:3, 3]
+                return affine
+        if q_code == 0:
+            raise FormatError(
+                name,
+                "the sform is not a rotation with spacing (it shears, is singular or holds "
+                "NaN) and there is no qform; ITK cannot read this geometry: save the label "
+                "map with the CT's header",
+            )
+    if q_code > 0:
+        return fields.qform
+    return ras_affine(np.eye(3), zooms, np.zeros(3))
 
 
 def _checked_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
@@ -152,7 +250,7 @@ def _checked_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
 
 
 def check_geometry(
-    found: NiftiHeader, expected: NiftiHeader, name: str, *, atol: float
+    found: ImageHeader, expected: ImageHeader, name: str, *, atol: float
 ) -> SubmissionError | None:
     """Shape and affine of a prediction against the ground truth's."""
     if found.shape != expected.shape:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from evaluator.errors import GroundTruthChanged
 from evaluator.io.hashing import combine_hashes, sha256_file
-from evaluator.io.nifti_header import NiftiHeader
+from evaluator.io.nifti_header import Compression, ImageHeader
 from evaluator.io.task1_truth import GtCase, Task1GroundTruth, atomic_write, label_files, read_cases
 from evaluator.protocol import Limits
 
@@ -69,16 +70,18 @@ def prepare_task1(
 
 
 def _manifest(gt: Task1GroundTruth, cache_dir: Path) -> dict[str, object]:
-    def header(h: NiftiHeader) -> dict[str, object]:
+    def header(h: ImageHeader) -> dict[str, object]:
         return {
             "shape": list(h.shape),
             "affine": h.affine.tolist(),
             "zooms": list(h.zooms),
             "dtype": h.dtype.str,
-            "vox_offset": h.vox_offset,
+            "data_offset": h.data_offset,
             "slope": h.slope,
             "inter": h.inter,
-            "gzipped": h.gzipped,
+            "compression": h.compression,
+            "compressed_size": h.compressed_size,
+            "data_file": h.data_file,
         }
 
     return {
@@ -113,17 +116,7 @@ def load_prepared_task1(cache_dir: Path) -> Task1GroundTruth:
         raise ValueError(f"{cache_dir / MANIFEST}: unknown prepared ground-truth format")
     cases: dict[str, GtCase] = {}
     for c in data["cases"]:
-        h = c["header"]
-        header = NiftiHeader(
-            shape=(int(h["shape"][0]), int(h["shape"][1]), int(h["shape"][2])),
-            affine=np.asarray(h["affine"], dtype=np.float64),
-            zooms=(float(h["zooms"][0]), float(h["zooms"][1]), float(h["zooms"][2])),
-            dtype=np.dtype(h["dtype"]),
-            vox_offset=int(h["vox_offset"]),
-            slope=h["slope"],
-            inter=h["inter"],
-            gzipped=bool(h["gzipped"]),
-        )
+        header = _header(c["header"])
         b = c["bbox"]
         bbox = None if b is None else ((b[0][0], b[0][1]), (b[1][0], b[1][1]), (b[2][0], b[2][1]))
         cases[c["patient_id"]] = GtCase(
@@ -140,6 +133,25 @@ def load_prepared_task1(cache_dir: Path) -> Task1GroundTruth:
     if sha != data["sha256"]:
         raise ValueError(f"{cache_dir / MANIFEST}: the case hashes do not match the recorded hash")
     return Task1GroundTruth(Path(data["root"]), cases, sha)
+
+
+def _header(h: dict[str, Any]) -> ImageHeader:
+    """A case's header from the manifest (also as manifests written before MetaImage
+    was read recorded it: ``vox_offset`` and ``gzipped``)."""
+    old: Compression = "gzip" if h.get("gzipped") else "none"
+    compression: Compression = h.get("compression", old)
+    return ImageHeader(
+        shape=(int(h["shape"][0]), int(h["shape"][1]), int(h["shape"][2])),
+        affine=np.asarray(h["affine"], dtype=np.float64),
+        zooms=(float(h["zooms"][0]), float(h["zooms"][1]), float(h["zooms"][2])),
+        dtype=np.dtype(h["dtype"]),
+        data_offset=int(h.get("data_offset", h.get("vox_offset", 0))),
+        slope=h["slope"],
+        inter=h["inter"],
+        compression=compression,
+        compressed_size=h.get("compressed_size"),
+        data_file=h.get("data_file"),
+    )
 
 
 def read_and_prepare_task1(

@@ -35,6 +35,8 @@ _OTHER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x89PNG", "a PNG image"),
     (344, b"n+1\x00", "an uncompressed NIfTI image"),
     (344, b"ni1\x00", "an uncompressed NIfTI image"),
+    (0, b"ObjectType = Image", "a single MetaImage (.mha) image"),
+    (0, b"NDims = ", "a single MetaImage (.mha) image"),
 )
 
 

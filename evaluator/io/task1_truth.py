@@ -5,6 +5,9 @@ Layouts accepted under the task folder::
     <PatientID>/<PatientID>.nii.gz      nested, as released (images beside it ignored)
     <PatientID>.nii.gz                  flat
 
+A label map may be a NIfTI (``.nii.gz``, ``.nii``) or a MetaImage (``.mha``, or a
+``.mhd`` with its data file beside it, hashed and copied with it).
+
 Image files (``<PatientID>_CT``, ``__PT``, ``_CTPlanning``, ``_RTDOSE`` ...) are ignored.
 Every label map is read once and validated (readable, 3-D, labels 0/1/2); per case we
 record shape, affine, voxel volume, foreground bounding box and a SHA-256 of the
@@ -21,7 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -29,17 +32,20 @@ import numpy.typing as npt
 from evaluator.boxes import Bbox, crop
 from evaluator.errors import GroundTruthError, SubmissionError
 from evaluator.io.hashing import combine_hashes
+from evaluator.io.members import open_data_file
 from evaluator.io.nifti import LabelMap, read_label_map
-from evaluator.io.nifti_header import NiftiHeader
+from evaluator.io.nifti_header import ImageHeader
 from evaluator.patients import case_center
 from evaluator.protocol import HECKTOR2025, Limits, Protocol
 
 _IMAGE_SUFFIX = re.compile(r"_{1,2}(CT|PT|PET|CTPlanning|CTplanning|RTDOSE|RTDose|dose)$", re.I)
-NIFTI_EXTS = (".nii.gz", ".nii")
+LABEL_EXTS = (".nii.gz", ".nii", ".mha", ".mhd")
 
 
-def strip_nifti_ext(name: str) -> str | None:
-    for ext in NIFTI_EXTS:
+def strip_label_ext(name: str) -> str | None:
+    """The PatientID of a label file's name (``CHUM-001.nii.gz``, ``CHUM-001.mha``),
+    or None for another file."""
+    for ext in LABEL_EXTS:
         if name.endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     return None
@@ -50,7 +56,7 @@ class GtCase:
     patient_id: str
     center: str
     path: Path
-    header: NiftiHeader
+    header: ImageHeader
     bbox: Bbox | None
     sha256: str
     crop_path: Path | None = None  # prepared form: the foreground crop as .npy
@@ -110,14 +116,14 @@ def discover_label_files(root: Path) -> tuple[dict[str, list[Path]], list[str]]:
         if entry.is_dir():
             pid = entry.name
             hits = [
-                entry / f"{pid}{ext}" for ext in NIFTI_EXTS if (entry / f"{pid}{ext}").is_file()
+                entry / f"{pid}{ext}" for ext in LABEL_EXTS if (entry / f"{pid}{ext}").is_file()
             ]
             if hits:
                 found.setdefault(pid, []).extend(hits)
             else:
-                ignored.append(f"{entry.name}/ (no {pid}.nii.gz inside)")
+                ignored.append(f"{entry.name}/ (no {pid}.nii.gz or {pid}.mha inside)")
         elif entry.is_file():
-            stem = strip_nifti_ext(entry.name)
+            stem = strip_label_ext(entry.name)
             if stem is None or _IMAGE_SUFFIX.search(stem):
                 ignored.append(entry.name)
                 continue
@@ -126,14 +132,25 @@ def discover_label_files(root: Path) -> tuple[dict[str, list[Path]], list[str]]:
 
 
 class _ReadOnce:
-    """A label file read once: what is read is hashed and, with ``copy``, written to
-    the copy as well."""
+    """A label file read once: what is read is hashed and, with ``copy_to``, written to
+    a copy as well (kept by :meth:`commit`). A .mhd's data file is read the same way
+    (:meth:`open_sibling`) and counted in the hash."""
 
-    def __init__(self, path: Path, copy: BinaryIO | None) -> None:
-        self.file = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    def __init__(self, path: Path, copy_to: Path | None, file: IO[bytes] | None = None) -> None:
+        self.path = path
+        self.file = file if file is not None else open(path, "rb")  # noqa: SIM115
         self.stat = os.fstat(self.file.fileno())
-        self.copy = copy
+        self.copy_to = copy_to
+        self.copy: IO[bytes] | None = None
+        self.siblings: list[_ReadOnce] = []
         self.hash = hashlib.sha256()
+        if copy_to is not None:
+            try:
+                copy_to.parent.mkdir(parents=True, exist_ok=True)
+                self.copy = open(copy_to.with_name(f".{copy_to.name}.tmp"), "wb")  # noqa: SIM115
+            except OSError:
+                self.file.close()
+                raise
 
     def read(self, n: int = -1, /) -> bytes:
         data = self.file.read(n)
@@ -142,16 +159,49 @@ class _ReadOnce:
             self.copy.write(data)
         return data
 
+    def open_sibling(self, name: str) -> _ReadOnce:
+        """The data file ``name`` beside this .mhd, read (and copied) the same way."""
+        f = open_data_file(self.path.parent, name, str(self.path))
+        copy_to = None if self.copy_to is None else self.copy_to.with_name(name)
+        sibling = _ReadOnce(self.path.parent / name, copy_to, f)
+        self.siblings.append(sibling)
+        return sibling
+
     def finish(self) -> str:
-        """Read what the decoder left (the file is hashed and copied whole); the hash."""
+        """Read what the decoder left (the files are hashed and copied whole); the
+        hash: the file's, or with a data file one hash over both."""
         while self.read(1 << 20):
             pass
-        return self.hash.hexdigest()
+        own = self.hash.hexdigest()
+        if not self.siblings:
+            return own
+        parts = [(self.path.name, own)] + [(s.path.name, s.finish()) for s in self.siblings]
+        return combine_hashes(parts)
 
-    def changed(self, path: Path) -> bool:
-        """Whether the file was written to since it was opened."""
-        now = path.stat()
-        return (now.st_size, now.st_mtime_ns) != (self.stat.st_size, self.stat.st_mtime_ns)
+    def changed(self) -> bool:
+        """Whether a file read was written to since it was opened."""
+        now = self.path.stat()
+        mine = (now.st_size, now.st_mtime_ns) != (self.stat.st_size, self.stat.st_mtime_ns)
+        return mine or any(s.changed() for s in self.siblings)
+
+    def commit(self) -> None:
+        """Keep the copies (durably, under their final names)."""
+        for s in self.siblings:
+            s.commit()
+        if self.copy is not None and self.copy_to is not None:
+            self.copy.flush()
+            os.fsync(self.copy.fileno())
+            self.copy.close()
+            Path(self.copy.name).replace(self.copy_to)
+
+    def close(self) -> None:
+        """Close every file; copies not committed are removed."""
+        for s in self.siblings:
+            s.close()
+        self.file.close()
+        if self.copy is not None and not self.copy.closed:
+            self.copy.close()
+            Path(self.copy.name).unlink(missing_ok=True)
 
 
 def _decode(
@@ -160,32 +210,21 @@ def _decode(
     """The label map of ``path`` (a problem text if it is invalid), its SHA-256 and
     whether the file changed while it was read; with ``copy_to``, the bytes read are
     copied there in the same pass."""
-    copy = None
     try:
-        if copy_to is not None:
-            copy_to.parent.mkdir(parents=True, exist_ok=True)
-            copy = open(copy_to.with_name(f".{copy_to.name}.tmp"), "wb")  # noqa: SIM115
+        source = _ReadOnce(path, copy_to)
+    except OSError as exc:
+        return f"{pid}: the file cannot be read ({exc.strerror})"
+    try:
         try:
-            source = _ReadOnce(path, copy)
-        except OSError as exc:
-            return f"{pid}: the file cannot be read ({exc.strerror})"
-        with source.file:
-            try:
-                lm = read_label_map(source, max_voxels=max_voxels, name=str(path))
-            except SubmissionError as exc:
-                return f"{pid}: {exc.message}"
-            sha = source.finish()
-            changed = source.changed(path)
-        if copy is not None and copy_to is not None:
-            copy.flush()
-            os.fsync(copy.fileno())
-            copy.close()
-            Path(copy.name).replace(copy_to)
+            lm = read_label_map(source, max_voxels=max_voxels, name=str(path))
+        except SubmissionError as exc:
+            return f"{pid}: {exc.message}"
+        sha = source.finish()
+        changed = source.changed()
+        source.commit()
         return lm, sha, changed
     finally:
-        if copy is not None and not copy.closed:
-            copy.close()
-            Path(copy.name).unlink(missing_ok=True)
+        source.close()
 
 
 def _read_case(
@@ -231,7 +270,7 @@ def label_files(root: Path) -> tuple[dict[str, Path], list[str]]:
     if not found:
         problems.append(
             f"{root}: no label map found (expected <PatientID>/<PatientID>.nii.gz or "
-            "<PatientID>.nii.gz)"
+            "<PatientID>.nii.gz; .mha and .mhd are read too)"
         )
     if problems:
         raise GroundTruthError(problems)

@@ -4,6 +4,10 @@ map each case to its sufficient statistics (in parallel) and reduce them to the 
 Validation reports every problem at once: names first (missing, unknown, duplicate,
 unexpected files), then per case the header (readable, 3-D, integer, size), the
 geometry against the ground truth, and the labels.
+
+A case's file is ``<PatientID>.nii.gz``, ``.nii`` or ``.mha`` (one per case, formats
+may be mixed); a ``.mhd`` with its data file beside it only in a folder (an archive
+holds one file per case: the reader refuses a .mhd there).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from evaluator.errors import (
 from evaluator.io.archive import Scan
 from evaluator.io.members import Member
 from evaluator.io.nifti import max_file_bytes
-from evaluator.io.task1_truth import Task1GroundTruth, strip_nifti_ext
-from evaluator.metrics.segmentation import CaseStats, aggregate_task1, gtvp_dsc
+from evaluator.io.task1_truth import Task1GroundTruth, strip_label_ext
+from evaluator.metrics.aggregate import aggregate
+from evaluator.metrics.segmentation import CaseStats, gtvp_dsc
 from evaluator.pipeline.case import CaseJob, CaseResult, run_case
 from evaluator.pipeline.pool import map_cases
 from evaluator.pipeline.result import ResultDocument, Task1Case, ValidDocument, build_result
@@ -36,6 +41,9 @@ from evaluator.protocol import HECKTOR2025, Limits, Protocol
 __all__ = ["score_task1"]
 
 Progress = Callable[[int, int], None]
+
+# the data files a .mhd names, as MetaImage writers name them
+_DATA_EXTS = (".raw", ".zraw", ".img")
 
 
 @dataclass
@@ -48,16 +56,19 @@ class _Plan:
     ground_truth: Task1GroundTruth
     ignore_extra: bool
     resample: bool
+    folder: bool = False  # a folder of files, where a .mhd's data file may sit beside it
     chosen: dict[str, Member] = field(default_factory=dict)
     notes: list[tuple[str, Member, Any]] = field(default_factory=list)
 
     def want(self, m: Member) -> bool:
         """Only files that can be a case of the phase are read, one per case, and only
         if their size is one a label map on that case's grid can have."""
-        stem = strip_nifti_ext(m.name.rsplit("/", 1)[-1])
+        base = m.name.rsplit("/", 1)[-1]
+        stem = strip_label_ext(base)
         if stem is None:
-            if not self.ignore_extra:
-                self.notes.append(("unexpected", m, None))
+            data_file = base.lower().endswith(_DATA_EXTS)
+            if not self.ignore_extra and not (data_file and self.folder):
+                self.notes.append(("data" if data_file else "unexpected", m, None))
             return False
         pid = stem.strip()
         if pid in self.chosen:
@@ -79,10 +90,17 @@ class _Plan:
             return FormatError(
                 m.name,
                 "unexpected file: a Task 1 submission holds only <PatientID>.nii.gz "
-                "label maps (one per case); remove this file",
+                "(or <PatientID>.mha) label maps, one per case; remove this file",
+            )
+        if what == "data":
+            return FormatError(
+                m.name,
+                "a separate voxel data file (of a .mhd header): an archive holds one file "
+                "per case; save each label map as one .mha file (sitk.WriteImage(img, "
+                "'CHUM-001.mha', useCompression=True)) and remove this file",
             )
         if what == "second":
-            pid = strip_nifti_ext(m.name.rsplit("/", 1)[-1]) or m.name
+            pid = strip_label_ext(m.name.rsplit("/", 1)[-1]) or m.name
             return FormatError(
                 m.name,
                 f"a second prediction for case {pid.strip()} (the first is "
@@ -93,7 +111,8 @@ class _Plan:
             return ExtraCaseError(
                 m.name,
                 f"case {extra!r} is not part of this phase; remove it (or check the "
-                f"name: files are named <PatientID>.nii.gz, e.g. {example}.nii.gz)",
+                f"name: files are named <PatientID>.nii.gz or <PatientID>.mha, e.g. "
+                f"{example}.nii.gz)",
             )
         sx, sy, sz = extra
         return LimitError(
@@ -164,7 +183,7 @@ class _Run:
         if scan.kind in ("tar", "tar.gz"):
             # read in order, each member as it comes: nothing is extracted
             for m, stream in scan:
-                pid = (strip_nifti_ext(m.name.rsplit("/", 1)[-1]) or "").strip()
+                pid = (strip_label_ext(m.name.rsplit("/", 1)[-1]) or "").strip()
                 self.take(m, run_case(self.job(pid, m, stream=True), stream))
             scan.finish()
             return
@@ -229,6 +248,7 @@ def score_task1(
         ground_truth,
         ignore_extra=protocol.ignore_extra_cases,
         resample=protocol.geometry_mismatch == "resample_nearest",
+        folder=Path(root).is_dir(),
     )
     scan = Scan(root, limits=limits, want=plan.want)
     run = _Run(ground_truth, root, protocol, limits, dry_run, progress, plan)
@@ -248,11 +268,11 @@ def score_task1(
         protocol=protocol,
         ground_truth_sha256=ground_truth.sha256,
         submission_sha256=submission_sha256,
-        metrics=aggregate_task1(cases, protocol=protocol),
+        metrics=aggregate(1, cases, protocol),
         cases=cases,
     )
 
 
 def _case_key(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
-    return strip_nifti_ext(base) or base
+    return strip_label_ext(base) or base
