@@ -14,9 +14,16 @@ from typing import Any
 import numpy as np
 
 from evaluator.errors import GroundTruthChanged
-from evaluator.io.hashing import combine_hashes, sha256_file
+from evaluator.io.hashing import combine_hashes
 from evaluator.io.nifti_header import Compression, ImageHeader
-from evaluator.io.task1_truth import GtCase, Task1GroundTruth, atomic_write, label_files, read_cases
+from evaluator.io.task1_truth import (
+    GtCase,
+    Task1GroundTruth,
+    atomic_write,
+    label_file_sha256,
+    label_files,
+    read_cases,
+)
 from evaluator.protocol import Limits
 
 __all__ = [
@@ -59,7 +66,8 @@ def prepare_task1(
     sha = combine_hashes((pid, c.sha256) for pid, c in cases.items())
     if changed:
         now = {
-            pid: sha256_file(files[pid]) if pid in changed else c.sha256 for pid, c in cases.items()
+            pid: label_file_sha256(files[pid]) if pid in changed else c.sha256
+            for pid, c in cases.items()
         }
         source_sha = combine_hashes(now.items())
         if source_sha != sha:

@@ -31,8 +31,9 @@ import numpy.typing as npt
 
 from evaluator.boxes import Bbox, crop
 from evaluator.errors import GroundTruthError, SubmissionError
-from evaluator.io.hashing import combine_hashes
+from evaluator.io.hashing import combine_hashes, sha256_file
 from evaluator.io.members import open_data_file
+from evaluator.io.mha_header import MAX_HEADER
 from evaluator.io.nifti import LabelMap, read_label_map
 from evaluator.io.nifti_header import ImageHeader
 from evaluator.patients import case_center
@@ -194,10 +195,11 @@ class _ReadOnce:
             self.copy.close()
             Path(self.copy.name).replace(self.copy_to)
 
-    def close(self) -> None:
-        """Close every file; copies not committed are removed."""
+    def release(self) -> None:
+        """Close every file (the reader never closes them: they are read to their end
+        by :meth:`finish`); copies not committed are removed."""
         for s in self.siblings:
-            s.close()
+            s.release()
         self.file.close()
         if self.copy is not None and not self.copy.closed:
             self.copy.close()
@@ -224,7 +226,7 @@ def _decode(
         source.commit()
         return lm, sha, changed
     finally:
-        source.close()
+        source.release()
 
 
 def _read_case(
@@ -253,6 +255,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def label_file_sha256(path: Path) -> str:
+    """A label file's hash as :func:`read_cases` records it: a .mhd's covers its data
+    file too (named by its ElementDataFile line)."""
+    if not path.name.lower().endswith(".mhd"):
+        return sha256_file(path)
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER)
+    m = re.search(rb"(?m)^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S+)", head)
+    data = m.group(1).decode("ascii", "replace") if m else "LOCAL"
+    own = sha256_file(path)
+    if data.upper() == "LOCAL" or not (path.parent / data).is_file():
+        return own
+    return combine_hashes([(path.name, own), (data, sha256_file(path.parent / data))])
 
 
 def label_files(root: Path) -> tuple[dict[str, Path], list[str]]:
