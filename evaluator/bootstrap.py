@@ -59,8 +59,15 @@ Records = Sequence[Mapping[str, Any]]
 TRUTH_FIELDS: dict[int, tuple[str, ...]] = {
     1: ("gtvp_gt_voxels", "gtvn_gt_voxels", "voxel_volume_mm3"),
     2: ("time", "event"),
-    3: ("label",),
+    3: ("label", "t_stage", "n_stage"),
 }
+
+
+def _differ(a: object, b: object) -> bool:
+    """Whether two ground-truth values differ (numbers as numbers, stages as text)."""
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) != str(b)
+    return float(a) != float(b)  # type: ignore[arg-type]
 
 
 def resample_weights(n_cases: int, n_resamples: int, *, seed: int = 0) -> IntArray:
@@ -151,7 +158,7 @@ def _check_same_truth(
     for pid, rec in ids.items():
         ref = reference[pid]
         for key in TRUTH_FIELDS[task]:
-            if key in rec and key in ref and float(rec[key]) != float(ref[key]):
+            if key in rec and key in ref and _differ(rec[key], ref[key]):
                 raise ValueError(
                     f"team {team!r}, case {pid!r}: {key} = {rec[key]!r} differs from "
                     f"team {ref_team!r}'s {ref[key]!r}; the teams were not scored "
@@ -183,7 +190,7 @@ def _full_data(
     still defined on the full data (weights 1), NaN for the others, and the reason."""
     try:
         agg = aggregate(task, records, protocol)
-        return {n: float(agg[n]) for n in names}, None
+        return {n: float(agg.get(n, math.nan)) for n in names}, None
     except ScoringError as exc:
         ones = weighted_metrics(task, records, np.ones(len(records)), protocol=protocol)
         return {n: float(ones[n]) for n in names}, str(exc)
@@ -197,7 +204,7 @@ def _team_metrics(
 ) -> tuple[dict[str, FloatArray], dict[str, FloatArray], list[str]]:
     """Per leaderboard metric, the ``R x T`` resampled values and the ``T`` full-data
     values of every team, and a note per team whose full data the leaderboard refuses."""
-    names = leaderboard_metrics(task)
+    names = leaderboard_metrics(task, protocol)
     notes: list[str] = []
     full: dict[str, list[float]] = {k: [] for k in names}
     per_team: dict[str, list[FloatArray]] = {k: [] for k in names}
@@ -224,14 +231,16 @@ def bootstrap_samples(
     seed: int = 0,
 ) -> BootstrapSamples:
     """The resample arrays of :func:`bootstrap` (see there)."""
-    leaderboard_metrics(task)  # a ValueError for an unknown task
+    leaderboard_metrics(task, protocol)  # a ValueError for an unknown task
     case_ids, aligned = _aligned(task, teams)
     w = resample_weights(len(case_ids), n_resamples, seed=seed)
     metrics, full_metrics, notes = _team_metrics(task, aligned, w.astype(np.float64), protocol)
-    ranked = [m.name for m in ranked_metrics(task)]
+    ranked = [m.name for m in ranked_metrics(task, protocol)]
     full_rows = [{k: float(full_metrics[k][t]) for k in ranked} for t in range(len(aligned))]
-    full_ranks = np.asarray([r["final"] for r in rank_rows(task, full_rows)], dtype=np.float64)
-    ranks = rank_matrix(task, {k: metrics[k] for k in ranked})
+    full_ranks = np.asarray(
+        [r["final"] for r in rank_rows(task, full_rows, protocol)], dtype=np.float64
+    )
+    ranks = rank_matrix(task, {k: metrics[k] for k in ranked}, protocol)
     valid = np.all([np.isfinite(metrics[k]).all(axis=1) for k in ranked], axis=0).reshape(
         n_resamples
     )
@@ -353,7 +362,7 @@ def bootstrap(
         raise ValueError(f"alpha must be in (0, 1), not {alpha!r}")
     s = bootstrap_samples(task, teams, protocol=protocol, n_resamples=n_resamples, seed=seed)
     qs = (100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0))
-    names = leaderboard_metrics(task)
+    names = leaderboard_metrics(task, protocol)
     ranks = _Ranks.of(s)
     team_results = tuple(
         TeamBootstrap(

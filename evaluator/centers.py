@@ -59,7 +59,7 @@ def _center_result(
         ones = weighted_metrics(task, subset, np.ones(len(subset)), protocol=protocol)
         metrics: dict[str, float | int | None] = {}
         undefined: dict[str, str] = {}
-        for k in leaderboard_metrics(task):
+        for k in leaderboard_metrics(task, protocol):
             v = finite_or_none(ones[k])
             metrics[k] = v
             if v is None:
@@ -84,7 +84,7 @@ def per_center(
     centre (e.g. one HPV class only, or no comparable pair), each metric that is still
     defined on that subset is reported and every other one is ``None`` with the reason.
     """
-    leaderboard_metrics(task)  # a ValueError for an unknown task, even without cases
+    leaderboard_metrics(task, protocol)  # a ValueError for an unknown task, even without cases
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in cases:
         groups.setdefault(case_center(rec), []).append(rec)

@@ -30,12 +30,7 @@ from evaluator.io.prepared import (
     read_and_prepare_task1,
 )
 from evaluator.io.sniff import detect_archive
-from evaluator.io.table_truth import (
-    ClassificationGroundTruth,
-    SurvivalGroundTruth,
-    read_task2_ground_truth,
-    read_task3_ground_truth,
-)
+from evaluator.io.table_truth import TableGroundTruth, read_table_ground_truth
 from evaluator.io.tables import table_bytes_limit, wanted_member
 from evaluator.io.task1_truth import Task1GroundTruth, read_task1_ground_truth
 from evaluator.io.tree import TreePath, read_tree
@@ -56,7 +51,7 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 TASKS = (1, 2, 3)
-GroundTruth = Task1GroundTruth | SurvivalGroundTruth | ClassificationGroundTruth
+GroundTruth = Task1GroundTruth | TableGroundTruth
 
 
 def _check_task(task: int) -> None:
@@ -85,9 +80,7 @@ def load_ground_truth(
         return read_and_prepare_task1(path, cache_dir, limits=limits)
     if task == 1:
         return read_task1_ground_truth(path, protocol=protocol, limits=limits)
-    if task == 2:
-        return read_task2_ground_truth(path, protocol=protocol)
-    return read_task3_ground_truth(path, protocol=protocol)
+    return read_table_ground_truth(task, path, protocol=protocol)
 
 
 # --- ground truth of a phase: prepared once, opened by every judge ---------------------
@@ -123,15 +116,12 @@ def _copy_file(source: Path, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def _prepare_table(
-    task: int, source: Path, dest: Path, protocol: Protocol
-) -> SurvivalGroundTruth | ClassificationGroundTruth:
+def _prepare_table(task: int, source: Path, dest: Path, protocol: Protocol) -> TableGroundTruth:
     """Validate the Task 2/3 table under ``source``, copy it into ``dest`` and read the
     copy, which must hash as the source did."""
-    read = read_task2_ground_truth if task == 2 else read_task3_ground_truth
-    original = read(source, protocol=protocol)
+    original = read_table_ground_truth(task, source, protocol=protocol)
     _copy_file(original.source, dest / original.source.name)
-    copy = read(dest / original.source.name, protocol=protocol)
+    copy = read_table_ground_truth(task, dest / original.source.name, protocol=protocol)
     if copy.sha256 != original.sha256:
         raise GroundTruthChanged(copy_sha256=copy.sha256, source_sha256=original.sha256)
     return copy
@@ -200,9 +190,7 @@ def open_ground_truth(
 # --- scoring ----------------------------------------------------------------------------
 
 
-def _table_root(
-    gt: SurvivalGroundTruth | ClassificationGroundTruth, predictions: Path, limits: Limits
-) -> Path | TreePath:
+def _table_root(gt: TableGroundTruth, predictions: Path, limits: Limits) -> Path | TreePath:
     """A Task 2/3 submission as the table reader takes it: an archive's table members
     read into memory, else the folder or file itself."""
     if predictions.is_dir() or detect_archive(predictions) is None:

@@ -87,13 +87,13 @@ METRICS_2026: tuple[Metric, ...] = (
 
 EDGE_CASES_2026: tuple[EdgeCase, ...] = (
     EdgeCase(
-        metric="seg_case_gtvp_dsc",
+        metric="gtvp_dsc",
         when="dsc_mode 'per_patient': the patient's GTVp is empty in truth and prediction",
         value=1.0,
         protocol_field="gtvp_both_empty",
     ),
     EdgeCase(
-        metric="seg_case_gtvn_dsc",
+        metric="gtvn_dsc",
         when="dsc_mode 'per_patient': the patient's GTVn is empty in truth and prediction",
         value=1.0,
         protocol_field="gtvn_both_empty",

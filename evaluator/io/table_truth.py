@@ -13,6 +13,11 @@ rejected as an unknown case. Everything else is validated (unique ids, finite ti
 >= 0, events and labels in {0, 1}) and every problem is reported at once as a
 :class:`GroundTruthError` naming the file, the row and the id.
 
+HECKTOR 2026 scores Task 3 as T and N staging: :func:`read_staging_ground_truth` reads
+the protocol's stage columns (``T-stage``, ``N-stage`` by default) and folds each
+cell onto an allowed stage (``t2`` -> ``T2``, ``N2b`` -> ``N2``); any other value is a
+problem naming the file, the line, the id and the allowed stages.
+
 ``path`` is the CSV file itself or the task folder holding it. When the folder holds
 several CSV files, the one with the needed columns is chosen; if more than one has
 them, the choice is refused as ambiguous (pass the file itself).
@@ -33,13 +38,17 @@ from numpy.typing import NDArray
 from evaluator.errors import GroundTruthError
 from evaluator.io.hashing import combine_hashes, sha256_file
 from evaluator.io.table_text import decode_text, sniff_delimiter
-from evaluator.protocol import HECKTOR2025, Protocol
+from evaluator.protocol import HECKTOR2025, Hecktor2026Protocol, Protocol
 
 __all__ = [
     "UNKNOWN_TOKENS",
     "ClassificationGroundTruth",
+    "StagingGroundTruth",
     "SurvivalGroundTruth",
+    "TableGroundTruth",
     "center_of",
+    "read_staging_ground_truth",
+    "read_table_ground_truth",
     "read_task2_ground_truth",
     "read_task3_ground_truth",
 ]
@@ -391,3 +400,79 @@ def read_task3_ground_truth(
         unknown_ids=tuple(out.unknown_ids),
         source=table.path,
     )
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class StagingGroundTruth(_ClinicalGroundTruth):
+    """Task 3 of HECKTOR 2026: per case the T and the N stage (normalised, e.g. ``N2b``
+    read as ``N2``)."""
+
+    t_stages: tuple[str, ...]
+    n_stages: tuple[str, ...]
+
+    task = 3
+
+
+def _stage_cell(
+    cell: str, column: str, allowed: tuple[str, ...], protocol: Hecktor2026Protocol, where: str
+) -> tuple[str, str | None]:
+    """The normalised stage of one cell, or ``""`` and the problem."""
+    stage = protocol.stage_of(cell)
+    if stage is not None and stage in allowed:
+        return stage, None
+    aliases = [f"{a} -> {b}" for a, b in protocol.stage_aliases if b in allowed]
+    also = f" (also {', '.join(aliases)})" if aliases else ""
+    return "", (
+        f"{where}: {column} is {cell!r}; expected one of {', '.join(allowed)}{also}, any case, "
+        "or empty when unknown (fix the cell or the protocol's stage_aliases)"
+    )
+
+
+def read_staging_ground_truth(path: Path, *, protocol: Hecktor2026Protocol) -> StagingGroundTruth:
+    """Read and validate the staging ground truth (the clinical CSV or its folder): the
+    protocol's T and N stage columns; a row with either stage unknown is not a case."""
+    t_col, n_col = protocol.t_stage_column, protocol.n_stage_column
+    needed = [protocol.id_column, t_col, n_col]
+    table = _locate(Path(path), needed, task=3)
+    out = _scan(table, protocol=protocol, target_columns=[t_col, n_col])
+    name = table.path.name
+    t_stages: list[str] = []
+    n_stages: list[str] = []
+    for pid, (line, (t_cell, n_cell)) in zip(out.ids, out.rows, strict=True):
+        where = f"{name} line {line}: {pid}"
+        for cell, column, allowed, into in (
+            (t_cell, t_col, protocol.t_stages, t_stages),
+            (n_cell, n_col, protocol.n_stages, n_stages),
+        ):
+            stage, problem = _stage_cell(cell, column, allowed, protocol, where)
+            if problem is not None:
+                out.problems.append(problem)
+            into.append(stage)
+    _finish(out, table)
+    return StagingGroundTruth(
+        ids=tuple(out.ids),
+        centers=tuple(out.centers),
+        t_stages=tuple(t_stages),
+        n_stages=tuple(n_stages),
+        sha256=_hash(table, task=3),
+        n_unknown=len(out.unknown_ids),
+        unknown_ids=tuple(out.unknown_ids),
+        source=table.path,
+    )
+
+
+TableGroundTruth = SurvivalGroundTruth | ClassificationGroundTruth | StagingGroundTruth
+
+
+def read_table_ground_truth(task: int, path: Path, *, protocol: Protocol) -> TableGroundTruth:
+    """The Task 2 or 3 ground truth as ``protocol``'s edition defines the task: the
+    staging columns when its Task 3 is scored as staging, else the HPV status."""
+    if task == 2:
+        return read_task2_ground_truth(path, protocol=protocol)
+    if task != 3:
+        raise ValueError(f"table ground truth exists for tasks 2 and 3, not {task!r}")
+    if protocol.TASKS[3].kind == "staging":
+        if not isinstance(protocol, Hecktor2026Protocol):
+            raise TypeError(f"staging needs the switches of hecktor2026, not {protocol.name!r}")
+        return read_staging_ground_truth(path, protocol=protocol)
+    return read_task3_ground_truth(path, protocol=protocol)

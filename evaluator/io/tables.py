@@ -35,6 +35,7 @@ from evaluator.errors import (
 )
 from evaluator.io.table_csv import read_csv
 from evaluator.io.table_json import read_case_value, read_json
+from evaluator.io.table_staging import STAGE_FILES
 from evaluator.io.table_text import (
     BROKEN,
     CASE_FILES,
@@ -81,10 +82,11 @@ def table_bytes_limit(n_rows: int, limits: Limits) -> int:
 
 def wanted_member(m: Member) -> bool:
     """Whether an archive member is read for a Task 2/3 submission: a table file at the
-    top (or in a single top folder), or a per-case value file in a case folder. Others
+    top (or in a single top folder), or a per-case value file (``rfs.json``,
+    ``hpv-status.json``, ``t-stage.json``, ``n-stage.json``) in a case folder. Others
     are listed, never read."""
     parts = m.name.split("/")
-    if parts[-1] in CASE_FILES.values():
+    if parts[-1] in CASE_FILES.values() or parts[-1] in STAGE_FILES:
         return len(parts) <= 3
     suffix = Path(parts[-1]).suffix.lower()
     return len(parts) <= 2 and suffix in CSV_SUFFIXES + JSON_SUFFIXES

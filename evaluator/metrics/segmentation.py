@@ -365,3 +365,73 @@ def _when_empty(metric: str) -> float:
     value = edge_value(metric)
     assert value is not None, f"{metric} has no value on empty data"
     return value
+
+
+# --- two labels, each its own DSC (HECKTOR 2026) ---------------------------------------
+
+DscMode = Literal["per_patient", "aggregated"]
+
+
+Label = Literal["gtvp", "gtvn"]
+
+
+def label_dsc(stats: Mapping[str, Any], label: Label, *, both_empty: float | None) -> float | None:
+    """DSC of one label of one case; ``both_empty`` when truth and prediction are both
+    empty for that label (None: the case is left out of that label's mean)."""
+    den = int(stats[f"{label}_pred_voxels"]) + int(stats[f"{label}_gt_voxels"])
+    if den == 0:
+        return both_empty
+    return 2.0 * int(stats[f"{label}_intersection"]) / den
+
+
+def two_label_dsc(
+    cases: Sequence[Mapping[str, Any]],
+    *,
+    mode: DscMode,
+    gtvp_both_empty: float | None,
+    gtvn_both_empty: float | None,
+    physical: bool,
+    if_no_voxel: Mapping[str, float],
+) -> dict[str, float]:
+    """``seg_gtvp_dsc`` and ``seg_gtvn_dsc``, each label on its own, and their mean
+    ``seg_dsc``.
+
+    ``mode="per_patient"``: the mean over cases of each case's DSC of that label (a case
+    empty on both sides for the label is worth that label's ``both_empty``; None leaves
+    it out). ``mode="aggregated"``: ``2 Σ|A∩B| / Σ(|A|+|B|)`` over the cases, each case's
+    counts weighted by its voxel volume when ``physical``; ``if_no_voxel[label]`` when
+    the sum is 0. Raises :class:`ScoringError` without cases, or when every case is left out of
+    one label's mean.
+    """
+    if not cases:
+        raise ScoringError("no case to aggregate: zero scored cases is an error, not a score")
+    out: dict[str, float] = {}
+    labels: tuple[tuple[Label, float | None], ...] = (
+        ("gtvp", gtvp_both_empty),
+        ("gtvn", gtvn_both_empty),
+    )
+    for label, both_empty in labels:
+        if mode == "per_patient":
+            dscs = [
+                d for c in cases if (d := label_dsc(c, label, both_empty=both_empty)) is not None
+            ]
+            if not dscs:
+                raise ScoringError(
+                    f"{label.upper()} DSC is undefined: every case has an empty {label.upper()} "
+                    "on both sides and the protocol excludes such cases"
+                )
+            out[f"seg_{label}_dsc"] = math.fsum(dscs) / len(dscs)
+            continue
+        num, den = [], []
+        for c in cases:
+            w = float(c["voxel_volume_mm3"]) if physical else 1.0
+            num.append(2.0 * int(c[f"{label}_intersection"]) * w)
+            den.append((int(c[f"{label}_pred_voxels"]) + int(c[f"{label}_gt_voxels"])) * w)
+        total = math.fsum(den)
+        out[f"seg_{label}_dsc"] = if_no_voxel[label] if total == 0 else math.fsum(num) / total
+    return {
+        "seg_dsc": (out["seg_gtvp_dsc"] + out["seg_gtvn_dsc"]) / 2.0,
+        "seg_gtvp_dsc": out["seg_gtvp_dsc"],
+        "seg_gtvn_dsc": out["seg_gtvn_dsc"],
+        "n_cases": len(cases),
+    }

@@ -8,14 +8,16 @@ has the higher risk; tied risks count 1/2.
 
 That is exactly ``lifelines.utils.concordance_index(times, -risk, events)`` (lifelines
 expects "higher = longer survival", hence the minus sign), which runs in
-O(n log n). lifelines is imported inside the function: importing it pulls in every
+O(n log n). A prediction that is a predicted recurrence-free *time* (HECKTOR 2026,
+``rfs_meaning = "time"``) is concordant when it orders a pair as the observed times do:
+``concordance_index(times, predicted_time, events)``, the predicted time itself. lifelines is imported inside the function: importing it pulls in every
 fitter, and ``import evaluator`` must stay light.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -23,7 +25,11 @@ from numpy.typing import ArrayLike, NDArray
 from evaluator.errors import ScoringError
 from evaluator.protocol import HECKTOR2025, Protocol
 
-__all__ = ["aggregate_task2", "c_index", "has_comparable_pair"]
+__all__ = ["RfsMeaning", "aggregate_rfs", "aggregate_task2", "c_index", "has_comparable_pair"]
+
+#: what a Task 2 prediction is: a risk (higher = earlier recurrence) or a time (higher =
+#: later recurrence)
+RfsMeaning = Literal["risk", "time"]
 
 
 def _as_1d_float(name: str, values: ArrayLike) -> NDArray[np.float64]:
@@ -74,12 +80,20 @@ def has_comparable_pair(times: ArrayLike, events: ArrayLike) -> bool:
     return bool((e & at_max).any() and (~e & at_max).any())
 
 
-def c_index(times: ArrayLike, events: ArrayLike, risk: ArrayLike) -> float:
-    """Harrell's C-index of a risk score (higher risk = earlier event).
+def c_index(
+    times: ArrayLike, events: ArrayLike, risk: ArrayLike, *, meaning: RfsMeaning = "risk"
+) -> float:
+    """Harrell's C-index of a prediction: with ``meaning="risk"`` a risk score (higher
+    risk = earlier event: concordant when the earlier event has the higher value), with
+    ``meaning="time"`` a predicted time (concordant when the earlier event has the lower
+    predicted time, i.e. the predicted times order the patients as the observed times
+    do). Tied predictions count 1/2 either way.
 
     Raises :class:`ScoringError` when no pair of patients is comparable (e.g. no
     event at all), instead of returning a made-up value, and on invalid input.
     """
+    if meaning not in ("risk", "time"):
+        raise ValueError(f"meaning must be 'risk' or 'time', not {meaning!r}")
     t, e, r = _validated(times, events, risk)
     if not has_comparable_pair(t, e):
         n_events = int(np.count_nonzero(e))
@@ -90,8 +104,10 @@ def c_index(times: ArrayLike, events: ArrayLike, risk: ArrayLike) -> float:
         )
     from lifelines.utils import concordance_index
 
+    # lifelines scores a predicted time: higher predicted = longer observed survival
+    predicted_time = r if meaning == "time" else -r
     try:
-        value = concordance_index(t, -r, e.astype(np.float64))
+        value = concordance_index(t, predicted_time, e.astype(np.float64))
     except ZeroDivisionError as exc:  # pragma: no cover - guarded above
         raise ScoringError("the C-index is undefined: no comparable pair of patients") from exc
     return float(value)
@@ -115,3 +131,22 @@ def aggregate_task2(
     except (TypeError, ValueError) as exc:
         raise ScoringError(f"Task 2 case records hold a non-numeric value: {exc}") from exc
     return {"c_index": c_index(np.asarray(times), np.asarray(events), np.asarray(risk))}
+
+
+def aggregate_rfs(cases: Sequence[Mapping[str, Any]], *, meaning: RfsMeaning) -> dict[str, float]:
+    """``rfs_cindex`` from per-case records with keys ``prediction, time, event``; the
+    prediction read as ``meaning`` (see :func:`c_index`)."""
+    if not cases:
+        raise ScoringError("no case to score: the C-index needs at least two cases")
+    try:
+        times = [float(c["time"]) for c in cases]
+        events = [float(c["event"]) for c in cases]
+        predicted = [float(c["prediction"]) for c in cases]
+    except KeyError as exc:
+        raise ScoringError(
+            f"Task 2 case records need the keys prediction, time, event; missing {exc}"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise ScoringError(f"Task 2 case records hold a non-numeric value: {exc}") from exc
+    value = c_index(np.asarray(times), np.asarray(events), np.asarray(predicted), meaning=meaning)
+    return {"rfs_cindex": value}

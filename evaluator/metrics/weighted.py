@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from evaluator.edge_cases import edge_value
-from evaluator.protocol import HECKTOR2025, Protocol
+from evaluator.metrics.aggregate import kind_of
+from evaluator.protocol import HECKTOR2025, Hecktor2026Protocol, Protocol
 from evaluator.registry import leaderboard_metrics
 
 __all__ = [
@@ -57,8 +58,8 @@ def finite_or_none(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _if_empty(metric: str) -> float:
-    value = edge_value(metric)
+def _if_empty(metric: str, protocol: Protocol = HECKTOR2025) -> float:
+    value = edge_value(metric, protocol)
     return math.nan if value is None else value
 
 
@@ -110,17 +111,21 @@ def _task1(
 
 
 def concordance_matrices(
-    times: FloatArray, events: FloatArray, risk: FloatArray
+    times: FloatArray, events: FloatArray, risk: FloatArray, *, meaning: str = "risk"
 ) -> tuple[FloatArray, FloatArray]:
     """``(A, K)`` of the module docstring: ``A_ij`` = 1 when (i, j) is a comparable
     pair with i the earlier event (t_i < t_j and i has the event; equal times when only
-    i has the event), ``K_ij`` = ``A_ij`` x concordance credit (1, 1/2 on tied risk, 0).
-    Each comparable unordered pair appears exactly once; the diagonal is 0."""
+    i has the event), ``K_ij`` = ``A_ij`` x concordance credit (1, 1/2 on tied
+    predictions, 0). The credit is 1 when the earlier event has the higher risk, or
+    with ``meaning="time"`` the lower predicted time. Each comparable unordered pair
+    appears exactly once; the diagonal is 0."""
     e = events.astype(bool)
     earlier = times[:, None] < times[None, :]
     same = (times[:, None] == times[None, :]) & ~e[None, :]
     a = ((earlier | same) & e[:, None]).astype(np.float64)
-    credit = (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])
+    first, second = risk[:, None], risk[None, :]
+    right = (first < second) if meaning == "time" else (first > second)
+    credit = right + 0.5 * (first == second)
     return a, a * credit
 
 
@@ -166,6 +171,94 @@ def _task3(
     return {k: np.where(defined, v, nan) for k, v in out.items()}
 
 
+def _two_label(
+    records: Sequence[Mapping[str, Any]], w: FloatArray, protocol: Hecktor2026Protocol
+) -> dict[str, FloatArray]:
+    physical = protocol.dsc_agg_weighting == "physical"
+    vol = _column(records, "voxel_volume_mm3") if physical else np.ones(len(records))
+    out: dict[str, FloatArray] = {}
+    for label in ("gtvp", "gtvn"):
+        inter = _column(records, f"{label}_intersection")
+        den = _column(records, f"{label}_pred_voxels") + _column(records, f"{label}_gt_voxels")
+        if protocol.dsc_mode == "aggregated":
+            out[f"seg_{label}_dsc"] = safe_ratio(
+                w @ (2.0 * inter * vol),
+                w @ (den * vol),
+                if_zero=_if_empty(f"seg_{label}_dsc", protocol),
+            )
+            continue
+        both_empty = edge_value(f"{label}_dsc", protocol)
+        counted = np.ones_like(den) if both_empty is not None else (den != 0).astype(np.float64)
+        dsc = safe_ratio(2.0 * inter, den, if_zero=0.0 if both_empty is None else both_empty)
+        out[f"seg_{label}_dsc"] = safe_ratio(w @ (dsc * counted), w @ counted, if_zero=math.nan)
+    out["seg_dsc"] = (out["seg_gtvp_dsc"] + out["seg_gtvn_dsc"]) / 2.0
+    return out
+
+
+def _rfs(
+    records: Sequence[Mapping[str, Any]], w: FloatArray, protocol: Hecktor2026Protocol
+) -> dict[str, FloatArray]:
+    a, k = concordance_matrices(
+        _column(records, "time"),
+        _column(records, "event"),
+        _column(records, "prediction"),
+        meaning=protocol.rfs_meaning,
+    )
+    return {"rfs_cindex": safe_ratio(_pair_sum(w, k), _pair_sum(w, a), if_zero=math.nan)}
+
+
+def _staging_axis(
+    records: Sequence[Mapping[str, Any]], w: FloatArray, axis: str, stages: Sequence[str]
+) -> dict[str, FloatArray]:
+    truth = np.asarray([str(r[f"{axis}_stage"]) for r in records], dtype=object)
+    pred = np.asarray([str(r[f"{axis}_prediction"]) for r in records], dtype=object)
+    recalls = []
+    out: dict[str, FloatArray] = {}
+    for stage in stages:
+        is_true = (truth == stage).astype(np.float64)
+        hit = ((truth == stage) & (pred == stage)).astype(np.float64)
+        recall = safe_ratio(w @ hit, w @ is_true, if_zero=math.nan)
+        out[f"{axis}_recall_{stage.lower()}"] = recall
+        recalls.append(recall)
+    stacked = np.stack(recalls)  # stages x R
+    present = np.isfinite(stacked)
+    n_present = present.sum(axis=0)
+    total = np.where(present, stacked, 0.0).sum(axis=0)
+    out[f"{axis}_bacc"] = safe_ratio(total, n_present.astype(np.float64), if_zero=math.nan)
+    return out
+
+
+def _staging(
+    records: Sequence[Mapping[str, Any]], w: FloatArray, protocol: Hecktor2026Protocol
+) -> dict[str, FloatArray]:
+    out = _staging_axis(records, w, "t", protocol.t_stages)
+    out.update(_staging_axis(records, w, "n", protocol.n_stages))
+    out["staging_bacc"] = (out["t_bacc"] + out["n_bacc"]) / 2.0
+    return out
+
+
+def _weighted(
+    task: int, records: Sequence[Mapping[str, Any]], w: FloatArray, protocol: Protocol
+) -> dict[str, FloatArray]:
+    """The weighted form of ``task``'s scoring component under ``protocol``."""
+    kind = kind_of(task, protocol)
+    if kind == "segmentation_hecktor2025":
+        return _task1(records, w, protocol)
+    if kind == "survival_risk":
+        return _task2(records, w)
+    if kind == "hpv_status":
+        return _task3(records, w, protocol)
+    if not isinstance(protocol, Hecktor2026Protocol):
+        raise TypeError(f"the scoring component {kind!r} reads switches of hecktor2026")
+    if kind == "segmentation_two_label":
+        return _two_label(records, w, protocol)
+    if kind == "survival_rfs":
+        return _rfs(records, w, protocol)
+    if kind == "staging":
+        return _staging(records, w, protocol)
+    raise ValueError(f"no weighted form for the scoring component {kind!r}")
+
+
 def weighted_metrics(
     task: int,
     records: Sequence[Mapping[str, Any]],
@@ -193,13 +286,8 @@ def weighted_metrics(
         )
     if not np.isfinite(w2).all() or (w2 < 0).any():
         raise ValueError("weights must be finite and >= 0")
-    if task == 1:
-        out = _task1(records, w2, protocol)
-    elif task == 2:
-        out = _task2(records, w2)
-    else:
-        out = _task3(records, w2, protocol)
-    missing = set(leaderboard_metrics(task)) - set(out)
+    out = _weighted(task, records, w2, protocol)
+    missing = set(leaderboard_metrics(task, protocol)) - set(out)
     if missing:  # pragma: no cover - guards a registry change
         raise ValueError(f"no weighted form for the registered metric(s) {sorted(missing)}")
     return {k: (v[0] if single else v) for k, v in out.items()}

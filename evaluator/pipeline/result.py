@@ -7,7 +7,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from evaluator import EVALUATOR_VERSION
 from evaluator.protocol import Protocol, ProtocolSummary
@@ -18,6 +18,7 @@ __all__ = [
     "Task1Case",
     "Task2Case",
     "Task3Case",
+    "Task3StagingCase",
     "ValidDocument",
     "build_result",
     "cases_csv",
@@ -59,7 +60,18 @@ class Task3Case(TypedDict):
     label: int  # 1 positive, 0 negative
 
 
-CaseRecord = Task1Case | Task2Case | Task3Case
+class Task3StagingCase(TypedDict):
+    """One case of the staging task (HECKTOR 2026 Task 3): true and predicted stages."""
+
+    patient_id: str
+    center: str
+    t_stage: str
+    n_stage: str
+    t_prediction: str
+    n_prediction: str
+
+
+CaseRecord = Task1Case | Task2Case | Task3Case | Task3StagingCase
 
 
 class ResultDocument(TypedDict):
@@ -73,6 +85,9 @@ class ResultDocument(TypedDict):
     submission_sha256: str
     metrics: dict[str, float]
     cases: list[CaseRecord]
+    # how the predictions were read, when the rules allow more than one reading
+    # (HECKTOR 2026 Task 2: rfs_meaning); absent otherwise
+    notes: NotRequired[dict[str, str]]
 
 
 class ValidDocument(TypedDict):
@@ -92,7 +107,7 @@ def build_result(
     metrics: Mapping[str, float],
     cases: Sequence[CaseRecord],
 ) -> ResultDocument:
-    return {
+    doc: ResultDocument = {
         "status": "scored",
         "task": task,
         "protocol": protocol.summary(),
@@ -102,6 +117,10 @@ def build_result(
         "metrics": dict(metrics),
         "cases": list(cases),
     }
+    notes = protocol.result_notes(task)
+    if notes:
+        doc["notes"] = notes
+    return doc
 
 
 def _cell(v: object) -> str:
