@@ -67,13 +67,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         SubmissionRejected,
     )
     from evaluator.pipeline.result import cases_csv
-    from evaluator.protocol import HECKTOR2025, Protocol
+    from evaluator.protocol import HECKTOR2025, resolve_protocol
     from evaluator.scoring import load_ground_truth, score_submission
 
     try:
-        protocol = Protocol.load(args.protocol) if args.protocol else HECKTOR2025
+        protocol = resolve_protocol(args.protocol) if args.protocol else HECKTOR2025
     except (OSError, ValueError) as exc:
-        print(f"error: cannot use protocol file {args.protocol}: {exc}", file=sys.stderr)
+        print(f"error: cannot use protocol {args.protocol}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     show = sys.stderr.isatty() and not args.quiet
     try:
@@ -122,7 +122,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     try:
         with progress_bar("synth", enabled=show) as progress:
             summary = generate_challenge(
-                args.out, seed=args.seed, n_cases=args.cases, small=args.small, progress=progress
+                args.out,
+                seed=args.seed,
+                n_cases=args.cases,
+                small=args.small,
+                progress=progress,
+                edition=args.edition,
             )
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -188,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--output", type=Path, help="write the JSON result here (default stdout)")
     sc.add_argument("--cases", type=Path, help="write the per-case records as CSV here")
     sc.add_argument("--workers", type=_workers, default=1, help="processes over cases")
-    sc.add_argument("--protocol", type=Path, help="protocol JSON (default: hecktor2025)")
+    sc.add_argument(
+        "--protocol",
+        help="a built-in protocol (hecktor2025, hecktor2026) or a protocol JSON file "
+        "(default: hecktor2025)",
+    )
     sc.add_argument("--dry-run", action="store_true", help="validate only, do not score")
     sc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sc.set_defaults(func=cmd_score)
@@ -198,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--cases", type=int, default=None, help="number of patients")
     sy.add_argument("--small", action="store_true", help="small grids and few cases (fast)")
+    sy.add_argument(
+        "--edition",
+        type=int,
+        choices=(2025, 2026),
+        default=2025,
+        help="the rules the files follow (2026: staging and the 2026 layouts)",
+    )
     sy.set_defaults(func=cmd_synth)
 
     gc = sub.add_parser(

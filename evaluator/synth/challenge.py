@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from evaluator.synth.clinical import ClinicalTables, clinical_tables
 from evaluator.synth.cohort import CENTRES, patient_ids, random_stream
+from evaluator.synth.edition2026 import stage_tables, write_tables_2026
 from evaluator.synth.geometry import boxes, paste
 from evaluator.synth.images import label_image, nifti_gz_bytes, zip_member
 from evaluator.synth.manifest import (
@@ -99,13 +100,18 @@ def generate_challenge(
     small: bool = False,
     teams: Sequence[str] = ("perfect", "good", "mediocre", "poor"),
     progress: Progress | None = None,
+    edition: int = 2025,
 ) -> SynthSummary:
     """Write a synthetic challenge (ground truth, submissions, manifest) to ``out_dir``.
 
     ``n_cases`` defaults to 12 when ``small`` and 40 otherwise. ``teams`` are names of
     :data:`TEAM_PRESETS`. ``out_dir`` must be new, empty, or an earlier output of this
     function (which is replaced). ``progress(done, total)`` is called after each case.
+    ``edition=2026`` writes the HECKTOR 2026 Task 2/3 files instead of the 2025 ones
+    (:mod:`evaluator.synth.edition2026`); Task 1 is the same in both.
     """
+    if edition not in (2025, 2026):
+        raise ValueError(f"edition must be 2025 or 2026, not {edition!r}")
     out_dir = Path(out_dir)
     n = (12 if small else 40) if n_cases is None else int(n_cases)
     presets = _presets(n, teams)
@@ -121,10 +127,21 @@ def generate_challenge(
     ids = patient_ids(random_stream(seed, 1), n)
     cases = _write_task1(ids, presets, gt_dir, sub_dir, seed=seed, small=small, progress=progress)
     tables = clinical_tables(cases, seed=seed)
-    _write_tables(cases, ids, presets, tables, gt_dir, sub_dir, seed=seed)
+    stages = None
+    if edition == 2026:
+        stages = stage_tables(cases, seed=seed)
+        write_tables_2026(cases, presets, tables, stages, gt_dir, sub_dir)
+    else:
+        _write_tables(cases, ids, presets, tables, gt_dir, sub_dir, seed=seed)
 
     manifest = build_manifest(
-        seed=seed, small=small, cases=cases, presets=presets, rfs=tables.rfs, hpv=tables.hpv
+        seed=seed,
+        small=small,
+        cases=cases,
+        presets=presets,
+        rfs=tables.rfs,
+        hpv=tables.hpv,
+        stages=stages,
     )
     (out_dir / "manifest.json").write_text(manifest_text(manifest), encoding="utf-8")
     logger.info("synthetic challenge: %d cases, teams %s, in %s", n, ", ".join(teams), out_dir)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from evaluator.synth.cohort import Grid
+from evaluator.synth.edition2026 import CLINICAL_2026_CSV, TASK2_2026_CSV, StageTables
 from evaluator.synth.team_presets import TEAM_PRESETS, TeamPreset
 from evaluator.synth.truth import Case
 
@@ -33,15 +34,17 @@ def build_manifest(
     presets: list[TeamPreset],
     rfs: list[int | None],
     hpv: list[int | None],
+    stages: StageTables | None = None,
 ) -> dict[str, Any]:
-    """The manifest document (``manifest.json``)."""
+    """The manifest document (``manifest.json``); with ``stages``, of the HECKTOR 2026
+    edition (its layout, the protocol to score it with, each case's stages)."""
     from evaluator import __version__
 
     ranked = [p.name for p in TEAM_PRESETS if p in presets]
     centres: dict[str, int] = {}
     for c in cases:
         centres[c.centre] = centres.get(c.centre, 0) + 1
-    return {
+    manifest = {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "evaluator_version": __version__,
@@ -65,6 +68,27 @@ def build_manifest(
         "centres": centres,
         "cases": [_case_entry(c, t, h) for c, t, h in zip(cases, rfs, hpv, strict=True)],
     }
+    if stages is not None:
+        _as_2026(manifest, stages)
+    return manifest
+
+
+def _as_2026(manifest: dict[str, Any], stages: StageTables) -> None:
+    manifest["edition"] = 2026
+    manifest["protocol"] = "hecktor2026"
+    manifest["layout"] = {
+        "task1": "ground_truth/Task 1/<PatientID>/<PatientID>.nii.gz",
+        "task2": f"ground_truth/Task 2/{TASK2_2026_CSV}",
+        "task3": f"ground_truth/Task 3/{CLINICAL_2026_CSV}",
+        "submissions": "submissions/<team>/task1.zip, task2.zip (<PatientID>/rfs.json), "
+        "task3.zip (<PatientID>/t-stage.json, n-stage.json) or task3.csv",
+    }
+    manifest["expected_order"]["note"] = (
+        "best first, on the ranked metric of each task (seg_dsc, rfs_cindex, staging_bacc)"
+    )
+    for entry, t, n in zip(manifest["cases"], stages.t_true, stages.n_true, strict=True):
+        del entry["hpv"]
+        entry["t_stage"], entry["n_stage"] = t, n
 
 
 def _team_details(p: TeamPreset) -> dict[str, Any]:
