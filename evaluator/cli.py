@@ -226,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         "HECKTOR_CASE_PATTERN, HECKTOR_WORKERS), then to its default. Exit codes: 0 "
         "scored, 2 input rejected, 1 internal error.",
     )
-    gc.add_argument("--task", choices=("1", "2", "3", "all", "auto"), help="default: auto")
+    gc.add_argument(
+        "--task",
+        choices=("1", "2", "3", "all", "auto"),
+        help="default: auto (the tasks with a ground truth) for hecktor2025, all for hecktor2026",
+    )
     gc.add_argument("--protocol", help="protocol name or file (default: hecktor2025)")
     gc.add_argument("--input", type=Path, help="default: /input")
     gc.add_argument("--output", type=Path, help="default: /output")

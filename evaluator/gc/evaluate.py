@@ -4,8 +4,10 @@ predictions.json -> jobs -> patients -> staged outputs -> scores -> metrics.json
 Each setting is taken from its command-line flag, else its environment variable, else
 its default (:data:`ENV`), so one image serves every phase. The protocol may also come
 from ``protocol.json`` in the ground-truth folder (after the flag and the variable).
-``--task auto`` (the default) scores every task of the protocol whose ground-truth
-folder (``<ground truth>/Task N``) exists; ``all`` requires each of them.
+``--task auto`` scores every task of the protocol whose ground-truth folder
+(``<ground truth>/Task N``) exists, ``all`` requires each of them; without ``--task``,
+hecktor2025 means ``auto`` (one task per phase) and hecktor2026 ``all`` (one container
+writes every output).
 """
 
 from __future__ import annotations
@@ -51,7 +53,6 @@ ENV: Mapping[str, str] = {
     "workers": "HECKTOR_WORKERS",
 }
 DEFAULTS: Mapping[str, str] = {
-    "task": "auto",
     "input_dir": "/input",
     "output_dir": "/output",
     "ground_truth_dir": "/opt/ml/input/data/ground_truth",
@@ -68,7 +69,7 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 @dataclass(frozen=True, kw_only=True)
 class GCSettings:
-    task: str  # one of TASK_CHOICES
+    task: str | None  # one of TASK_CHOICES; None: the protocol's default (auto or all)
     protocol: str | None  # a protocol name or a protocol file; None: protocol.json or hecktor2025
     input_dir: Path
     output_dir: Path
@@ -119,8 +120,9 @@ def _workers(value: object) -> int:
 def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> GCSettings:
     """The settings of a run: each flag that was given, else its environment variable,
     else its default. Raises :class:`GCInputError` for a value out of range."""
-    task = str(_flag_or_env("task", flags, env)).strip().lower()
-    if task not in TASK_CHOICES:
+    given = _flag_or_env("task", flags, env)
+    task = str(given).strip().lower() if given is not None else None
+    if task is not None and task not in TASK_CHOICES:
         raise GCInputError([f"{ENV['task']}={task!r}: expected one of {', '.join(TASK_CHOICES)}"])
     protocol = _flag_or_env("protocol", flags, env)
     return GCSettings(
@@ -152,9 +154,12 @@ def resolve_protocol(spec: str | None, ground_truth_dir: Path) -> Protocol:
         raise GCInputError([f"protocol {spec}: {exc}"]) from None
 
 
-def resolve_tasks(task: str, sockets: ProtocolSockets, ground_truth_dir: Path) -> tuple[int, ...]:
+def resolve_tasks(
+    task: str | None, sockets: ProtocolSockets, ground_truth_dir: Path
+) -> tuple[int, ...]:
     """The tasks to score; each must be a task of the protocol with a ground truth."""
     known = tuple(sorted(sockets.tasks))
+    task = task or sockets.default_task
     if task == "auto":
         found = tuple(t for t in known if task_truth(ground_truth_dir, t).exists())
         if not found:

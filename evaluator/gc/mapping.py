@@ -158,7 +158,12 @@ def map_jobs(
 ) -> CaseMap:
     """PatientID -> job. ``known`` are the cases a job may name, ``required`` those that
     need one. Raises :class:`GCInputError` listing every problem."""
-    rule = MANIFEST_NAME if manifest is not None else f"case pattern {pattern.pattern!r}"
+    if manifest is not None:
+        rule = MANIFEST_NAME
+    elif pattern.pattern == DEFAULT_CASE_PATTERN:
+        rule = "the CT image name, default case pattern"
+    else:
+        rule = f"the CT image name, case pattern {pattern.pattern!r}"
     problems: list[str] = []
     by_case: dict[str, list[Job]] = {}
     for job in jobs:

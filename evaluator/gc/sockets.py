@@ -35,6 +35,7 @@ class ProtocolSockets:
 
     protocol: str
     tasks: Mapping[int, tuple[OutputSocket, ...]]
+    default_task: str  # what --task means when not given: "auto" or "all"
     ct_slug: str = "ct-image"
     ct_relative_path: str = "images/ct"
 
@@ -47,17 +48,36 @@ _SEGMENTATION_2025 = OutputSocket(
     image=True,
     also=("images/gtv-segmentation", "images/head-neck-tumor-segmentation"),
 )
+_SEGMENTATION_2026 = OutputSocket(
+    relative_path="images/head-neck-tumor-segmentation",
+    image=True,
+    also=("images/tumor-lymph-node-segmentation", "images/gtv-segmentation"),
+)
+_RFS = OutputSocket(relative_path="rfs.json", image=False, case_file=CASE_FILES[2])
 
 SOCKETS: dict[str, ProtocolSockets] = {
     "hecktor2025": ProtocolSockets(
         protocol="hecktor2025",
         tasks={
             1: (_SEGMENTATION_2025,),
-            2: (OutputSocket(relative_path="rfs.json", image=False, case_file=CASE_FILES[2]),),
+            2: (_RFS,),
             3: (
                 OutputSocket(relative_path="hpv-status.json", image=False, case_file=CASE_FILES[3]),
             ),
         },
+        default_task="auto",  # one task per phase: the one whose ground truth is there
+    ),
+    "hecktor2026": ProtocolSockets(
+        protocol="hecktor2026",
+        tasks={
+            1: (_SEGMENTATION_2026,),
+            2: (_RFS,),
+            3: (
+                OutputSocket(relative_path="t-stage.json", image=False, case_file="t-stage.json"),
+                OutputSocket(relative_path="n-stage.json", image=False, case_file="n-stage.json"),
+            ),
+        },
+        default_task="all",  # one container writes every output of every case
     ),
 }
 
