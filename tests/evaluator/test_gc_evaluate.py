@@ -541,3 +541,84 @@ def test_flag_beats_environment_beats_default() -> None:
 def test_default_case_pattern(name: str, patient: str) -> None:
     m = compile_pattern(DEFAULT_CASE_PATTERN).search(name)
     assert m is not None and m["patient"] == patient
+
+
+# --- hecktor2026: one job writes all four outputs ------------------------------------------
+
+SEG_2026 = "images/head-neck-tumor-segmentation"
+
+
+def build_input_2026(s: SynthSummary, dest: Path, *, seed: int = 5) -> dict[str, str]:
+    """/input of the 2026 team: per job a segmentation .mha, rfs.json, t-stage.json and
+    n-stage.json (the stages stored in predictions.json, rfs.json only on disk)."""
+    rng = random.Random(seed)
+    sub = s.submissions_dir / TEAM
+    files: dict[str, dict[str, bytes]] = {}
+    for z in ("task1.zip", "task2.zip", "task3.zip"):
+        with zipfile.ZipFile(sub / z) as zf:
+            for name in zf.namelist():
+                base = Path(name).name
+                pid = (
+                    base.removesuffix(".nii.gz") if base.endswith(".nii.gz") else name.split("/")[0]
+                )
+                files.setdefault(pid, {})[base] = zf.read(name)
+    jobs, pks = [], {}
+    for i, pid in enumerate(s.case_ids):
+        pk, image_pk = (str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2))
+        pks[pid] = pk
+        out = dest / pk / "output"
+        nifti_to_mha(
+            files[pid][f"{pid}.nii.gz"], out / SEG_2026 / f"{image_pk}.mha", dest / "x.nii.gz"
+        )
+        for name in ("rfs.json", "t-stage.json", "n-stage.json"):
+            (out / name).write_bytes(files[pid][name])
+        form = ("socket", "interface")[i % 2]
+        ct = {"pk": str(uuid.UUID(int=rng.getrandbits(128))), "name": f"{pid}__CT.nii.gz"}
+        values = [
+            civ(socket("rfs", "rfs.json", "Float", "File", 5), form, 2),
+            civ(socket("t-stage", "t-stage.json", "String", "Value", 6), form, 3,
+                value=json.loads(files[pid]["t-stage.json"])),
+            civ(socket("n-stage", "n-stage.json", "String", "Value", 7), form, 4,
+                value=json.loads(files[pid]["n-stage.json"])),
+        ]  # fmt: skip
+        seg = socket("head-neck-tumor-segmentation", SEG_2026, "Segmentation", "Image", 4)
+        seg_value = civ(seg, form, 1, image={"pk": image_pk, "name": "output.mha"})
+        ct_value = civ(socket("ct-image", "images/ct", "Image", "Image", 1), form, 0, image=ct)
+        jobs.append(
+            {
+                "pk": pk,
+                "status": "Succeeded",
+                "inputs": [ct_value],
+                "outputs": [seg_value, *values],
+            }
+        )
+    (dest / "x.nii.gz").unlink()
+    rng.shuffle(jobs)
+    (dest / "predictions.json").write_text(json.dumps(jobs))
+    return pks
+
+
+def test_hecktor2026_all_tasks_equal_score(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    s = generate_challenge(
+        tmp_path_factory.mktemp("gc26") / "synth", small=True, teams=(TEAM,), edition=2026
+    )
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    pks = build_input_2026(s, input_dir)
+    rc, doc, err = run_gc(s, input_dir, tmp_path, "--protocol", "hecktor2026", "--per-case")
+    assert rc == 0, err
+    assert doc is not None
+    assert doc["evaluation"]["protocol"]["name"] == "hecktor2026"
+    assert sorted(doc["aggregates"]) == ["task1", "task2", "task3"]  # all: the 2026 default
+    for task in (1, 2, 3):
+        out = tmp_path / f"ref{task}.json"
+        rc = main(
+            ["score", "--task", str(task), "--protocol", "hecktor2026", "--ground-truth",
+             str(s.ground_truth_dir / f"Task {task}"), "--predictions",
+             str(s.submissions_dir / TEAM / f"task{task}.zip"), "--output", str(out), "-q"]
+        )  # fmt: skip
+        assert rc == 0
+        assert doc["aggregates"][f"task{task}"] == json.loads(out.read_text())["metrics"]
+    assert {e["job"] for e in doc["case"].values()} == set(pks.values())
