@@ -622,3 +622,46 @@ def test_hecktor2026_all_tasks_equal_score(
         assert rc == 0
         assert doc["aggregates"][f"task{task}"] == json.loads(out.read_text())["metrics"]
     assert {e["job"] for e in doc["case"].values()} == set(pks.values())
+
+
+def test_non_finite_numbers_are_left_out_and_named() -> None:
+    from evaluator.gc.mapping import CaseMap
+    from evaluator.gc.metrics_json import metrics_document
+    from evaluator.gc.predictions import Job
+
+    job = Job(pk="p1", inputs=(), outputs=())
+    doc: Any = {
+        "task": 2,
+        "protocol": {"name": "hecktor2025", "version": "1", "sha256": "x"},
+        "ground_truth_sha256": "g",
+        "metrics": {"c_index": float("nan"), "n": 3.0},
+        "cases": [{"patient_id": "A-1", "center": "A", "prediction": float("inf"), "time": 1.0}],
+    }
+    out = metrics_document({2: doc}, cases=CaseMap(jobs={"A-1": job}, rule="r"), per_case=True)
+    assert out["aggregates"] == {"n": 3.0}
+    assert out["case"] == {"A-1": {"job": "p1", "center": "A", "time": 1.0}}
+    assert out["notes"] == [
+        "task 2 aggregate c_index is nan, left out",
+        "task 2 case A-1 prediction is inf, left out",
+    ]
+    json.dumps(out, allow_nan=False)  # writable as strict JSON
+
+
+def test_protocol_from_the_ground_truth(
+    challenge: SynthSummary, gc_input: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    input_dir, _ = gc_input
+    gt = tmp_path / "gt"
+    shutil.copytree(challenge.ground_truth_dir / "Task 3", gt / "Task 3")
+    (gt / "protocol.json").write_text(json.dumps({"name": "hecktor2025", "hpv_threshold": 0.9}))
+    output = tmp_path / "out"
+    args = gc_args(challenge, input_dir, output)
+    args[args.index("--ground-truth") + 1] = str(gt)
+    assert main(args) == 0
+    doc = json.loads((output / "metrics.json").read_text())
+    assert (
+        doc["evaluation"]["protocol"]["sha256"]
+        != score_reference(challenge, 3, tmp_path)["protocol"]["sha256"]
+    )
+    (gt / "protocol.json").write_text("{not json")
+    assert main(args) == 2
