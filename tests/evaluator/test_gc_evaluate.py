@@ -665,3 +665,22 @@ def test_protocol_from_the_ground_truth(
     )
     (gt / "protocol.json").write_text("{not json")
     assert main(args) == 2
+
+
+def test_internal_error_is_one_line_and_exit_1(
+    challenge: SynthSummary,
+    gc_input: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import evaluator.gc.evaluate as module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(module, "score_submission", broken)
+    monkeypatch.delenv("HECKTOR_DEBUG", raising=False)
+    input_dir, _ = gc_input
+    rc, doc, err = run_gc(challenge, input_dir, tmp_path, "--task", "2")
+    assert (rc, doc) == (1, None)
+    assert err.strip() == "internal error: RuntimeError: disk on fire"
