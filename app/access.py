@@ -46,7 +46,7 @@ from app.db.models import (
 from app.errors import Forbidden, Unauthorized
 from app.formatting import as_finite
 from app.security import Principal
-from evaluator.registry import BY_NAME, metrics_of
+from evaluator.registry import BY_NAME, ProtocolRef, metrics_of
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ TEAM_CASE_FIELDS: dict[int, tuple[str, ...]] = {
         "voxel_volume_mm3",
     ),
     2: ("patient_id", "center", "prediction"),
-    3: ("patient_id", "center", "prediction"),
+    # HPV status (2025): the prediction; staging (2026): the predicted stages
+    3: ("patient_id", "center", "prediction", "t_prediction", "n_prediction"),
 }
 
 #: fields of the stored records that carry (or, with the shown ones, reveal) the ground
@@ -102,7 +103,7 @@ GROUND_TRUTH_FIELDS: dict[int, tuple[str, ...]] = {
         "gtvn_fn",
     ),
     2: ("time", "event"),
-    3: ("label",),
+    3: ("label", "t_stage", "n_stage"),
 }
 
 GENERIC_UNDEFINED = "undefined on this centre's cases"
@@ -182,9 +183,12 @@ def _score_metric(name: str) -> bool:
     return m is not None and m.kind == "score"
 
 
-def center_metric_names(task: int, principal: Principal | None) -> list[str]:
-    """The metric columns of per-centre results the caller may see."""
-    names = [m.name for m in metrics_of(task)]
+def center_metric_names(
+    task: int, principal: Principal | None, protocol: ProtocolRef | None = None
+) -> list[str]:
+    """The metric columns of per-centre results the caller may see (the metrics of
+    ``protocol``'s edition, by default the 2025 one)."""
+    names = [m.name for m in metrics_of(task, protocol)]
     return names if is_organizer(principal) else [n for n in names if _score_metric(n)]
 
 

@@ -11,9 +11,16 @@ from __future__ import annotations
 import math
 import numbers
 
-from evaluator.registry import BY_NAME
+from evaluator.registry import BY_NAME, ProtocolRef, protocol_of
 
-__all__ = ["as_finite", "csv_number", "format_number", "format_rank", "metric_label"]
+__all__ = [
+    "as_finite",
+    "csv_number",
+    "format_number",
+    "format_rank",
+    "metric_label",
+    "task_title",
+]
 
 #: what a missing value reads as in tables (an en dash)
 MISSING = "–"
@@ -64,6 +71,17 @@ def as_finite(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def task_title(
+    task: int, protocol: ProtocolRef | None = None, *, sep: str = " · ", long: bool = False
+) -> str:
+    """``Task 1 · GTVp/GTVn segmentation``: the task's number and its title under
+    ``protocol``'s edition (by default the 2025 one); ``long`` for the report's."""
+    spec = protocol_of(protocol).TASKS.get(task)
+    if spec is None:
+        return f"Task {task}"
+    return f"Task {task}{sep}{spec.long_title if long else spec.title}"
 
 
 def metric_label(name: str) -> str:

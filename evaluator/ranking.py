@@ -69,7 +69,7 @@ def rank_metric(rows: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
     return rank_values([r.get(name) for r in rows], higher_is_better=metric.higher_is_better)  # type: ignore[misc]
 
 
-def ranking_rule(task: int, protocol: ProtocolRef = HECKTOR2025) -> RankRule:
+def ranking_rule(task: int, protocol: ProtocolRef | None = HECKTOR2025) -> RankRule:
     """The ranking rule ``protocol``'s edition declares for ``task``."""
     if task not in (1, 2, 3):
         raise ValueError(f"task must be 1, 2 or 3, not {task!r}")
@@ -117,7 +117,7 @@ def _apply(
 
 
 def rank_matrix(
-    task: int, values: Mapping[str, npt.ArrayLike], protocol: ProtocolRef = HECKTOR2025
+    task: int, values: Mapping[str, npt.ArrayLike], protocol: ProtocolRef | None = HECKTOR2025
 ) -> dict[str, FloatArray]:
     """:func:`rank_rows` for many rankings at once.
 
@@ -136,7 +136,7 @@ def rank_matrix(
 
 
 def rank_rows(
-    task: int, rows: Sequence[Mapping[str, float]], protocol: ProtocolRef = HECKTOR2025
+    task: int, rows: Sequence[Mapping[str, float]], protocol: ProtocolRef | None = HECKTOR2025
 ) -> list[dict[str, float]]:
     """Per-row ranks for ``task``. Each dict has one entry per ranked metric, one per
     named group of the rule (the 2025 Task 1 rows carry ``gtvn``, the rank ``r_n``) and

@@ -22,7 +22,7 @@ from app.errors import Conflict
 from app.services.board_analysis import AnalysisView, analysis_view
 from app.services.board_centers import leaderboard_centers, submission_centers
 from app.services.exports import per_center_csv
-from app.services.phases import get_phase_task
+from app.services.phases import get_phase_task, task_protocol
 from app.services.submissions import get_submission, submission_cases
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
@@ -85,7 +85,9 @@ def leaderboard_centers_route(
     doc = leaderboard_centers(session, phase, task, principal, selection=selection, live=live)
     if format == "csv":
         return PlainTextResponse(
-            per_center_csv(task, doc["rows"], center_metric_names(task, principal)),
+            per_center_csv(
+                task, doc["rows"], center_metric_names(task, principal, doc["protocol"])
+            ),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="centers-{phase}-task{task}.csv"',
@@ -129,7 +131,9 @@ def submission_centers_route(
             }
         ]
         return PlainTextResponse(
-            per_center_csv(sub.task, rows, center_metric_names(sub.task, principal)),
+            per_center_csv(
+                sub.task, rows, center_metric_names(sub.task, principal, task_protocol(pt))
+            ),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="submission-{sub.id}-centers.csv"',

@@ -80,6 +80,7 @@ class LeaderboardCenterRow(BaseModel):
 class LeaderboardCenters(BaseModel):
     phase: str
     task: int
+    protocol: str = Field(default="hecktor2025", description="the name of the rules")
     selection: Literal["best", "latest"]
     frozen: bool
     frozen_at: datetime | None = None

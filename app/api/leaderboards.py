@@ -57,7 +57,7 @@ def leaderboard_json(
     )
     if format == "csv":
         return PlainTextResponse(
-            leaderboard_csv(task, board["rows"]),
+            leaderboard_csv(task, board["rows"], board.get("protocol")),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="leaderboard-{phase}-task{task}.csv"'

@@ -105,6 +105,9 @@ class Leaderboard(BaseModel):
     phase: str
     task: int
     selection: Literal["best", "latest"]
+    protocol: str = Field(
+        default="hecktor2025", description="the name of the rules the board is ranked by"
+    )
     protocol_sha256: str
     ground_truth_sha256: str
     rows: list[LeaderboardEntry]
@@ -204,7 +207,11 @@ class PhaseCreate(PhaseSettings):
     daily_limit: int | None = Field(default=None, ge=0)
     selection: Literal["best", "latest"] = "best"
     is_open: bool = True
-    protocol: dict[str, Any] | None = None
+    protocol: dict[str, Any] | str | None = Field(
+        default=None,
+        description="a built-in protocol by name (hecktor2025, hecktor2026) or a protocol "
+        "object (its 'name' picks the edition); default hecktor2025",
+    )
     analysis_resamples: int | None = Field(
         default=None, ge=0, le=20_000, description="bootstrap resamples (default 1000)"
     )
@@ -229,7 +236,11 @@ class GroundTruthImport(BaseModel):
 
     ground_truth: str
     tasks: list[int] = [1, 2, 3]
-    protocol: dict[str, Any] | None = None
+    protocol: dict[str, Any] | str | None = Field(
+        default=None,
+        description="a built-in protocol by name (hecktor2025, hecktor2026) or a protocol "
+        "object (its 'name' picks the edition); default hecktor2025",
+    )
     rescore: bool = True
 
 

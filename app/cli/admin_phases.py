@@ -70,7 +70,11 @@ def _add_create(phs: Any) -> None:
     )
     pc.add_argument("--daily-limit", type=int, help="submissions per team, task and 24 h")
     pc.add_argument("--selection", choices=("best", "latest"), default="best")
-    pc.add_argument("--protocol", type=Path, help="protocol JSON (default: hecktor2025)")
+    pc.add_argument(
+        "--protocol",
+        help="a built-in protocol (hecktor2025, hecktor2026) or a protocol JSON file "
+        "(default: hecktor2025)",
+    )
     pc.add_argument("--closed", action="store_true", help="create it closed")
     _phase_setting_flags(pc)
     command(pc, "admin.phase.create", cmd_phase_create)
@@ -148,15 +152,15 @@ def _phase_settings(args: argparse.Namespace) -> dict[str, Any]:
 # -- commands ---------------------------------------------------------------------------
 def cmd_phase_create(args: argparse.Namespace) -> int:
     from app.services.phases import create_phase, phase_detail
-    from evaluator.protocol import Protocol
+    from evaluator.protocol import resolve_protocol
 
     settings = load_settings(args)
     protocol = None
     if args.protocol:
         try:
-            protocol = Protocol.load(args.protocol)
+            protocol = resolve_protocol(args.protocol)
         except (OSError, ValueError) as exc:
-            err(f"cannot use protocol file {args.protocol}: {exc}")
+            err(f"cannot use protocol {args.protocol}: {exc}")
             return EXIT_ERROR
     sf = open_db(settings)
     with sf() as s:

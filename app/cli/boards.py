@@ -78,7 +78,7 @@ def cmd_leaderboard_export(args: argparse.Namespace) -> int:
     if getattr(args, "per_center", False):
         return _export_per_center(args)
     board = _board(args)
-    text = leaderboard_csv(args.task, board["rows"])
+    text = leaderboard_csv(args.task, board["rows"], board.get("protocol"))
     if str(args.output) == "-":
         sys.stdout.write(text)
     else:
@@ -97,7 +97,7 @@ def _export_per_center(args: argparse.Namespace) -> int:
         doc = leaderboard_centers(
             s, args.phase, args.task, ORGANIZER_PRINCIPAL, selection=args.selection, live=args.live
         )
-    text = per_center_csv(args.task, doc["rows"])
+    text = per_center_csv(args.task, doc["rows"], protocol=doc["protocol"])
     if str(args.output) == "-":
         sys.stdout.write(text)
     else:

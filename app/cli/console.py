@@ -9,7 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from app.formatting import format_number, format_rank, metric_label
+from app.formatting import format_number, format_rank, metric_label, task_title
+from evaluator.editions.base import RankBy, RankOfSum
+from evaluator.ranking import ranking_rule
 from evaluator.registry import metrics_of, ranked_metrics
 
 SHORT = {
@@ -26,13 +28,33 @@ SHORT = {
     "specificity": "Spec.",
     "f1_macro": "F1 macro",
     "f1_weighted": "F1 weighted",
+    "seg_dsc": "DSC",
+    "seg_gtvp_dsc": "GTVp DSC",
+    "seg_gtvn_dsc": "GTVn DSC",
+    "rfs_cindex": "C-index",
+    "staging_bacc": "Staging BA",
+    "t_bacc": "T BA",
+    "n_bacc": "N BA",
 }
+#: the partial ranks of a task whose rule sums ranks (the 2025 Task 1: r_p and r_n)
+RANK_SHORT = {"gtvp_dsc_mean": "r GTVp", "gtvn": "r GTVn"}
 
-TASK_TITLES = {
-    1: "Task 1 · GTVp/GTVn segmentation",
-    2: "Task 2 · recurrence-free survival (C-index)",
-    3: "Task 3 · HPV status (AUC)",
-}
+
+def _rank_groups(task: int, protocol: str | None) -> list[tuple[str, str]]:
+    """(rank key, column label) of the parts of a rule that sums ranks; none for a task
+    ranked by one metric (its rank is the final rank)."""
+    rule = ranking_rule(task, protocol)
+    if not isinstance(rule, RankOfSum):
+        return []
+    keys = [p.metric if isinstance(p, RankBy) else p.name for p in rule.parts]
+    return [(k, RANK_SHORT.get(k, f"r {k}")) for k in keys]
+
+
+def _title(task: int, protocol: str | None) -> str:
+    """The task's title and, when one metric ranks it, that metric's label."""
+    ranked = ranked_metrics(task, protocol)
+    suffix = f" ({ranked[0].label})" if len(ranked) == 1 else ""
+    return task_title(task, protocol) + suffix
 
 
 def _frozen_at(board: Mapping[str, Any]) -> str:
@@ -42,10 +64,12 @@ def _frozen_at(board: Mapping[str, Any]) -> str:
 
 def leaderboard_table(board: Mapping[str, Any]) -> Table:
     task = int(board["task"])
-    ranked = [m.name for m in ranked_metrics(task)]
-    others = [m.name for m in metrics_of(task) if m.name not in ranked]
+    protocol = board.get("protocol")
+    ranked = [m.name for m in ranked_metrics(task, protocol)]
+    others = [m.name for m in metrics_of(task, protocol) if m.name not in ranked]
+    groups = _rank_groups(task, protocol)
     table = Table(
-        title=f"{board['phase']} · {TASK_TITLES.get(task, f'Task {task}')}",
+        title=f"{board['phase']} · {_title(task, protocol)}",
         title_justify="left",
         caption=f"{board.get('selection', 'best')} submission per team; ties share the average rank"
         + (f"; frozen {_frozen_at(board)}" if board.get("frozen") else ""),
@@ -56,18 +80,13 @@ def leaderboard_table(board: Mapping[str, Any]) -> Table:
         table.add_column(SHORT.get(name, name), justify="right", style="cyan")
     for name in others:
         table.add_column(SHORT.get(name, name), justify="right")
-    if task == 1:
-        table.add_column("r GTVp", justify="right")
-        table.add_column("r GTVn", justify="right")
+    for _key, label in groups:
+        table.add_column(label, justify="right")
     table.add_column("#", justify="right")
     for row in board["rows"]:
         cells = [format_rank(row["rank"]), row["team"]]
         cells += [format_number(row["metrics"].get(n)) for n in ranked + others]
-        if task == 1:
-            cells += [
-                format_rank(row["ranks"].get("gtvp_dsc_mean")),
-                format_rank(row["ranks"].get("gtvn")),
-            ]
+        cells += [format_rank(row["ranks"].get(key)) for key, _label in groups]
         cells.append(str(row["submission_id"]))
         table.add_row(*cells)
     return table

@@ -79,6 +79,7 @@ def task_report_data(
         bootstrap=BootstrapResult.from_dict(boot) if boot else None,
         per_center=centres,
         provenance=dict(provenance),
+        protocol=board.get("protocol"),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from jinja2 import Environment
 from markupsafe import Markup
 
-from app.formatting import format_number, format_rank, metric_label
+from app.formatting import format_number, format_rank, metric_label, task_title
 from app.report.plots import center_heatmap_svg, per_case_dsc_svg, rank_stability_svg
 from app.report.template import CSS, TEMPLATE
 from evaluator.bootstrap import bootstrap
@@ -40,11 +40,8 @@ __all__ = [
     "task_sections",
 ]
 
-TASK_TITLES: dict[int, str] = {
-    1: "Task 1 — Detection and segmentation of GTVp and GTVn",
-    2: "Task 2 — Prediction of recurrence-free survival",
-    3: "Task 3 — Diagnosis of HPV status",
-}
+#: the titles under the 2025 rules; a task of another edition takes its protocol's
+TASK_TITLES: dict[int, str] = {t: task_title(t, sep=" — ", long=True) for t in (1, 2, 3)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +71,7 @@ class TaskReportData:
     bootstrap: BootstrapResult | None = None
     per_center: Mapping[str, Mapping[str, CenterResult]] = field(default_factory=dict)
     provenance: Mapping[str, str] = field(default_factory=dict)
+    protocol: str | None = None  # the name of the rules (None: hecktor2025)
 
     def sorted_rows(self) -> list[TeamRow]:
         """Rows by final rank, then team name."""
@@ -112,7 +110,7 @@ def build_task_report(
             values[team] = metrics[team]
         else:
             values[team] = aggregate(task, cases[team], protocol)
-    ranks = rank_rows(task, [values[t] for t in teams])  # type: ignore[misc]
+    ranks = rank_rows(task, [values[t] for t in teams], protocol)  # type: ignore[misc]
     rows = [
         TeamRow(
             team=t,
@@ -135,6 +133,7 @@ def build_task_report(
         bootstrap=boot,
         per_center=centres,
         provenance=dict(provenance or {}),
+        protocol=protocol.name,
     )
 
 
@@ -154,11 +153,11 @@ def _fmt_rank(value: float | None) -> str:
 
 
 def _leaderboard(data: TaskReportData) -> dict[str, Any]:
-    scores = list(leaderboard_metrics(data.task))
-    counts = [m.name for m in metrics_of(data.task) if m.kind == "count"]
-    ranked = [m.name for m in ranked_metrics(data.task)]
-    rank_keys = [k for k in (*ranked, "gtvn") if any(k in r.ranks for r in data.rows)]
-    if len(rank_keys) == 1:  # Task 2/3: the metric's rank is the final rank
+    scores = list(leaderboard_metrics(data.task, data.protocol))
+    counts = [m.name for m in metrics_of(data.task, data.protocol) if m.kind == "count"]
+    ranked = [m.name for m in ranked_metrics(data.task, data.protocol)]
+    rank_keys = list(dict.fromkeys(k for r in data.rows for k in r.ranks if k != "final"))
+    if len(rank_keys) == 1:  # one ranked metric: its rank is the final rank
         rank_keys = []
     boot = data.bootstrap
     alpha_pct = round(100 * (1 - boot.alpha)) if boot else 95
@@ -239,7 +238,7 @@ def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | Non
         for c, result in data.per_center[t].items():
             n_cases.setdefault(c, result.n_cases)
     tables = []
-    for name in (m.name for m in ranked_metrics(data.task)):
+    for name in (m.name for m in ranked_metrics(data.task, data.protocol)):
         grid: dict[str, dict[str, float | None]] = {}
         rows = []
         for t in teams:
@@ -302,7 +301,7 @@ def _task_context(data: TaskReportData) -> dict[str, Any]:
     return {
         "task": data.task,
         "anchor": f"task-{data.task}",
-        "title": TASK_TITLES.get(data.task, f"Task {data.task}"),
+        "title": task_title(data.task, data.protocol, sep=" — ", long=True),
         "n_teams": len(data.rows),
         "n_cases": n_cases,
         "n_centres": len(centres_of_cases) or None,

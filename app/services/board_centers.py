@@ -15,11 +15,10 @@ from app.security import Principal
 from app.services.analysis_payload import CenterCount, CenterDict, center_counts
 from app.services.board_analysis import snapshot_analysis
 from app.services.leaderboards import leaderboard
-from app.services.phases import get_phase, get_phase_task
+from app.services.phases import get_phase, get_phase_task, task_protocol
 from app.services.records import Board
 from app.services.results import load_cases
 from evaluator.centers import per_center
-from evaluator.protocol import Protocol
 
 __all__ = ["BoardCenters", "CenterRow", "leaderboard_centers", "submission_centers"]
 
@@ -36,6 +35,7 @@ class CenterRow(TypedDict):
 class BoardCenters(TypedDict):
     phase: str
     task: int
+    protocol: str  # the name of the protocol of the board
     selection: str
     frozen: bool
     frozen_at: datetime | None
@@ -56,7 +56,7 @@ def _board_centers(
         listed: list[CenterCount] = [{"center": c, "n_cases": counts[c]} for c in sorted(counts)]
         return listed, analysis.get("per_center", {})
     pt = get_phase_task(session, phase, board["task"])
-    protocol = Protocol.from_json(pt.protocol_json)
+    protocol = task_protocol(pt)
     cases = load_cases(session, [int(r["submission_id"]) for r in board["rows"]])
     results = {
         r["team"]: per_center(board["task"], cases[int(r["submission_id"])], protocol=protocol)
@@ -85,6 +85,7 @@ def leaderboard_centers(
     return {
         "phase": phase.name,
         "task": task,
+        "protocol": board.get("protocol", "hecktor2025"),
         "selection": board["selection"],
         "frozen": bool(board.get("frozen")),
         "frozen_at": board.get("frozen_at"),
@@ -107,7 +108,7 @@ def submission_centers(
     task: int, cases: Sequence[Mapping[str, Any]], pt: PhaseTask | None
 ) -> list[CenterDict]:
     """Per-centre results of one submission's per-case records."""
-    protocol = Protocol.from_json(pt.protocol_json) if pt is not None else None
+    protocol = task_protocol(pt) if pt is not None else None
     result = (
         per_center(task, cases, protocol=protocol)
         if protocol is not None

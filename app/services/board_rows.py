@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from app.services.records import BoardRow
+from evaluator.protocol import HECKTOR2025, Protocol
 from evaluator.ranking import rank_rows
 from evaluator.registry import metrics_of
 
@@ -35,8 +36,15 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t is not None else None
 
 
-def select_entries(task: int, entries: Sequence[Entry], *, selection: Selection) -> list[Entry]:
-    """One entry per team: its best (by final rank among all entries) or its latest."""
+def select_entries(
+    task: int,
+    entries: Sequence[Entry],
+    *,
+    selection: Selection,
+    protocol: Protocol = HECKTOR2025,
+) -> list[Entry]:
+    """One entry per team: its best (by final rank among all entries, under the ranking
+    rule of ``protocol``'s edition) or its latest."""
     if selection not in ("best", "latest"):
         raise ValueError(f"selection must be 'best' or 'latest', not {selection!r}")
     chosen: dict[str, tuple[tuple[Any, ...], Entry]] = {}
@@ -47,7 +55,7 @@ def select_entries(task: int, entries: Sequence[Entry], *, selection: Selection)
             if e.team not in chosen or key < chosen[e.team][0]:
                 chosen[e.team] = (key, e)
     else:
-        ranks = rank_rows(task, [e.metrics for e in entries])
+        ranks = rank_rows(task, [e.metrics for e in entries], protocol)
         for e, r in zip(entries, ranks, strict=True):
             key = (r["final"], e.submitted_at.timestamp(), e.submission_id)
             if e.team not in chosen or key < chosen[e.team][0]:
@@ -56,12 +64,17 @@ def select_entries(task: int, entries: Sequence[Entry], *, selection: Selection)
 
 
 def build_leaderboard(
-    task: int, entries: Sequence[Entry], *, selection: Selection = "best"
+    task: int,
+    entries: Sequence[Entry],
+    *,
+    selection: Selection = "best",
+    protocol: Protocol = HECKTOR2025,
 ) -> list[BoardRow]:
-    """Ranked leaderboard rows (``rank`` is the final HECKTOR rank, 1 = best)."""
-    chosen = select_entries(task, entries, selection=selection)
-    ranks = rank_rows(task, [e.metrics for e in chosen])
-    names = [m.name for m in metrics_of(task)]
+    """Ranked leaderboard rows (``rank`` is the final rank of ``protocol``'s ranking
+    rule for the task, 1 = best; its metrics are those of ``protocol``'s edition)."""
+    chosen = select_entries(task, entries, selection=selection, protocol=protocol)
+    ranks = rank_rows(task, [e.metrics for e in chosen], protocol)
+    names = [m.name for m in metrics_of(task, protocol)]
     rows: list[BoardRow] = [
         {
             "rank": r["final"],

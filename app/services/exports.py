@@ -9,15 +9,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.formatting import csv_number, format_rank
-from evaluator.registry import metrics_of
+from evaluator.registry import ProtocolRef, metrics_of
 
 __all__ = ["leaderboard_csv", "per_center_csv"]
 
 
-def leaderboard_csv(task: int, rows: Sequence[Mapping[str, Any]]) -> str:
-    """One line per leaderboard row: rank, team, submission, every metric of the task,
-    each rank the rows carry (``rank_<name>``) and the submission and scoring times."""
-    metric_names = [m.name for m in metrics_of(task)]
+def leaderboard_csv(
+    task: int, rows: Sequence[Mapping[str, Any]], protocol: ProtocolRef | None = None
+) -> str:
+    """One line per leaderboard row: rank, team, submission, every metric of the task
+    (under ``protocol``'s edition, by default the 2025 one), each rank the rows carry
+    (``rank_<name>``) and the submission and scoring times."""
+    metric_names = [m.name for m in metrics_of(task, protocol)]
     rank_names: list[str] = []
     for row in rows:
         for k in row["ranks"]:
@@ -52,13 +55,16 @@ def leaderboard_csv(task: int, rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def per_center_csv(
-    task: int, rows: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None
+    task: int,
+    rows: Sequence[Mapping[str, Any]],
+    names: Sequence[str] | None = None,
+    protocol: ProtocolRef | None = None,
 ) -> str:
     """Long format: one line per (leaderboard row, centre). ``rows`` as in
     :func:`app.services.board_centers.leaderboard_centers` (``rank``/``team``/
     ``submission_id`` optional, for a single submission); ``names``: the metric columns
-    (default: every metric of the task)."""
-    names = list(names) if names is not None else [m.name for m in metrics_of(task)]
+    (default: every metric of the task under ``protocol``'s edition)."""
+    names = list(names) if names is not None else [m.name for m in metrics_of(task, protocol)]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["rank", "team", "submission_id", "center", "n_cases", *names, "undefined"])

@@ -21,7 +21,7 @@ from app.db.models import (
 from app.errors import BadRequest, Conflict, Unprocessable, problem
 from app.settings import Settings
 from app.storage import fsync_dir, rel
-from evaluator.protocol import HECKTOR2025, Protocol
+from evaluator.protocol import HECKTOR2025, Protocol, builtin_protocol
 
 if TYPE_CHECKING:
     from evaluator.scoring import PreparedGroundTruth
@@ -33,12 +33,16 @@ TASK_FOLDERS = {1: "Task 1", 2: "Task 2", 3: "Task 3"}
 
 
 # -- organizer: phases and ground truth -------------------------------------------------
-def _protocol_of(protocol: Protocol | dict[str, Any] | None) -> Protocol:
+def _protocol_of(protocol: Protocol | dict[str, Any] | str | None) -> Protocol:
+    """The protocol given, a built-in one by its name, or one from its fields (of the
+    edition its ``name`` names); hecktor2025 when none is given."""
     if protocol is None:
         return HECKTOR2025
     if isinstance(protocol, Protocol):
         return protocol
     try:
+        if isinstance(protocol, str):
+            return builtin_protocol(protocol)
         return Protocol.from_dict(protocol)
     except (TypeError, ValueError) as e:
         raise BadRequest(f"invalid protocol: {e}") from None
@@ -143,7 +147,7 @@ def import_ground_truth(
     phase: Phase,
     source_root: Path,
     tasks: Sequence[int],
-    protocol: Protocol | dict[str, Any] | None = None,
+    protocol: Protocol | dict[str, Any] | str | None = None,
 ) -> list[PhaseTask]:
     """Validate, copy (label files / CSVs only), prepare and record the ground truth of
     ``tasks``.

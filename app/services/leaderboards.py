@@ -20,7 +20,7 @@ from app.db.models import (
 from app.errors import BadRequest, Forbidden
 from app.security import Principal
 from app.services.board_rows import Entry, Selection, build_leaderboard
-from app.services.phases import get_phase, get_phase_task
+from app.services.phases import get_phase, get_phase_task, task_protocol
 from app.services.records import Board
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,18 @@ def leaderboard(
     sel = selection or phase.selection
     if sel not in ("best", "latest"):
         raise BadRequest(f"selection must be 'best' or 'latest', not {sel!r}")
+    protocol = task_protocol(pt)
     rows = build_leaderboard(
-        task, leaderboard_entries(session, phase, task), selection=cast(Selection, sel)
+        task,
+        leaderboard_entries(session, phase, task),
+        selection=cast(Selection, sel),
+        protocol=protocol,
     )
     return {
         "phase": phase.name,
         "task": task,
         "selection": sel,
+        "protocol": protocol.name,
         "protocol_sha256": pt.protocol_sha256,
         "ground_truth_sha256": pt.gt_sha256,
         "rows": rows,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,16 @@ def get_phase_task(session: Session, phase: Phase, task: int) -> PhaseTask:
         tasks = ", ".join(str(t.task) for t in phase.tasks) or "none"
         raise NotFound(f"phase {phase.name!r} has no task {task} (its tasks: {tasks})")
     return pt
+
+
+@functools.lru_cache(maxsize=64)
+def _protocol_from_json(text: str) -> Protocol:
+    return Protocol.from_json(text)
+
+
+def task_protocol(pt: PhaseTask) -> Protocol:
+    """The protocol a phase task is scored with (of the edition its name names)."""
+    return _protocol_from_json(pt.protocol_json)
 
 
 def parse_tasks(value: str | Iterable[int]) -> list[int]:
@@ -93,7 +104,7 @@ def create_phase(
     daily_limit: int | None = None,
     selection: str = "best",
     is_open: bool = True,
-    protocol: Protocol | dict[str, Any] | None = None,
+    protocol: Protocol | dict[str, Any] | str | None = None,
     analysis_resamples: int | None = None,
     analysis_seed: int | None = None,
     case_rows: str | None = None,
@@ -284,7 +295,7 @@ def phase_detail(phase: Phase) -> PhaseDetailView:
                 "n_cases": t.n_cases,
                 "ground_truth_sha256": t.gt_sha256,
                 "protocol_sha256": t.protocol_sha256,
-                "protocol": Protocol.from_json(t.protocol_json).to_dict(),
+                "protocol": task_protocol(t).to_dict(),
                 "imported_at": t.imported_at,
             }
             for t in phase.tasks

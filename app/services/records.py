@@ -51,6 +51,9 @@ class Board(TypedDict):
     ground_truth_sha256: str
     rows: list[BoardRow]
     frozen: bool
+    # the name of the protocol the board is ranked by (absent in boards frozen before
+    # there were editions: those are hecktor2025)
+    protocol: NotRequired[str]
     frozen_at: NotRequired[datetime]
     snapshot_id: NotRequired[int]
     snapshot_sha256: NotRequired[str]

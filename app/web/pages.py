@@ -42,11 +42,11 @@ from app.api.deps import (
 from app.api.submissions import cases_csv_response
 from app.db.models import SCORED, Submission
 from app.errors import NotFound
-from app.formatting import format_number, format_rank, metric_label
+from app.formatting import format_number, format_rank, metric_label, task_title
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
 from app.services.board_analysis import board_analysis
 from app.services.board_centers import submission_centers
-from app.services.phases import list_phases
+from app.services.phases import list_phases, task_protocol
 from app.services.records import Board
 from app.services.submissions import (
     get_submission,
@@ -54,6 +54,8 @@ from app.services.submissions import (
     submission_cases,
     submission_public,
 )
+from evaluator.editions.base import RankOfSum
+from evaluator.ranking import ranking_rule
 from evaluator.registry import metrics_of, ranked_metrics
 
 HERE = Path(__file__).parent
@@ -61,11 +63,8 @@ STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 
-TASK_TITLES = {
-    1: "Task 1 · GTVp/GTVn segmentation",
-    2: "Task 2 · recurrence-free survival",
-    3: "Task 3 · HPV status",
-}
+# the titles under the 2025 rules; a page of a phase task uses its protocol's titles
+TASK_TITLES = {t: task_title(t) for t in (1, 2, 3)}
 
 
 RANK_LABELS = {
@@ -121,6 +120,7 @@ def index(request: Request, principal: PagePrincipalDep, session: ReadSessionDep
         {
             "phase": p,
             "tasks": [t.task for t in p.tasks],
+            "titles": {t.task: task_title(t.task, task_protocol(t)) for t in p.tasks},
             "visible": can_see_leaderboard(p, principal),
         }
         for p in list_phases(session)
@@ -221,10 +221,15 @@ def leaderboard_page(
         session, principal, phase=phase, task=task, selection=selection, live=live
     )
     analysis = _analysis_sections(request, session, board, principal)
-    ranked = [m.name for m in ranked_metrics(task)]
-    others = [m.name for m in metrics_of(task) if m.name not in ranked]
-    # Task 1 shows its partial ranks; for Tasks 2/3 the one ranked metric is the final rank
-    rank_keys = [k for k in RANK_LABELS if task == 1 and board["rows"]]
+    protocol = board.get("protocol")
+    ranked = [m.name for m in ranked_metrics(task, protocol)]
+    others = [m.name for m in metrics_of(task, protocol) if m.name not in ranked]
+    # a rule that sums ranks (2025 Task 1) shows its partial ranks; a task ranked by one
+    # metric has that metric's rank as its final rank
+    summed = isinstance(ranking_rule(task, protocol), RankOfSum)
+    rank_keys = (
+        [k for k in board["rows"][0]["ranks"] if k != "final"] if summed and board["rows"] else []
+    )
     own = principal.team_name if principal is not None and not principal.is_organizer else None
     return render(
         request,
@@ -238,6 +243,7 @@ def leaderboard_page(
             "own_team": own,
             "rank_labels": RANK_LABELS,
             "rank_titles": RANK_TITLES,
+            "task_titles": {task: task_title(task, protocol)},
             "live": live,
             **analysis,
         },
@@ -302,6 +308,8 @@ def submission_page(
     n_withheld = 0
     if result is not None and view["status"] == SCORED:
         centers, n_withheld = _centers(session, sub, principal)
+    pt = next((t for t in sub.phase.tasks if t.task == sub.task), None)
+    protocol = task_protocol(pt) if pt is not None else None
     return render(
         request,
         "submission.html",
@@ -317,7 +325,8 @@ def submission_page(
                 if result is not None and view["case_rows"] == "none"
                 else None
             ),
-            "center_metrics": [m.name for m in metrics_of(sub.task) if m.kind == "score"],
+            "center_metrics": [m.name for m in metrics_of(sub.task, protocol) if m.kind == "score"],
+            "task_titles": {sub.task: task_title(sub.task, protocol)},
             "principal": principal,
             "pending": view["status"] in ("received", "queued", "running"),
         },

@@ -74,10 +74,13 @@ RankRule = RankBy | RankOfSum
 
 @dataclass(frozen=True, kw_only=True)
 class TaskSpec:
-    """One task of an edition: the component that scores it and its ranking rule."""
+    """One task of an edition: the component that scores it, its ranking rule, and what
+    pages call it (``title``, short; ``long_title``, for reports)."""
 
     kind: str
     ranking: RankRule
+    title: str = ""
+    long_title: str = ""
 
 
 _T = TypeVar("_T", bound=type[Any])

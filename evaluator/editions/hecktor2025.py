@@ -123,9 +123,21 @@ TASKS_2025: dict[int, TaskSpec] = {
                 RankOfSum("gtvn", (RankBy("gtvn_dsc_agg"), RankBy("gtvn_f1_agg"))),
             ),
         ),
+        title="GTVp/GTVn segmentation",
+        long_title="Detection and segmentation of GTVp and GTVn",
     ),
-    2: TaskSpec(kind="survival_risk", ranking=RankBy("c_index")),
-    3: TaskSpec(kind="hpv_status", ranking=RankBy("auc")),
+    2: TaskSpec(
+        kind="survival_risk",
+        ranking=RankBy("c_index"),
+        title="recurrence-free survival",
+        long_title="Prediction of recurrence-free survival",
+    ),
+    3: TaskSpec(
+        kind="hpv_status",
+        ranking=RankBy("auc"),
+        title="HPV status",
+        long_title="Diagnosis of HPV status",
+    ),
 }
 
 

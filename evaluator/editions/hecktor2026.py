@@ -124,9 +124,24 @@ EDGE_CASES_2026: tuple[EdgeCase, ...] = (
 )
 
 TASKS_2026: dict[int, TaskSpec] = {
-    1: TaskSpec(kind="segmentation_two_label", ranking=RankBy("seg_dsc")),
-    2: TaskSpec(kind="survival_rfs", ranking=RankBy("rfs_cindex")),
-    3: TaskSpec(kind="staging", ranking=RankBy("staging_bacc")),
+    1: TaskSpec(
+        kind="segmentation_two_label",
+        ranking=RankBy("seg_dsc"),
+        title="GTVp and GTVn segmentation",
+        long_title="Segmentation of GTVp and GTVn (DSC per label, averaged)",
+    ),
+    2: TaskSpec(
+        kind="survival_rfs",
+        ranking=RankBy("rfs_cindex"),
+        title="recurrence-free survival",
+        long_title="Prognosis of recurrence-free survival",
+    ),
+    3: TaskSpec(
+        kind="staging",
+        ranking=RankBy("staging_bacc"),
+        title="T and N staging",
+        long_title="Diagnosis of the T and N stages",
+    ),
 }
 
 
