@@ -42,9 +42,43 @@ ELEMENT_TYPES: dict[str, str] = {
     "MET_DOUBLE": "<f8",
 }
 
-# the keys the first line of a MetaImage header starts with, in files seen in practice
-_FIRST_KEYS = (b"ObjectType", b"NDims", b"Comment", b"ObjectSubType", b"FormTypeName")
-_FIRST_LINE = re.compile(rb"\A\s*(" + b"|".join(_FIRST_KEYS) + rb")\s*=")
+# the MetaIO keys of an image header: its first line names one of them
+_KEYS = [
+    "ObjectType",
+    "ObjectSubType",
+    "NDims",
+    "Comment",
+    "FormTypeName",
+    "Name",
+    "ID",
+    "ParentID",
+    "Color",
+    "CompressedData",
+    "CompressedDataSize",
+    "BinaryData",
+    "BinaryDataByteOrderMSB",
+    "ElementByteOrderMSB",
+    "Position",
+    "Offset",
+    "Origin",
+    "Orientation",
+    "Rotation",
+    "TransformMatrix",
+    "CenterOfRotation",
+    "AnatomicalOrientation",
+    "ElementSpacing",
+    "ElementSize",
+    "DimSize",
+    "HeaderSize",
+    "Modality",
+    "SequenceID",
+    "ElementMin",
+    "ElementMax",
+    "ElementNumberOfChannels",
+    "ElementType",
+    "ElementDataFile",
+]
+_FIRST_LINE = re.compile(rb"\A\s*(" + "|".join(_KEYS).encode() + rb")[ \t]*=")
 _DATA_FILE_LINE = re.compile(rb"(?m)^[ \t]*ElementDataFile[ \t]*=[^\n]*(\n|\Z)")
 _SYNONYMS = {
     "Position": "Offset",
@@ -83,7 +117,8 @@ def parse_mha_header(text: bytes, name: str, *, max_voxels: int, data_offset: in
     size = _compressed_size(fields, name) if compressed else None
     spacing_key = "ElementSpacing" if "ElementSpacing" in fields else "ElementSize"
     spacing = _floats(fields, spacing_key, 3, name, default=np.ones(3))
-    if not np.all(spacing > 0):
+    volume = float(spacing[0]) * float(spacing[1]) * float(spacing[2])  # inf, no warning
+    if not (np.all(spacing > 0) and np.isfinite(volume)):
         raise FormatError(
             name,
             f"ElementSpacing must be three positive numbers, found {_show(spacing)}; {_SAVE}",

@@ -86,7 +86,7 @@ def ras_affine(
 
 
 def check_voxel_count(shape: tuple[int, int, int], name: str, *, max_voxels: int) -> None:
-    nvox = int(np.prod(shape, dtype=np.int64))
+    nvox = shape[0] * shape[1] * shape[2]  # Python integers: no overflow
     if nvox > max_voxels:
         raise LimitError(
             name,

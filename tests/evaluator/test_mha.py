@@ -383,6 +383,7 @@ _BAD_HEADERS = [
     (dict(HeaderSize="-1"), r"HeaderSize is '-1', expected 0 or absent"),
     (dict(CompressedData="maybe"), r"CompressedData is 'maybe', expected True or False"),
     (dict(ElementSpacing="1 0 1"), r"ElementSpacing must be three positive numbers"),
+    (dict(ElementSpacing="1e300 1e300 1"), r"ElementSpacing must be three positive numbers"),
     (dict(Offset="0 nan 0"), r"Offset is '0 nan 0', expected 3 finite numbers"),
     (dict(TransformMatrix="1 0 0 0 1 0 0 0 0"), r"TransformMatrix .* is singular"),
     (dict(ElementDataFile="../x.raw"), r"ElementDataFile is '../x.raw': only LOCAL"),
@@ -400,6 +401,13 @@ def test_header_refusals(tmp_path, fields, pattern) -> None:
         read_header(p, max_voxels=CAP)
     with pytest.raises(FormatError, match=pattern):
         read_label_crop(p, max_voxels=CAP)
+
+
+def test_dimensions_beyond_any_integer_type_are_a_limit(tmp_path) -> None:
+    p = tmp_path / "big.mha"
+    p.write_bytes(header_text((99999999999999999999, 2, 2)) + bytes(8))
+    with pytest.raises(LimitError, match=r"declares 99999999999999999999x2x2 = 399,999"):
+        read_header(p, max_voxels=CAP)
 
 
 def test_header_structure_refusals(tmp_path) -> None:
@@ -430,3 +438,20 @@ def test_names_and_contents_must_agree(tmp_path) -> None:
     named_mha.write_bytes(nii.read_bytes())
     with pytest.raises(FormatError, match="named as a MetaImage but does not start with"):
         read_header(named_mha, max_voxels=CAP)
+
+
+def test_key_synonyms_and_defaults_as_simpleitk_reads_them(tmp_path) -> None:
+    """No ObjectType line, Position/Orientation for Offset/TransformMatrix, ElementSize
+    standing in for ElementSpacing: the geometry SimpleITK reads."""
+    arr = sample((3, 4, 2), seed=6)
+    p = tmp_path / "syn.mha"
+    p.write_bytes(
+        b"NDims = 3\nBinaryData = True\nElementSize = 2 3 4\nPosition = 1 2 3\n"
+        b"Orientation = 0 1 0 1 0 0 0 0 1\nDimSize = 3 4 2\nElementType = MET_UCHAR\n"
+        b"ElementDataFile = LOCAL\n" + arr.tobytes(order="F")
+    )
+    ref, affine = sitk_ras(p)
+    lm = read_label_map(p, max_voxels=CAP)
+    assert np.array_equal(lm.array, ref) and np.array_equal(ref, arr)
+    assert np.allclose(lm.affine, affine, rtol=0, atol=1e-12)
+    assert lm.header.zooms == (2.0, 3.0, 4.0)
