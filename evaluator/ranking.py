@@ -29,12 +29,13 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from evaluator.editions.base import RankBy, RankOfSum, RankRule
-from evaluator.protocol import HECKTOR2025, Protocol
+from evaluator.protocol import HECKTOR2025
 from evaluator.registry import BY_NAME, ProtocolRef, protocol_of, ranked_metrics
 
 FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
+    "combined_task_ranks",
     "overall_ranks",
     "rank_matrix",
     "rank_metric",
@@ -155,39 +156,37 @@ def rank_rows(
     return [{k: float(ranks[k][0, i]) for k in keys} for i in range(len(rows))]
 
 
+def combined_task_ranks(
+    task_ranks: Mapping[int, Mapping[str, float]],
+    *,
+    weights: Mapping[int, float],
+) -> dict[str, float]:
+    """Each team's weighted mean task rank, ``Σ w_t r_t / Σ w_t`` over the tasks of
+    ``weights`` with a weight > 0 (``task_ranks[task][team]``: the team's final rank on
+    that task's board); NaN for a team missing from one of those tasks."""
+    used = [t for t, w in weights.items() if float(w) > 0]
+    if not used:
+        raise ValueError("an overall rank needs at least one task with a weight > 0")
+    teams = sorted({team for t in used for team in task_ranks.get(t, {})})
+    total = math.fsum(float(weights[t]) for t in used)
+    out: dict[str, float] = {}
+    for team in teams:
+        if all(team in task_ranks.get(t, {}) for t in used):
+            out[team] = math.fsum(float(weights[t]) * task_ranks[t][team] for t in used) / total
+        else:
+            out[team] = math.nan
+    return out
+
+
 def overall_ranks(
     task_ranks: Mapping[int, Mapping[str, float]],
     *,
     weights: Mapping[int, float],
 ) -> dict[str, float]:
-    """The overall rank of each team from its final rank in each task.
-
-    ``task_ranks[task][team]`` is the team's final rank on that task's board. The
-    combined value of a team is the weighted mean of its task ranks
-    (``Σ w_t r_t / Σ w_t``, over the tasks of ``weights`` with a weight > 0); the overall
-    rank is the average rank of that value, the lower first. A team missing from a
-    weighted task has no combined value and ranks after every team that has one
-    (those tie among themselves).
-    """
-    used = [t for t, w in weights.items() if float(w) > 0]
-    if not used:
-        raise ValueError("overall_ranks needs at least one task with a weight > 0")
-    teams = sorted({team for t in used for team in task_ranks.get(t, {})})
-    total = math.fsum(float(weights[t]) for t in used)
-    combined = []
-    for team in teams:
-        if all(team in task_ranks.get(t, {}) for t in used):
-            combined.append(
-                math.fsum(float(weights[t]) * task_ranks[t][team] for t in used) / total
-            )
-        else:
-            combined.append(math.nan)
-    ranks = rank_values(combined, higher_is_better=False)
-    return {team: float(r) for team, r in zip(teams, ranks, strict=True)}
-
-
-def protocol_task_weights(protocol: Protocol) -> dict[int, float]:
-    """The weights of the task ranks in ``protocol``'s overall rank (1 each unless the
-    edition declares ``task_weights``)."""
-    weights = getattr(protocol, "task_weights", (1.0, 1.0, 1.0))
-    return {task: float(w) for task, w in zip((1, 2, 3), weights, strict=True)}
+    """The overall rank of each team: the average rank of its
+    :func:`combined_task_ranks` value, the lower first. A team missing from a weighted
+    task has no combined value and ranks after every team that has one (those tie
+    among themselves)."""
+    combined = combined_task_ranks(task_ranks, weights=weights)
+    ranks = rank_values(list(combined.values()), higher_is_better=False)
+    return {team: float(r) for team, r in zip(combined, ranks, strict=True)}

@@ -15,8 +15,9 @@ from app.api.deps import (
     SessionDep,
 )
 from app.api.error_handlers import ERRORS
-from app.api.schemas import Leaderboard, Me, PhaseDetail, PhasePublic
+from app.api.schemas import Leaderboard, Me, OverallLeaderboard, PhaseDetail, PhasePublic
 from app.services.exports import leaderboard_csv
+from app.services.leaderboards import OverallBoard, overall_leaderboard
 from app.services.phases import (
     PhaseDetailView,
     PhaseView,
@@ -27,6 +28,23 @@ from app.services.phases import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["leaderboards"])
+
+
+# before /leaderboards/{phase}/{task}, which would take "overall" for a task number
+@router.get("/leaderboards/{phase}/overall", response_model=OverallLeaderboard, responses=ERRORS)
+def overall_json(
+    principal: OptionalPrincipalDep,
+    session: ReadSessionDep,
+    phase: str,
+    selection: Literal["best", "latest"] | None = Query(
+        None, description="default: the phase's setting (best per team)"
+    ),
+    live: bool = Query(False, description="organizers: the live leaderboards"),
+) -> OverallBoard:
+    """The teams ranked across the phase's tasks: the rank of the weighted mean of each
+    team's task ranks, with the weights of each task's protocol (hecktor2026:
+    ``task_weights``, equal by default; hecktor2025: 1 each)."""
+    return overall_leaderboard(session, phase, principal, selection=selection, live=live)
 
 
 @router.get(

@@ -119,6 +119,23 @@ class Leaderboard(BaseModel):
     snapshot_sha256: str | None = None
 
 
+class OverallEntry(BaseModel):
+    rank: float
+    team: str
+    combined: float | None = Field(
+        description="the weighted mean of the team's task ranks; null when it misses a "
+        "weighted task (ranked last)"
+    )
+    task_ranks: dict[str, float]
+
+
+class OverallLeaderboard(BaseModel):
+    phase: str
+    protocols: list[str]
+    weights: dict[str, float] = Field(description="task -> weight of its rank")
+    rows: list[OverallEntry]
+
+
 class PhasePublic(BaseModel):
     name: str
     title: str

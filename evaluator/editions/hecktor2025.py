@@ -212,6 +212,12 @@ class Protocol:
         """
         return Fraction(str(self.iou_threshold)).limit_denominator(10**6)
 
+    def overall_weights(self) -> dict[int, float]:
+        """The weight of each task's rank in the overall rank (a weighted mean of the
+        task ranks, :func:`evaluator.ranking.overall_ranks`): 1 each; the 2025 rules
+        rank each task on its own."""
+        return {1: 1.0, 2: 1.0, 3: 1.0}
+
     def result_notes(self, task: int) -> dict[str, str]:
         """How to read the predictions of ``task`` under these rules, recorded in the
         result document when not empty (the 2025 rules have one reading only)."""

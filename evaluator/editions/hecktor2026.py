@@ -199,6 +199,9 @@ class Hecktor2026Protocol(Protocol):
             )
         return problems
 
+    def overall_weights(self) -> dict[int, float]:
+        return {task: float(w) for task, w in zip((1, 2, 3), self.task_weights, strict=True)}
+
     def result_notes(self, task: int) -> dict[str, str]:
         if task == 2:
             return {

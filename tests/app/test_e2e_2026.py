@@ -90,6 +90,16 @@ def test_a_2026_phase_end_to_end(
         assert set(rows[0]["ranks"]) == {RANKED[task], "final"}
         assert not {"gtvp_dsc_mean", "c_index", "auc"} & set(rows[0]["metrics"])
 
+    # the overall rank across the three tasks (equal weights by default)
+    r = api.client.get("/api/v1/leaderboards/v26/overall")
+    assert r.status_code == 200, r.text
+    overall = r.json()
+    assert overall["weights"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+    assert overall["protocols"] == ["hecktor2026"]
+    assert [(row["team"], row["rank"], row["combined"]) for row in overall["rows"]] == [
+        (team, float(i), float(i)) for i, team in enumerate(TEAMS, start=1)
+    ]
+
     # the board's CSV carries the 2026 metric columns
     r = api.client.get("/api/v1/leaderboards/v26/3", params={"format": "csv"})
     assert r.status_code == 200

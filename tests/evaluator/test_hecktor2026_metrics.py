@@ -18,7 +18,7 @@ from evaluator.metrics.aggregate import aggregate
 from evaluator.metrics.survival import c_index
 from evaluator.metrics.weighted import weighted_metrics
 from evaluator.protocol import HECKTOR2026
-from evaluator.ranking import overall_ranks, rank_matrix, rank_rows
+from evaluator.ranking import combined_task_ranks, overall_ranks, rank_matrix, rank_rows
 from evaluator.registry import leaderboard_metrics
 
 AGG = HECKTOR2026.with_changes(dsc_mode="aggregated")
@@ -238,13 +238,9 @@ def test_2026_task_ranks_and_overall_rank_hand_worked() -> None:
     # equal weights: A (2+1.5+1)/3 = 1.5, B (1+3+2)/3 = 2, C (3+1.5+3)/3 = 2.5
     assert overall_ranks(by_task, weights={1: 1, 2: 1, 3: 1}) == {"A": 1.0, "B": 2.0, "C": 3.0}
     # weights 0.25/0.35/0.40: A .5+.525+.4 = 1.425, B .25+1.05+.8 = 2.1, C .75+.525+1.2 = 2.475
-    w = dict(
-        zip(
-            (1, 2, 3),
-            HECKTOR2026.with_changes(task_weights=(0.25, 0.35, 0.40)).task_weights,
-            strict=True,
-        )
-    )
+    assert HECKTOR2026.overall_weights() == {1: 1.0, 2: 1.0, 3: 1.0}
+    w = HECKTOR2026.with_changes(task_weights=(0.25, 0.35, 0.40)).overall_weights()
+    assert combined_task_ranks(by_task, weights=w)["A"] == pytest.approx(1.425)
     assert overall_ranks(by_task, weights=w) == {"A": 1.0, "B": 2.0, "C": 3.0}
     # only Task 1 counts: the Task 1 order; a team missing a weighted task ranks last
     assert overall_ranks(by_task, weights={1: 1, 2: 0, 3: 0}) == {"A": 2.0, "B": 1.0, "C": 3.0}
