@@ -152,3 +152,32 @@ def test_label_file_hash_of_a_mhd_covers_its_data_file(tmp_path) -> None:
     both = combine_hashes([(mhd.name, sha256_file(mhd)), (data.name, sha256_file(data))])
     assert label_file_sha256(mhd) == both
     assert label_file_sha256(data) == sha256_file(data)
+
+
+def test_prepared_manifests_written_before_metaimage_still_load(tmp_path, challenge) -> None:
+    """Manifests that recorded ``vox_offset`` and ``gzipped`` (no ``compression``) load
+    to the same headers."""
+    import json
+
+    from evaluator.io.prepared import MANIFEST, load_prepared_task1, prepared_path
+
+    gt_root, _, _ = challenge
+    gt = prepare_task1(gt_root, tmp_path / "copy")
+    cache = prepared_path(tmp_path / "copy")
+    data = json.loads((cache / MANIFEST).read_text())
+    for c in data["cases"]:
+        h = c["header"]
+        h["vox_offset"] = h.pop("data_offset")
+        h["gzipped"] = h.pop("compression") == "gzip"
+        del h["compressed_size"], h["data_file"]
+    (cache / MANIFEST).write_text(json.dumps(data))
+    old = load_prepared_task1(cache)
+    for pid, case in gt.cases.items():
+        a, b = old.cases[pid].header, case.header
+        assert (a.shape, a.data_offset, a.compression, a.dtype) == (
+            b.shape,
+            b.data_offset,
+            b.compression,
+            b.dtype,
+        )
+        assert np.array_equal(a.affine, b.affine)
