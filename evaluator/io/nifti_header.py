@@ -5,7 +5,8 @@ prediction's grid checked against the ground truth's.
 Geometry is read the way ITK (SimpleITK, Grand Challenge) reads it, so a NIfTI and a
 MetaImage of one image agree: spacing from ``pixdim``; rotation and origin from the
 sform when its code is 1 (scanner) or when the qform code is 0, else from the qform;
-with both codes 0, ITK's default (no rotation, origin 0, LPS axes). nibabel prefers
+with both codes 0, ITK's default (no rotation, origin 0, LPS axes); metres and
+microns (``xyzt_units``) converted to millimetres. nibabel prefers
 any sform with a non-zero code instead: with ``qform_code=1, sform_code=2`` the two
 differ, and ITK's choice is taken.
 """
@@ -118,7 +119,8 @@ def parse_header(head: bytes, name: str, *, max_voxels: int, gzipped: bool) -> I
             f"{MAX_VOX_OFFSET:,} bytes allowed for the header and its extensions; save "
             "the label map without header extensions",
         )
-    zooms, slope, inter = fields.zooms, fields.slope, fields.inter
+    zooms = tuple(z * fields.unit_mm for z in fields.zooms)
+    slope, inter = fields.slope, fields.inter
     return ImageHeader(
         shape=shape,
         affine=affine,
@@ -179,6 +181,10 @@ class _Fields:
     sform: npt.NDArray[np.float64]
     qform_code: int
     sform_code: int
+    unit_mm: float  # millimetres per spatial unit (xyzt_units): ITK converts to mm
+
+
+_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
 
 
 def _read_fields(hdr_class: type[nib.Nifti1Header], head: bytes, name: str) -> _Fields:
@@ -193,12 +199,24 @@ def _read_fields(hdr_class: type[nib.Nifti1Header], head: bytes, name: str) -> _
         qform = np.asarray(hdr.get_qform(), dtype=np.float64)
         sform = np.asarray(hdr.get_sform(), dtype=np.float64)
         codes = int(hdr["qform_code"]), int(hdr["sform_code"])
+        unit_mm = _UNIT_MM.get(str(hdr.get_xyzt_units()[0]), 1.0)
     except Exception as exc:  # nibabel raises several types for bad headers
         raise FormatError(
             name, f"the NIfTI header is invalid ({exc}); re-save the label map"
         ) from None
     return _Fields(
-        shape, dtype, affine, zooms, slope, inter, vox_offset, qform, sform, codes[0], codes[1]
+        shape,
+        dtype,
+        affine,
+        zooms,
+        slope,
+        inter,
+        vox_offset,
+        qform,
+        sform,
+        codes[0],
+        codes[1],
+        unit_mm,
     )
 
 
@@ -206,10 +224,17 @@ _ORTHO_ATOL = 1e-4  # the rotation of an sform ITK accepts: orthonormal to float
 
 
 def _itk_affine(fields: _Fields, name: str) -> npt.NDArray[np.float64]:
-    """The affine ITK reads: the sform's rotation and origin when its code is 1 or the
-    qform's code is 0 (and it is a rotation: else the qform, when there is one), else
-    the qform; spacing from ``pixdim`` (the qform is built from it already); with no
-    form at all ITK's default: identity LPS direction, origin 0."""
+    """The affine ITK reads, in millimetres (metres and microns converted, as ITK does)."""
+    affine = _itk_form(fields, name)
+    affine[:3, :] *= fields.unit_mm
+    return affine
+
+
+def _itk_form(fields: _Fields, name: str) -> npt.NDArray[np.float64]:
+    """The affine ITK reads in the file's units: the sform's rotation and origin when
+    its code is 1 or the qform's code is 0 (and it is a rotation: else the qform, when
+    there is one), else the qform; spacing from ``pixdim`` (the qform is built from it
+    already); with no form at all ITK's default: identity LPS direction, origin 0."""
     zooms = np.abs(np.asarray(fields.zooms[:3], dtype=np.float64))
     q_code, s_code = fields.qform_code, fields.sform_code
     if s_code > 0 and (s_code == 1 or q_code == 0):
@@ -230,7 +255,7 @@ def _itk_affine(fields: _Fields, name: str) -> npt.NDArray[np.float64]:
                 "map with the CT's header",
             )
     if q_code > 0:
-        return fields.qform
+        return fields.qform.copy()
     return ras_affine(np.eye(3), zooms, np.zeros(3))
 
 

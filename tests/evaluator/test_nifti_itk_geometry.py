@@ -88,3 +88,17 @@ def test_shearing_sform_falls_back_to_the_qform_or_is_refused(tmp_path) -> None:
         sitk.ReadImage(str(p))
     with pytest.raises(FormatError, match="the sform is not a rotation with spacing"):
         read_header(p, max_voxels=CAP)
+
+
+@pytest.mark.parametrize("unit", ["unknown", "mm", "meter", "micron"])
+@pytest.mark.parametrize("codes", [(0, 2), (1, 1), (1, 0)])
+def test_spatial_units_are_converted_to_millimetres_as_in_itk(tmp_path, unit, codes) -> None:
+    img = nib.Nifti1Image(np.zeros((5, 4, 3), np.uint8), None)
+    img.set_qform(QFORM, code=codes[0])
+    img.set_sform(QFORM, code=codes[1])
+    img.header.set_xyzt_units(unit)
+    p = tmp_path / "u.nii.gz"
+    nib.save(img, p)
+    header = read_header(p, max_voxels=CAP)
+    assert np.allclose(header.affine, sitk_ras(p), rtol=1e-6, atol=1e-5)
+    assert header.zooms == pytest.approx(sitk.ReadImage(str(p)).GetSpacing(), rel=1e-6)
