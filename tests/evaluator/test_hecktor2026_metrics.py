@@ -250,3 +250,32 @@ def test_2026_task_ranks_and_overall_rank_hand_worked() -> None:
         overall_ranks(by_task, weights={1: 0})
     m = rank_matrix(2, {"rfs_cindex": [[0.7, 0.6, 0.7], [0.5, 0.6, 0.7]]}, HECKTOR2026)
     assert m["final"].tolist() == [[1.5, 3.0, 1.5], [3.0, 2.0, 1.0]]
+
+
+@pytest.mark.parametrize("task", [1, 2, 3])
+def test_bootstrap_and_per_centre_under_2026(task: int) -> None:
+    from evaluator.bootstrap import bootstrap
+    from evaluator.centers import per_center
+
+    base = {1: CASES, 2: _rfs([0.9, 0.5, 0.7, 0.1]), 3: STAGES}[task]
+    records = [dict(r, center="C" if i % 2 else "D") for i, r in enumerate(base)]
+    worse = [dict(r) for r in records]
+    if task == 3:
+        worse[0]["t_prediction"] = "T2"
+    elif task == 2:
+        worse[0]["prediction"] = 0.0
+    else:
+        worse[0]["gtvp_intersection"] = 0
+    result = bootstrap(task, {"a": records, "b": worse}, protocol=HECKTOR2026, n_resamples=40)
+    assert result.metric_names == leaderboard_metrics(task, HECKTOR2026)
+    a = result.team("a").metrics[RANKED_2026[task]]
+    assert a.estimate == pytest.approx(aggregate(task, records, HECKTOR2026)[RANKED_2026[task]])
+    centres = per_center(task, records, protocol=HECKTOR2026)
+    assert set(centres) == {"C", "D"}
+    if task == 3:
+        # centre D holds C-1, C-3, C-5: T1, T2, T3 once each -> no T4 and no T recall of it
+        d = centres["D"].metrics
+        assert "t_recall_t4" not in d and d["t_recall_t1"] == 1.0
+
+
+RANKED_2026 = {1: "seg_dsc", 2: "rfs_cindex", 3: "staging_bacc"}
