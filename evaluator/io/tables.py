@@ -242,13 +242,16 @@ def read_predictions(
     ignored_ids: Collection[str] = (),
     ignore_extra_cases: bool = False,
     limits: Limits | None = None,
+    expected: str | None = None,
 ) -> dict[str, float]:
     """The validated predictions of a Task 2/3 submission, keyed by patient id.
 
     ``case_ids`` are the cases of the phase (each needs exactly one prediction).
     ``ignored_ids`` are ids that may appear and are silently dropped (cases whose
     ground-truth target is unknown). Ids not in either are rejected unless
-    ``ignore_extra_cases``. Raises :class:`SubmissionRejected` listing every problem.
+    ``ignore_extra_cases``. ``expected`` says in messages what a value is (default:
+    the 2025 reading of the task, e.g. a risk score). Raises :class:`SubmissionRejected`
+    listing every problem.
     """
     limits = limits or Limits()
     cap = table_bytes_limit(len(case_ids) + len(ignored_ids), limits)
@@ -272,6 +275,7 @@ def read_predictions(
         case_ids=case_ids,
         ignored_ids=ignored_ids,
         ignore_extra=ignore_extra_cases,
+        expected=expected,
     )
     for entry in source.entries:
         check.entry(entry)
@@ -294,9 +298,11 @@ class _Validation:
         case_ids: Sequence[str],
         ignored_ids: Collection[str],
         ignore_extra: bool,
+        expected: str | None = None,
     ) -> None:
         self.source = source
         self.task = task
+        self.value_help = expected or expected_value(task)
         self.case_ids = case_ids
         self.expected = set(case_ids)
         self.ignored = set(ignored_ids)
@@ -326,7 +332,7 @@ class _Validation:
             self.problems.append(
                 TableError(
                     pid,
-                    f"{entry.where} ({pid}): {converted}; expected {expected_value(self.task)}, "
+                    f"{entry.where} ({pid}): {converted}; expected {self.value_help}, "
                     f"such as {example_value(self.task)}",
                 )
             )
@@ -370,7 +376,7 @@ class _Validation:
                 )
 
     def missing(self) -> None:
-        expected = expected_value(self.task)
+        expected = self.value_help
         case_file = self.source.case_file
         for pid in self.case_ids:
             if pid in self.where_by_id:

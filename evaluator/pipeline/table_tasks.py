@@ -100,6 +100,7 @@ def _cases(
             limits=limits,
         )
         return staging_cases(ground_truth, stages)
+    reading = protocol.result_notes(task).get("prediction")
     predictions = read_predictions(
         root,
         task=task,
@@ -107,6 +108,7 @@ def _cases(
         ignored_ids=ground_truth.unknown_ids,
         ignore_extra_cases=protocol.ignore_extra_cases,
         limits=limits,
+        expected=f"a finite number ({reading})" if reading else None,
     )
     if isinstance(ground_truth, SurvivalGroundTruth):
         return task2_cases(ground_truth, predictions)

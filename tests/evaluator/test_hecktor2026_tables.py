@@ -174,3 +174,21 @@ def test_task2_records_the_rfs_meaning_and_2025_results_do_not(tmp_path: Path) -
 def test_prepare_staging_ground_truth(tmp_path: Path) -> None:
     prepared = prepare_ground_truth(3, _gt(tmp_path), tmp_path / "dest", protocol=HECKTOR2026)
     assert prepared.n_cases == 4 and isinstance(prepared.ground_truth, StagingGroundTruth)
+
+
+def test_task2_messages_say_how_the_prediction_is_read(tmp_path: Path) -> None:
+    sub = tmp_path / "rfs.csv"
+    sub.write_text("PatientID,Prediction\nCHUM-001,soon\n")
+    timed = HECKTOR2026.with_changes(rfs_meaning="time")
+    gt = load_ground_truth(2, _gt(tmp_path), protocol=timed)
+    with pytest.raises(SubmissionRejected) as info:
+        score_submission(2, gt, sub, protocol=timed)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "expected a finite number (predicted RFS time: higher = later recurrence)" in text
+    assert "no prediction for CHUM-002; add one with a finite number (predicted RFS time" in text
+    gt25 = load_ground_truth(2, _gt(tmp_path), protocol=HECKTOR2025)
+    with pytest.raises(SubmissionRejected) as info:
+        score_submission(2, gt25, sub, protocol=HECKTOR2025)
+    assert "a finite risk score (a number, higher = earlier recurrence)" in str(
+        info.value.problems[0]
+    )
