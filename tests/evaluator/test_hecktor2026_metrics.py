@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lifelines.utils import concordance_index
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
@@ -279,3 +281,41 @@ def test_bootstrap_and_per_centre_under_2026(task: int) -> None:
 
 
 RANKED_2026 = {1: "seg_dsc", 2: "rfs_cindex", 3: "staging_bacc"}
+
+
+stage_pairs = st.lists(
+    st.tuples(st.sampled_from(("T1", "T2", "T3", "T4")), st.sampled_from(("T1", "T2", "T3", "T4"))),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=stage_pairs, n=st.data())
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_staging_equals_sklearn_on_random_stages(
+    t: list[tuple[str, str]], n: st.DataObject
+) -> None:
+    n_pairs = n.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(("N0", "N1", "N2", "N3")), st.sampled_from(("N0", "N1", "N2", "N3"))
+            ),
+            min_size=len(t),
+            max_size=len(t),
+        )
+    )
+    recs = [
+        _stage(f"C-{i}", ty, ny, tp, np_)
+        for i, ((ty, tp), (ny, np_)) in enumerate(zip(t, n_pairs, strict=True))
+    ]
+    got = aggregate(3, recs, HECKTOR2026)
+    t_bacc = balanced_accuracy_score([a for a, _ in t], [b for _, b in t])
+    n_bacc = balanced_accuracy_score([a for a, _ in n_pairs], [b for _, b in n_pairs])
+    assert got["t_bacc"] == pytest.approx(t_bacc, abs=1e-12)
+    assert got["staging_bacc"] == pytest.approx((t_bacc + n_bacc) / 2, abs=1e-12)
+    ones = weighted_metrics(3, recs, np.ones(len(recs)), protocol=HECKTOR2026)
+    assert float(ones["staging_bacc"]) == pytest.approx(got["staging_bacc"], abs=1e-12)
+    perfect = [dict(r, t_prediction=r["t_stage"], n_prediction=r["n_stage"]) for r in recs]
+    assert aggregate(3, perfect, HECKTOR2026)["staging_bacc"] == 1.0
