@@ -4,24 +4,39 @@
 # Run:    docker compose up -d   (see docker-compose.yml and README "Deploying")
 # The grand-challenge evaluation image (scorer only, `hecktor-eval gc-evaluate`):
 #         docker build --target gc-evaluation -t hecktor-eval-gc .
+# The build itself needs no network and no registry when:
+#   - the Python packages are in docker/wheelhouse/ (git-ignored, filled on the host by
+#     docker/local/fill-wheelhouse.sh); every install is `pip --no-index` from there;
+#   - PYTHON_IMAGE names a local base, e.g. the one docker/local/build-base.sh makes from
+#     Debian packages: --build-arg PYTHON_IMAGE=localhost/debian-python:3.11
+# (podman: `podman build --format docker --network=none ...`; `--format docker` keeps
+# the HEALTHCHECK.) See README "Deploying with Docker Compose".
 
 ARG PYTHON_VERSION=3.11
+ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim
 
 # --- gc-build: wheels of the scorer alone (no service dependencies) -------------------
-FROM python:${PYTHON_VERSION}-slim AS gc-build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${PYTHON_IMAGE} AS gc-build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse
 WORKDIR /src
+COPY docker/wheelhouse /wheelhouse
 COPY pyproject.toml README.md docker/gc-evaluation-requirements.txt ./
 COPY evaluator ./evaluator
-RUN python -m pip wheel --wheel-dir /wheels -r gc-evaluation-requirements.txt \
-    && python -m pip wheel --no-deps --wheel-dir /project .
+# The scorer's wheels taken from the wheelhouse, the project's built from the source
+# (its build backend, setuptools, also from the wheelhouse).
+RUN ls /wheelhouse/*.whl >/dev/null 2>&1 \
+        || { echo "docker/wheelhouse/ has no wheels: run docker/local/fill-wheelhouse.sh on the host first" >&2; exit 1; } \
+    && python -m pip wheel --no-index --find-links=/wheelhouse --wheel-dir /wheels \
+        -r gc-evaluation-requirements.txt \
+    && python -m pip wheel --no-index --find-links=/wheelhouse --no-deps --wheel-dir /project .
 
 # --- gc-evaluation: the grand-challenge evaluation container --------------------------
 # Reads /input (predictions.json, the jobs' outputs) and the ground truth at
 # /opt/ml/input/data/ground_truth, writes /output/metrics.json; writes nothing else
 # outside /tmp. Settings: HECKTOR_TASK, HECKTOR_PROTOCOL, HECKTOR_PER_CASE,
 # HECKTOR_CASE_PATTERN, HECKTOR_WORKERS (see `hecktor-eval gc-evaluate --help`).
-FROM python:${PYTHON_VERSION}-slim AS gc-evaluation
+FROM ${PYTHON_IMAGE} AS gc-evaluation
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -51,16 +66,20 @@ WORKDIR /tmp
 ENTRYPOINT ["hecktor-eval", "gc-evaluate"]
 
 # --- build stage: wheels for the project and its dependencies ------------------------
-FROM python:${PYTHON_VERSION}-slim AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse
 WORKDIR /src
+COPY docker/wheelhouse /wheelhouse
 COPY pyproject.toml README.md ./
 COPY evaluator ./evaluator
 COPY app ./app
-RUN python -m pip wheel --wheel-dir /wheels ".[worker,postgres]"
+RUN ls /wheelhouse/*.whl >/dev/null 2>&1 \
+        || { echo "docker/wheelhouse/ has no wheels: run docker/local/fill-wheelhouse.sh on the host first" >&2; exit 1; } \
+    && python -m pip wheel --no-index --find-links=/wheelhouse --wheel-dir /wheels ".[worker,postgres]"
 
 # --- runtime stage: slim, non-root, no compilers --------------------------------------
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
