@@ -28,7 +28,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -270,7 +270,7 @@ def _open(
             data = opener(data_file)
             if data is not None and callable(getattr(data, "close", None)):
                 stack.callback(data.close)
-            return data  # type: ignore[no-any-return]
+            return cast("ByteSource | None", data)
 
     return source, name or "label map", sibling
 

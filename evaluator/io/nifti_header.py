@@ -70,7 +70,6 @@ class ImageHeader:
         return float(z[0]) * float(z[1]) * float(z[2])
 
 
-NiftiHeader = ImageHeader  # the name the pipeline's case module uses
 
 
 def ras_affine(

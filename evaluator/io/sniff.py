@@ -104,7 +104,7 @@ def sniff_type(head: bytes, task: int) -> UploadType:
         if table is not None:
             return table
     expected = (
-        "a .zip, .tar or .tar.gz archive of <PatientID>.nii.gz files"
+        "a .zip, .tar or .tar.gz archive of <PatientID>.nii.gz (or .mha) files"
         if task == 1
         else "a .csv or .json table of PatientID, Prediction (or an archive holding one)"
     )
@@ -125,7 +125,7 @@ def _check_gzip(head: bytes, task: int) -> None:
     else:
         return
     todo = (
-        "put the <PatientID>.nii.gz files of all cases in one .zip or .tar.gz archive"
+        "put the <PatientID>.nii.gz (or .mha) files of all cases in one .zip or .tar.gz archive"
         if task == 1
         else "upload the table itself (.csv or .json), or a .zip/.tar.gz holding it"
     )

@@ -15,7 +15,7 @@ from evaluator.errors import Problem, SubmissionError
 from evaluator.io.inflate import ByteSource
 from evaluator.io.members import MemberRef
 from evaluator.io.nifti import LabelCrop, read_label_crop
-from evaluator.io.nifti_header import NiftiHeader, check_geometry
+from evaluator.io.nifti_header import ImageHeader, check_geometry
 from evaluator.io.task1_truth import GtCase
 from evaluator.metrics.segmentation import CaseStats, statistics_from_crops
 from evaluator.protocol import Protocol
@@ -61,7 +61,7 @@ class CaseJob:
     dry_run: bool
 
 
-def _off_grid(job: CaseJob, header: NiftiHeader) -> bool:
+def _off_grid(job: CaseJob, header: ImageHeader) -> bool:
     return (
         check_geometry(header, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
         is not None
@@ -72,7 +72,7 @@ def _read_prediction(job: CaseJob, stream: ByteSource | None) -> LabelCrop:
     """The prediction's foreground crop; its header is checked against the ground
     truth's grid before any voxel is inflated (unless it is resampled onto it)."""
 
-    def geometry(h: NiftiHeader) -> SubmissionError | None:
+    def geometry(h: ImageHeader) -> SubmissionError | None:
         return check_geometry(h, job.gt.header, job.pred_name, atol=job.protocol.affine_atol)
 
     check = None if job.protocol.geometry_mismatch == "resample_nearest" else geometry

@@ -120,8 +120,8 @@ class _Plan:
             f"the file is {m.size:,} bytes uncompressed, more than a label map on "
             f"this case's CT grid ({sx}x{sy}x{sz}) can take "
             f"({max_file_bytes(extra):,} bytes with a header, voxels of up to 8 "
-            "bytes and the gzip framing); save the prediction as a .nii.gz label "
-            "map on the CT grid",
+            "bytes and the gzip framing); save the prediction as a .nii.gz or .mha "
+            "label map on the CT grid",
         )
 
     def problems(self) -> list[SubmissionError]:
@@ -132,7 +132,7 @@ class _Plan:
                     MissingCaseError(
                         f"{pid}.nii.gz",
                         f"no prediction for case {pid}; every case of the phase needs a label "
-                        f"map named {pid}.nii.gz (an empty mask is a valid prediction)",
+                        f"map named {pid}.nii.gz or {pid}.mha (an empty mask is a valid prediction)",
                     )
                 )
         return out

@@ -107,7 +107,7 @@ BOMBS = [
         1,
         lambda w: zip_bomb([w.case0.replace(".nii.gz", ".nii")]),
         lambda w: ["the file is 1,073,741,824 bytes uncompressed, more than a label map on "
-                   "this case's CT grid", "save the prediction as a .nii.gz label map"],
+                   "this case's CT grid", "save the prediction as a .nii.gz or .mha label map"],
     ),
     Bomb(
         "tar.gz-8x1GiB",

@@ -87,11 +87,11 @@ def test_zip_member_named_after_the_case_but_larger_than_its_grid_can_need(gt, t
             f"{PID}.nii",
             "the file is 1,073,741,824 bytes uncompressed, more than a label map on this "
             "case's CT grid (512x512x300) can take (642,154,496 bytes with a header, voxels "
-            "of up to 8 bytes and the gzip framing); save the prediction as a .nii.gz label "
-            "map on the CT grid",
+            "of up to 8 bytes and the gzip framing); save the prediction as a .nii.gz or "
+            ".mha label map on the CT grid",
         ),
         (f"{PID}.nii.gz", f"no prediction for case {PID}; every case of the phase needs a "
-         f"label map named {PID}.nii.gz (an empty mask is a valid prediction)"),
+         f"label map named {PID}.nii.gz or {PID}.mha (an empty mask is a valid prediction)"),
     ]  # fmt: skip
     assert seconds < 2.0 and peak < 16 << 20, (seconds, peak)
 

@@ -47,7 +47,7 @@ def test_refusal_is_an_archive_problem_of_no_case() -> None:
         "case": "",
         "kind": "archive",
         "message": "Task 1 expects a .zip, .tar or .tar.gz archive of <PatientID>.nii.gz "
-        "files; the upload is an empty file.",
+        "(or .mha) files; the upload is an empty file.",
     }
 
 
