@@ -8,8 +8,11 @@ the hash, what the code of the layers above reads from it:
   (:class:`Metric`); metric names are unique across editions;
 - ``EDGE_CASES``: what its metrics are worth on degenerate data (:class:`EdgeCase`);
 - ``TASKS``: per task, the scoring component that computes its metrics (``kind``, a
-  key of :mod:`evaluator.metrics.aggregate`'s table) and its ranking rule
-  (:class:`RankBy`, :class:`RankOfSum`).
+  key of :mod:`evaluator.metrics.aggregate`'s table), its ranking rule
+  (:class:`RankBy`, :class:`RankOfSum`) and the per-case outputs an algorithm job
+  writes for it on grand-challenge (:class:`AlgorithmOutput`);
+- ``ONE_JOB_ALL_TASKS``: whether one algorithm job writes the outputs of every task
+  (one container per edition) or each phase scores one task.
 
 :func:`register_edition` records a protocol class under its default ``name``;
 ``Protocol.from_dict`` reads that name to build the right class.
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 __all__ = [
+    "AlgorithmOutput",
     "EdgeCase",
     "Metric",
     "RankBy",
@@ -73,6 +77,21 @@ RankRule = RankBy | RankOfSum
 
 
 @dataclass(frozen=True, kw_only=True)
+class AlgorithmOutput:
+    """One per-case output of a grand-challenge algorithm job that a task scores, known
+    by the socket's ``relative_path`` (where the job wrote it under ``/output``)."""
+
+    relative_path: str  # e.g. "images/head-neck-tumor-segmentation" or "rfs.json"
+    image: bool  # an image socket (a folder holding one .mha) or a JSON value file
+    also: tuple[str, ...] = ()  # other relative paths accepted for the same output
+
+    @property
+    def case_file(self) -> str:
+        """The file name of a value output in a per-case folder (``rfs.json``)."""
+        return self.relative_path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """One task of an edition: the component that scores it, its ranking rule, and what
     pages call it (``title``, short; ``long_title``, for reports)."""
@@ -81,6 +100,7 @@ class TaskSpec:
     ranking: RankRule
     title: str = ""
     long_title: str = ""
+    outputs: tuple[AlgorithmOutput, ...] = ()
 
 
 _T = TypeVar("_T", bound=type[Any])

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, TypedDict
 
 from evaluator.canonical import canonical_json, canonical_sha256
 from evaluator.editions.base import (
+    AlgorithmOutput,
     EdgeCase,
     Metric,
     RankBy,
@@ -125,18 +126,28 @@ TASKS_2025: dict[int, TaskSpec] = {
         ),
         title="GTVp/GTVn segmentation",
         long_title="Detection and segmentation of GTVp and GTVn",
+        # the 2025 Task 1 template's output, and the names other templates use
+        outputs=(
+            AlgorithmOutput(
+                relative_path="images/tumor-lymph-node-segmentation",
+                image=True,
+                also=("images/gtv-segmentation", "images/head-neck-tumor-segmentation"),
+            ),
+        ),
     ),
     2: TaskSpec(
         kind="survival_risk",
         ranking=RankBy("c_index"),
         title="recurrence-free survival",
         long_title="Prediction of recurrence-free survival",
+        outputs=(AlgorithmOutput(relative_path="rfs.json", image=False),),
     ),
     3: TaskSpec(
         kind="hpv_status",
         ranking=RankBy("auc"),
         title="HPV status",
         long_title="Diagnosis of HPV status",
+        outputs=(AlgorithmOutput(relative_path="hpv-status.json", image=False),),
     ),
 }
 
@@ -149,6 +160,8 @@ class Protocol:
     METRICS: ClassVar[tuple[Metric, ...]] = METRICS_2025
     EDGE_CASES: ClassVar[tuple[EdgeCase, ...]] = EDGE_CASES_2025
     TASKS: ClassVar[dict[int, TaskSpec]] = TASKS_2025
+    # each 2025 task had its own algorithm phase: one job writes one task's outputs
+    ONE_JOB_ALL_TASKS: ClassVar[bool] = False
     # fields of the parent edition this one does not use: neither serialised nor read
     UNUSED_FIELDS: ClassVar[frozenset[str]] = frozenset()
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from evaluator.editions.base import (
+    AlgorithmOutput,
     EdgeCase,
     Metric,
     RankBy,
@@ -129,18 +130,30 @@ TASKS_2026: dict[int, TaskSpec] = {
         ranking=RankBy("seg_dsc"),
         title="GTVp and GTVn segmentation",
         long_title="Segmentation of GTVp and GTVn (DSC per label, averaged)",
+        outputs=(
+            AlgorithmOutput(
+                relative_path="images/head-neck-tumor-segmentation",
+                image=True,
+                also=("images/tumor-lymph-node-segmentation", "images/gtv-segmentation"),
+            ),
+        ),
     ),
     2: TaskSpec(
         kind="survival_rfs",
         ranking=RankBy("rfs_cindex"),
         title="recurrence-free survival",
         long_title="Prognosis of recurrence-free survival",
+        outputs=(AlgorithmOutput(relative_path="rfs.json", image=False),),
     ),
     3: TaskSpec(
         kind="staging",
         ranking=RankBy("staging_bacc"),
         title="T and N staging",
         long_title="Diagnosis of the T and N stages",
+        outputs=(
+            AlgorithmOutput(relative_path="t-stage.json", image=False),
+            AlgorithmOutput(relative_path="n-stage.json", image=False),
+        ),
     ),
 }
 
@@ -156,6 +169,8 @@ class Hecktor2026Protocol(Protocol):
     METRICS: ClassVar[tuple[Metric, ...]] = METRICS_2026
     EDGE_CASES: ClassVar[tuple[EdgeCase, ...]] = EDGE_CASES_2026
     TASKS: ClassVar[dict[int, TaskSpec]] = TASKS_2026
+    # one container writes the segmentation, rfs.json, t-stage.json and n-stage.json
+    ONE_JOB_ALL_TASKS: ClassVar[bool] = True
     UNUSED_FIELDS: ClassVar[frozenset[str]] = frozenset({"hpv_threshold", "hpv_column"})
 
     name: str = "hecktor2026"

@@ -153,7 +153,6 @@ def _stage_one(
             image = _the_image(job, source)
             _link(image, root / f"{pid}{IMAGE_SUFFIX}")
             return image
-        assert socket.case_file is not None
         _stage_value(job, socket, rel, source, root / pid / socket.case_file)
         return source
     except ValueError as exc:

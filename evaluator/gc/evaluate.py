@@ -279,7 +279,7 @@ def evaluate(settings: GCSettings) -> dict[str, Any]:
     """
     protocol = resolve_protocol(settings.protocol, settings.ground_truth_dir)
     try:
-        sockets = sockets_for(protocol.name)
+        sockets = sockets_for(protocol)
     except KeyError as exc:
         raise GCInputError([str(exc.args[0])]) from None
     tasks = resolve_tasks(settings.task, sockets, settings.ground_truth_dir)

@@ -5,7 +5,9 @@ path>``) and where the evaluation finds it (``/input/<job pk>/output/<relative p
 so it is what is matched; slugs are titles an organiser may rename. An image task whose
 documented path is absent from a job takes the job's only image output.
 
-A protocol is one more entry of :data:`SOCKETS`, keyed by the protocol's name.
+The outputs are declared by the protocol's edition, task by task
+(:class:`evaluator.editions.base.AlgorithmOutput`), so an edition brings its sockets
+with it; this module only reads them.
 """
 
 from __future__ import annotations
@@ -13,19 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from evaluator.io.table_text import CASE_FILES
+from evaluator.editions.base import AlgorithmOutput
+from evaluator.protocol import Protocol
 
-__all__ = ["SOCKETS", "OutputSocket", "ProtocolSockets", "sockets_for"]
+__all__ = ["OutputSocket", "ProtocolSockets", "sockets_for"]
 
-
-@dataclass(frozen=True, kw_only=True)
-class OutputSocket:
-    """One output of an algorithm job that a task scores."""
-
-    relative_path: str  # e.g. "images/tumor-lymph-node-segmentation" or "rfs.json"
-    image: bool  # an image socket (a folder holding one .mha) or a JSON value file
-    case_file: str | None = None  # value sockets: the file name in the staged case folder
-    also: tuple[str, ...] = ()  # other relative paths accepted for the same output
+OutputSocket = AlgorithmOutput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,51 +38,20 @@ class ProtocolSockets:
         return next((s for s in self.tasks[task] if s.image), None)
 
 
-_SEGMENTATION_2025 = OutputSocket(
-    relative_path="images/tumor-lymph-node-segmentation",
-    image=True,
-    also=("images/gtv-segmentation", "images/head-neck-tumor-segmentation"),
-)
-_SEGMENTATION_2026 = OutputSocket(
-    relative_path="images/head-neck-tumor-segmentation",
-    image=True,
-    also=("images/tumor-lymph-node-segmentation", "images/gtv-segmentation"),
-)
-_RFS = OutputSocket(relative_path="rfs.json", image=False, case_file=CASE_FILES[2])
-
-SOCKETS: dict[str, ProtocolSockets] = {
-    "hecktor2025": ProtocolSockets(
-        protocol="hecktor2025",
-        tasks={
-            1: (_SEGMENTATION_2025,),
-            2: (_RFS,),
-            3: (
-                OutputSocket(relative_path="hpv-status.json", image=False, case_file=CASE_FILES[3]),
-            ),
-        },
-        default_task="auto",  # one task per phase: the one whose ground truth is there
-    ),
-    "hecktor2026": ProtocolSockets(
-        protocol="hecktor2026",
-        tasks={
-            1: (_SEGMENTATION_2026,),
-            2: (_RFS,),
-            3: (
-                OutputSocket(relative_path="t-stage.json", image=False, case_file="t-stage.json"),
-                OutputSocket(relative_path="n-stage.json", image=False, case_file="n-stage.json"),
-            ),
-        },
-        default_task="all",  # one container writes every output of every case
-    ),
-}
-
-
-def sockets_for(protocol_name: str) -> ProtocolSockets:
-    """The socket table of a protocol; raises ``KeyError`` naming the known ones."""
-    try:
-        return SOCKETS[protocol_name]
-    except KeyError:
+def sockets_for(protocol: Protocol) -> ProtocolSockets:
+    """The socket table of ``protocol``'s edition (a variant of an edition, under
+    another name, has its edition's sockets); raises ``KeyError`` when the edition
+    declares no algorithm outputs."""
+    tasks = {t: spec.outputs for t, spec in protocol.TASKS.items() if spec.outputs}
+    if not tasks:
         raise KeyError(
-            f"no grand-challenge socket table for protocol {protocol_name!r}; "
-            f"known: {', '.join(sorted(SOCKETS))}"
-        ) from None
+            f"protocol {protocol.name!r} declares no grand-challenge algorithm outputs "
+            "(TaskSpec.outputs of its edition)"
+        )
+    return ProtocolSockets(
+        protocol=protocol.name,
+        tasks=tasks,
+        # one task per phase (the one whose ground truth is there), or every task when
+        # one container writes every output of every case
+        default_task="all" if protocol.ONE_JOB_ALL_TASKS else "auto",
+    )

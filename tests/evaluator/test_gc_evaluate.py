@@ -684,3 +684,25 @@ def test_internal_error_is_one_line_and_exit_1(
     rc, doc, err = run_gc(challenge, input_dir, tmp_path, "--task", "2")
     assert (rc, doc) == (1, None)
     assert err.strip() == "internal error: RuntimeError: disk on fire"
+
+
+def test_sockets_come_from_the_edition_and_match_the_table_readers() -> None:
+    from dataclasses import replace
+
+    from evaluator.gc.sockets import sockets_for
+    from evaluator.io.table_staging import STAGE_FILES
+    from evaluator.io.table_text import CASE_FILES
+    from evaluator.protocol import HECKTOR2025, HECKTOR2026
+
+    s25 = sockets_for(HECKTOR2025)
+    assert s25.default_task == "auto"
+    assert [o.case_file for o in s25.tasks[2]] == [CASE_FILES[2]]
+    assert [o.case_file for o in s25.tasks[3]] == [CASE_FILES[3]]
+    s26 = sockets_for(HECKTOR2026)
+    assert s26.default_task == "all"
+    assert s26.image_socket(1) is not None
+    assert s26.image_socket(1).relative_path == "images/head-neck-tumor-segmentation"
+    assert tuple(o.case_file for o in s26.tasks[3]) == STAGE_FILES
+    # an organizer's variant of an edition, under its own name, keeps the sockets
+    variant = replace(HECKTOR2025, name="hecktor2025-strict-iou", iou_strict=True)
+    assert sockets_for(variant).tasks == s25.tasks
