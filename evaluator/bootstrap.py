@@ -14,7 +14,7 @@ GTVp case excluded) gives NaN for it; intervals use only the resamples where it 
 defined and the counts of the others are reported. Rank statistics use only the
 resamples where every ranked metric of every team is defined.
 
-The HECKTOR final rank (SPEC section 4) is computed for all resamples at once
+The HECKTOR final rank (docs/scoring.md section 4) is computed for all resamples at once
 (:func:`evaluator.ranking.rank_matrix`). Kendall's tau-b between the full-data final
 ranking and each resample's is computed over all team pairs at once (it equals
 ``scipy.stats.kendalltau``).

@@ -115,7 +115,7 @@ class SubmissionRejected(EvaluatorError):
         super().__init__(f"submission rejected, {n} problem(s): {head}{more}")
 
     def as_document(self) -> dict[str, object]:
-        """The SPEC section 5 failure document."""
+        """The docs/scoring.md section 5 failure document."""
         return {"status": "failed", "errors": [p.as_dict() for p in self.problems]}
 
 

@@ -67,7 +67,7 @@ def load_ground_truth(
     limits: Limits | None = None,
     cache_dir: Path | None = None,
 ) -> GroundTruth:
-    """Read and validate the ground truth of one task (SPEC section 1).
+    """Read and validate the ground truth of one task (docs/scoring.md section 1).
 
     For Task 1, ``cache_dir`` receives the prepared form (each case's foreground crop),
     so that scoring a submission decodes only the predictions.

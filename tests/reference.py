@@ -1,4 +1,4 @@
-"""Slow, obvious reference implementations, written from SPEC section 3 only.
+"""Slow, obvious reference implementations, written from docs/scoring.md section 3 only.
 
 They share no code with the evaluator: scipy.ndimage labels instead of cc3d, a
 Python union-find over every (pred, gt) lesion pair with full-volume masks instead

@@ -66,7 +66,7 @@ class SubmissionPublic(BaseModel):
         "'none' (the phase shows teams aggregate scores only: no cases)",
     )
     result: dict[str, Any] | None = Field(
-        description="the SPEC section 5 result document, when scored; its cases as "
+        description="the docs/scoring.md section 5 result document, when scored; its cases as "
         "case_rows says (teams: no ground-truth field; none in an aggregate-only phase)"
     )
     errors: list[ErrorItem] | None = Field(description="every problem found, when failed")
@@ -213,7 +213,7 @@ class PhaseCreate(PhaseSettings):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     ground_truth: str = Field(
-        description="server-side folder holding 'Task 1', 'Task 2', 'Task 3' (SPEC section 1)"
+        description="server-side folder holding 'Task 1', 'Task 2', 'Task 3' (docs/scoring.md section 1)"
     )
     tasks: list[int] = [1, 2, 3]
     title: str = ""

@@ -1,4 +1,4 @@
-"""HECKTOR 2025: the rules of SPEC.md sections 1-4, the protocol every other edition
+"""HECKTOR 2025: the rules of docs/scoring.md sections 1-4, the protocol every other edition
 extends.
 
 :class:`Protocol` holds every switch as a versioned, hashable object: it is stored
@@ -155,7 +155,7 @@ TASKS_2025: dict[int, TaskSpec] = {
 @register_edition("hecktor2025")
 @dataclass(frozen=True)
 class Protocol:
-    """Defaults are the HECKTOR 2025 rules (SPEC.md sections 1-4)."""
+    """Defaults are the HECKTOR 2025 rules (docs/scoring.md sections 1-4)."""
 
     METRICS: ClassVar[tuple[Metric, ...]] = METRICS_2025
     EDGE_CASES: ClassVar[tuple[EdgeCase, ...]] = EDGE_CASES_2025

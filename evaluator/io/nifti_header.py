@@ -70,8 +70,6 @@ class ImageHeader:
         return float(z[0]) * float(z[1]) * float(z[2])
 
 
-
-
 def ras_affine(
     direction: npt.NDArray[np.float64],
     spacing: npt.NDArray[np.float64],

@@ -1,6 +1,6 @@
 """Ground truth of Task 2 (recurrence-free survival) and Task 3 (HPV status).
 
-SPEC section 1: ``Task 2/<any>.csv`` holds one row per patient with ``PatientID``,
+docs/scoring.md section 1: ``Task 2/<any>.csv`` holds one row per patient with ``PatientID``,
 ``RFS`` (time) and ``Relapse`` (1 event, 0 censored); ``Task 3/<any>.csv`` holds
 ``PatientID`` and ``HPV Status`` (1 positive, 0 negative). Column names come from the
 protocol. The centre is read from ``CenterID`` or ``Center`` when present, else it is

@@ -1,4 +1,4 @@
-"""Reading a participant's Task 2/3 prediction table (SPEC section 2).
+"""Reading a participant's Task 2/3 prediction table (docs/scoring.md section 2).
 
 Accepted layouts, found under the submission root (a folder) or given as a file:
 

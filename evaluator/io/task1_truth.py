@@ -1,4 +1,4 @@
-"""The organizer's Task 1 ground truth (SPEC section 1).
+"""The organizer's Task 1 ground truth (docs/scoring.md section 1).
 
 Layouts accepted under the task folder::
 

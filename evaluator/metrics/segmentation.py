@@ -1,4 +1,4 @@
-"""Task 1: per-case sufficient statistics and their aggregation (SPEC section 3).
+"""Task 1: per-case sufficient statistics and their aggregation (docs/scoring.md section 3).
 
 Per case, one record of voxel counts (:class:`CaseStats`). Every Task 1 metric is a
 reduction of these records, so cases can be scored in parallel, stored, re-ranked
@@ -8,7 +8,7 @@ The per-case work runs on each side's foreground crop (bounding box of its non-z
 voxels): ``np.count_nonzero`` gives its label volumes and ``cc3d`` labels its GTVn
 lesions. The two sides meet only where the crops overlap: there, one bitwise AND of
 the labels gives both intersections, and one ``np.unique`` over the voxels where
-both sides are lesions gives every component pair's overlap. The groups of SPEC
+both sides are lesions gives every component pair's overlap. The groups of docs/scoring.md
 step 2 are the connected components of the bipartite overlap graph
 (``scipy.sparse.csgraph``); the IoU test is done in integers.
 """
@@ -120,7 +120,7 @@ def lesion_detection(
     iou_threshold: Fraction = Fraction(3, 10),
     iou_strict: bool = False,
 ) -> Detection:
-    """Group-fusion lesion matching (SPEC section 3, Fig. 5 of the data paper).
+    """Group-fusion lesion matching (docs/scoring.md section 3, Fig. 5 of the data paper).
 
     Lesions are the connected components of each mask. A predicted and a true lesion
     are joined when they share a voxel; each connected component of that bipartite

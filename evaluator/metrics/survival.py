@@ -1,7 +1,7 @@
 """Task 2: recurrence-free survival, scored by Harrell's concordance index.
 
-The prediction is a **risk score**: higher means an earlier recurrence (SPEC section
-3). A pair of patients is comparable when the shorter time ends in an event; with
+The prediction is a **risk score**: higher means an earlier recurrence
+(docs/scoring.md section 3). A pair of patients is comparable when the shorter time ends in an event; with
 equal times only when exactly one of the two has the event (the censored one is taken
 to have outlived the other). A comparable pair is concordant when the earlier event
 has the higher risk; tied risks count 1/2.

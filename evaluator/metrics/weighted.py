@@ -1,7 +1,7 @@
 """Every leaderboard metric under case multiplicities: the metrics of a case list in
 which case i appears ``w_i`` times, for many weight vectors at once.
 
-With ``w`` the counts, the metrics of SPEC section 3 become:
+With ``w`` the counts, the metrics of docs/scoring.md section 3 become:
 
 - ``gtvp_dsc_mean`` = Σ w_i·d_i / Σ w_i over the cases that count (a case excluded by
   ``gtvp_both_empty = "exclude"`` weighs 0);

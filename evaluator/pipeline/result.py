@@ -1,4 +1,4 @@
-"""The result document of SPEC section 5, shared by the CLI and the API, and the
+"""The result document of docs/scoring.md section 5, shared by the CLI and the API, and the
 per-case records it carries (one TypedDict per task)."""
 
 from __future__ import annotations

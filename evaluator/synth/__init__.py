@@ -1,7 +1,7 @@
 """A seeded, deterministic synthetic HECKTOR challenge: ground truth and team submissions.
 
 ``generate_challenge(out_dir, seed=0)`` writes a folder laid out like the released data
-(SPEC section 1) plus a few teams' submissions (SPEC section 2) of known, graded
+(docs/scoring.md section 1) plus a few teams' submissions (docs/scoring.md section 2) of known, graded
 quality, so the scorer, the service and the leaderboard can be exercised end to end
 without the real (licensed) data::
 

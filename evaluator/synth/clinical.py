@@ -25,7 +25,7 @@ _MAX_REDRAWS = 200
 
 
 def _c_index(time: FloatArray, event: NDArray[np.int64], risk: FloatArray) -> float:
-    """Harrell's C as SPEC section 3 defines it (O(n^2), fine for a cohort)."""
+    """Harrell's C as docs/scoring.md section 3 defines it (O(n^2), fine for a cohort)."""
     t_i, t_j = time[:, None], time[None, :]
     e_i, e_j = event[:, None] == 1, event[None, :] == 1
     comparable = e_i & ((t_i < t_j) | ((t_i == t_j) & ~e_j))

@@ -113,7 +113,7 @@ def expand(records: list[Record], weights: Any) -> list[Record]:
 
 
 def ref_c_index(records: list[Record]) -> float:
-    """SPEC's Harrell C, O(n^2) over every ordered pair of (possibly duplicated) cases."""
+    """Harrell's C of docs/scoring.md, O(n^2) over every ordered pair of (possibly duplicated) cases."""
     num = den = 0.0
     for i, a in enumerate(records):
         for j, b in enumerate(records):

@@ -1,4 +1,4 @@
-"""HECKTOR ranking (SPEC section 4) on hand-worked examples, including ties."""
+"""HECKTOR ranking (docs/scoring.md section 4) on hand-worked examples, including ties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task 2: Harrell's C-index, checked against a slow reference written from SPEC."""
+"""Task 2: Harrell's C-index, checked against a slow reference written from docs/scoring.md."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from evaluator.metrics.survival import aggregate_task2, c_index, has_comparable_
 
 
 def naive_c_index(times: list[float], events: list[int], risk: list[float]) -> float:
-    """Harrell's C from the definition (SPEC section 3), O(n^2).
+    """Harrell's C from the definition (docs/scoring.md section 3), O(n^2).
 
     A pair is comparable when the shorter time has an event; with equal times only
     when exactly one of the two has the event (the censored one outlived). Concordant

@@ -1,6 +1,6 @@
 """The synthetic challenge generator: layout, determinism, realism, team order.
 
-Metrics here are simple, independent numpy/scipy versions of SPEC section 3 (no
+Metrics here are simple, independent numpy/scipy versions of docs/scoring.md section 3 (no
 evaluator code), so the generator's promises are checked even while the scorer moves.
 """
 
@@ -47,7 +47,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def detection(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
-    """TP, FP, FN of SPEC section 3 (groups of overlapping lesions, IoU >= 0.3)."""
+    """TP, FP, FN of docs/scoring.md section 3 (groups of overlapping lesions, IoU >= 0.3)."""
     gl, ng = ndimage.label(gt, structure=CUBE)
     pl, npr = ndimage.label(pred, structure=CUBE)
     parent = {("g", i): ("g", i) for i in range(1, ng + 1)}

@@ -1,4 +1,4 @@
-"""Task 1 end to end: ground-truth folder -> archive -> CLI -> SPEC section 5 document,
+"""Task 1 end to end: ground-truth folder -> archive -> CLI -> docs/scoring.md section 5 document,
 per-case numbers against the slow reference, and validation messages listed at once."""
 
 from __future__ import annotations
