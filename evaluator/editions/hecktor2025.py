@@ -27,6 +27,7 @@ from evaluator.editions.base import (
     TaskSpec,
     check_spec,
     edition_class,
+    edition_names,
     register_edition,
 )
 
@@ -279,9 +280,16 @@ class Protocol:
         known = {f.name for f in fields(target)} - target.UNUSED_FIELDS
         unknown = sorted(set(data) - known)
         if unknown:
+            hint = ""
+            if edition is None and "name" in data:
+                hint = (
+                    f"; {data['name']!r} is not an edition ({', '.join(edition_names())}), "
+                    f"so the file is read as a variant of {cls.name}: give the edition's "
+                    "name to use its fields"
+                )
             raise ValueError(
                 f"unknown protocol field(s) for {data.get('name', target.name)!r}: "
-                f"{', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"{', '.join(unknown)}; known: {', '.join(sorted(known))}{hint}"
             )
         return target(**target._convert(dict(data)))
 

@@ -56,6 +56,13 @@ def test_from_dict_dispatches_on_the_name() -> None:
     # and a 2025-only field is not a 2026 one
     with pytest.raises(ValueError, match=r"unknown protocol field.*hpv_threshold"):
         Protocol.from_dict({"name": "hecktor2026", "hpv_threshold": 0.5})
+    # a misspelt edition name with that edition's fields says why they are unknown
+    with pytest.raises(ValueError) as info:
+        Protocol.from_dict({"name": "hecktor2062", "dsc_mode": "aggregated"})
+    assert str(info.value).endswith(
+        "'hecktor2062' is not an edition (hecktor2025, hecktor2026), so the file is read "
+        "as a variant of hecktor2025: give the edition's name to use its fields"
+    )
 
 
 def test_builtin_names_and_files(tmp_path: Path) -> None:
