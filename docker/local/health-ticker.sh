@@ -14,10 +14,15 @@ mkdir -p "$LOCKS"
 
 while true; do
   now=$(date +%s)
-  # id, health state ("" when the container has no healthcheck)
-  while read -r id state; do
+  # id and status, e.g. "Up 5 seconds (starting)": the health state is in parentheses
+  # at the end (none when the container has no healthcheck)
+  while read -r id status; do
     [ -n "$id" ] || continue
-    [ -n "${state:-}" ] || continue
+    case "$status" in
+      *"(starting)") state=starting ;;
+      *"(healthy)" | *"(unhealthy)") state=checked ;;
+      *) continue ;;
+    esac
     if [ -z "${interval_of[$id]:-}" ]; then
       ns=$(podman inspect --format '{{.Config.Healthcheck.Interval}}' "$id" 2>/dev/null || echo 0)
       case "$ns" in '' | *[!0-9]*) ns=30000000000 ;; esac
@@ -36,8 +41,7 @@ while true; do
       (flock -n 9 || exit 0; timeout 60 podman healthcheck run "$id" >/dev/null 2>&1) \
         9>"$LOCKS/$id" &
     fi
-  done < <(podman ps --filter status=running --format '{{.ID}} {{.Health}}' 2>/dev/null \
-    || podman ps --filter status=running --format '{{.ID}} {{.State.Health.Status}}' 2>/dev/null)
+  done < <(podman ps --filter status=running --format '{{.ID}} {{.Status}}' 2>/dev/null)
   # forget containers that are gone
   for id in "${!next_run[@]}"; do
     if ! podman container exists "$id" 2>/dev/null; then

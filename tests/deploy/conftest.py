@@ -40,8 +40,12 @@ def podman() -> str:
 def run(
     args: list[str], *, timeout: float = 300, check: bool = True, **kw: object
 ) -> subprocess.CompletedProcess[str]:
-    """A command with its output captured; on failure, the assertion shows both streams."""
-    res = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
+    """A command with its output captured (unless ``stdout`` is given: a file); on
+    failure, the assertion shows what it printed."""
+    if "stdout" not in kw:
+        kw["capture_output"] = True
+    kw.setdefault("text", True)
+    res = subprocess.run(args, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
     if check:
         assert res.returncode == 0, f"{args}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
     return res
