@@ -13,7 +13,8 @@ HECKTOR 2026 ranks Task 1 by ``seg_dsc``, Task 2 by ``rfs_cindex``, Task 3 by
 ``staging_bacc``, and combines the three into an overall rank by
 :func:`overall_ranks` (a weighted mean of the task ranks, ``task_weights``).
 
-Ties get the average rank (``scipy.stats.rankdata(method="average")``), rank 1 is
+Ties get the average rank (as ``scipy.stats.rankdata(method="average")``, computed by
+:func:`average_ranks` without importing scipy.stats), rank 1 is
 best. Directions come from :mod:`evaluator.registry`, never from this module. A
 missing or non-finite metric value ranks last (all such rows tie at the bottom): it
 never beats a real score.
@@ -26,7 +27,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 from evaluator.editions.base import RankBy, RankOfSum, RankRule
 from evaluator.protocol import HECKTOR2025
@@ -35,6 +35,7 @@ from evaluator.registry import BY_NAME, ProtocolRef, protocol_of, ranked_metrics
 FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
+    "average_ranks",
     "combined_task_ranks",
     "overall_ranks",
     "rank_matrix",
@@ -54,6 +55,32 @@ def _as_float(value: object) -> float:
         return math.nan
 
 
+def average_ranks(values: npt.ArrayLike) -> FloatArray:
+    """Ranks along the last axis, 1 for the smallest, ties sharing the mean of the
+    ranks they span (``scipy.stats.rankdata(values, axis=-1, method="average")`` for
+    values without NaN; infinities tie with each other)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 0:
+        return np.ones((), dtype=np.float64)
+    n = a.shape[-1]
+    if n == 0:
+        return np.zeros(a.shape, dtype=np.float64)
+    order = np.argsort(a, axis=-1, kind="stable")
+    s = np.take_along_axis(a, order, axis=-1)
+    idx = np.broadcast_to(np.arange(n), a.shape)
+    starts = np.ones(a.shape, dtype=bool)  # first position of each run of equal values
+    starts[..., 1:] = s[..., 1:] != s[..., :-1]
+    ends = np.ones(a.shape, dtype=bool)  # last position of each run
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
+    last = np.flip(
+        np.minimum.accumulate(np.flip(np.where(ends, idx, n - 1), axis=-1), axis=-1), axis=-1
+    )
+    ranks = np.empty(a.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=-1)
+    return ranks
+
+
 def rank_values(values: Sequence[float], *, higher_is_better: bool) -> np.ndarray:
     """Average ranks, 1 = best. Non-finite values rank last, tied among themselves."""
     x = np.asarray([_as_float(v) for v in values], dtype=float)
@@ -61,7 +88,7 @@ def rank_values(values: Sequence[float], *, higher_is_better: bool) -> np.ndarra
         return np.zeros(0, dtype=float)
     key = -x if higher_is_better else x.copy()
     key[~np.isfinite(x)] = np.inf
-    return np.asarray(rankdata(key, method="average"), dtype=float)
+    return average_ranks(key)
 
 
 def rank_metric(rows: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
@@ -95,7 +122,7 @@ def _rank_rows_axis(values: FloatArray, *, higher_is_better: bool) -> FloatArray
     """Average ranks along axis 1, 1 = best; non-finite values rank last, tied."""
     key = -values if higher_is_better else values.copy()
     key[~np.isfinite(values)] = np.inf
-    return np.asarray(rankdata(key, axis=1, method="average"), dtype=np.float64)
+    return average_ranks(key)
 
 
 def _apply(

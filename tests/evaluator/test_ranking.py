@@ -114,3 +114,41 @@ def test_task1_ranks_follow_the_rows_under_permutation(
 def test_a_strictly_dominant_row_ranks_first(rows: list[dict]) -> None:
     best = {"gtvp_dsc_mean": 1.5, "gtvn_dsc_agg": 1.5, "gtvn_f1_agg": 1.5}
     assert rank_rows(1, [*rows, best])[-1]["final"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_average_ranks_equal_scipy_rankdata_with_ties(seed: int) -> None:
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from evaluator.ranking import average_ranks
+
+    rng = np.random.default_rng(seed)
+    rows, cols = int(rng.integers(1, 40)), int(rng.integers(1, 12))
+    # few distinct values: many ties, infinities among them (as missing metrics rank)
+    values = rng.choice([0.1, 0.5, 0.5, 0.9, np.inf, -np.inf, 3.0], size=(rows, cols))
+    assert np.array_equal(average_ranks(values), rankdata(values, axis=1, method="average"))
+    flat = values[0]
+    assert np.array_equal(average_ranks(flat), rankdata(flat, method="average"))
+    continuous = rng.normal(size=(rows, cols))
+    assert np.array_equal(average_ranks(continuous), rankdata(continuous, axis=-1))
+
+
+def test_average_ranks_worked_example_and_empty() -> None:
+    import numpy as np
+
+    from evaluator.ranking import average_ranks
+
+    # sorted: 1.0 (rank 1), 2.0 x3 (ranks 2,3,4 -> 3), 5.0 (rank 5)
+    assert average_ranks([2.0, 1.0, 2.0, 5.0, 2.0]).tolist() == [3.0, 1.0, 3.0, 5.0, 3.0]
+    assert average_ranks([]).shape == (0,)
+    assert average_ranks(np.zeros((3, 0))).shape == (3, 0)
+
+
+def test_ranking_does_not_import_scipy_stats() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, evaluator.ranking; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
