@@ -110,6 +110,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     _write_json(doc, args.output)
+    for warning in doc.get("warnings", []):
+        print(f"warning: {warning['message']}", file=sys.stderr)
     if args.cases and doc["status"] == "scored":
         args.cases.write_text(cases_csv(doc["cases"]), encoding="utf-8")
     return EXIT_OK

@@ -18,6 +18,12 @@ class ErrorItem(BaseModel):
     message: str
 
 
+class WarningItem(BaseModel):
+    kind: str = ""
+    metric: str = ""
+    message: str
+
+
 class ErrorResponse(BaseModel):
     detail: str
     errors: list[ErrorItem] = []
@@ -37,6 +43,32 @@ class SubmissionAccepted(BaseModel):
     sha256: str
     size_bytes: int
     url: str
+
+
+class AllowanceLeft(BaseModel):
+    used: int
+    limit: int
+    bytes: int
+    byte_limit: int
+
+
+class QuotaLeft(BaseModel):
+    limit: int = Field(description="real submissions per 24 hours (daily_limit)")
+    used: int = Field(description="counted in the last 24 hours (failed ones do not count)")
+    left: int
+
+
+class SubmissionLimits(BaseModel):
+    """What an upload to a phase and task may be, for a client to check before sending."""
+
+    phase: str
+    task: int
+    dry_run: bool
+    max_upload_bytes: int = Field(description="uploads larger than this are refused (413)")
+    accepted_types: list[str] = Field(description="by content, not by name; others are 415")
+    quota: QuotaLeft
+    dry_runs: AllowanceLeft
+    failed: AllowanceLeft
 
 
 class SubmissionPublic(BaseModel):
@@ -70,6 +102,12 @@ class SubmissionPublic(BaseModel):
         "case_rows says (teams: no ground-truth field; none in an aggregate-only phase)"
     )
     errors: list[ErrorItem] | None = Field(description="every problem found, when failed")
+    warnings: list[WarningItem] = Field(
+        default=[],
+        description="the result document's warnings, shown with the result (empty when none, "
+        "or while the result is hidden): e.g. a C-index or AUC far below 0.5, predictions "
+        "that look inverted; the score is unchanged",
+    )
 
 
 class SubmissionSummary(BaseModel):

@@ -26,6 +26,7 @@ from app.api.schemas import (
     ErrorResponse,
     Progress,
     SubmissionAccepted,
+    SubmissionLimits,
     SubmissionPublic,
     SubmissionSummary,
 )
@@ -33,6 +34,7 @@ from app.db.models import SCORED, VALID, Submission
 from app.db.session import session_scope
 from app.errors import BadRequest, Conflict, Forbidden, TooLarge, problem
 from app.security import Principal
+from app.services.limits import ACCEPTED_TYPES, submission_limits
 from app.services.submissions import (
     SubmissionView,
     get_submission,
@@ -73,13 +75,6 @@ UPLOAD_BODY = {
             }
         },
     }
-}
-# what the upload may be, per task (recognised by its first bytes, not its name)
-_ARCHIVES = ["application/zip", "application/x-tar", "application/gzip (a .tar.gz)"]
-ACCEPTED_TYPES: dict[int, list[str]] = {
-    1: _ARCHIVES,
-    2: ["text/csv", "application/json", *_ARCHIVES],
-    3: ["text/csv", "application/json", *_ARCHIVES],
 }
 
 
@@ -236,6 +231,27 @@ async def create_submission(
         size_bytes=upload.size,
         url=f"/api/v1/submissions/{sid}",
     )
+
+
+@router.get(
+    "/phases/{phase}/limits",
+    response_model=SubmissionLimits,
+    responses=ERRORS,
+    summary="What an upload to this phase and task may be, asked before sending it",
+)
+def upload_limits(
+    phase: str,
+    principal: TeamDep,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    task: int = Query(..., ge=1, le=3, description="the task the upload is for"),
+    dry_run: bool = Query(False, description="the limits of a dry run"),
+    size: int | None = Query(None, ge=0, description="the upload's size in bytes"),
+) -> dict[str, Any]:
+    """The size cap, the accepted types, the quota and allowances left; answered with the
+    error the upload would get (401, 403 closed phase, 404, 413, 429) when it would be
+    refused before its bytes are read."""
+    return submission_limits(session, settings, principal, phase, task, dry_run=dry_run, size=size)
 
 
 @router.get("/submissions", response_model=list[SubmissionSummary], responses=ERRORS)

@@ -81,6 +81,17 @@ def make_client(server: str, token: str | None, *, timeout: float = 60.0) -> htt
     )
 
 
+def limits(
+    client: httpx.Client, *, phase: str, task: int, dry_run: bool, size: int
+) -> dict[str, Any]:
+    """The phase's limits for an upload of ``size`` bytes (``GET /phases/{phase}/limits``);
+    raises :class:`ApiError` with the refusal the upload itself would get."""
+    params = {"task": str(task), "size": str(size), "dry_run": "true" if dry_run else "false"}
+    response = client.get(f"/api/v1/phases/{phase}/limits", params=params)
+    raise_for_api(response)
+    return cast(dict[str, Any], response.json())
+
+
 def upload(
     client: httpx.Client,
     *,

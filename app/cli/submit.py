@@ -1,10 +1,12 @@
-"""``submit``: the participants' client. Uploads a prediction archive over HTTP, shows
-the upload and judging progress on stderr, and prints the outcome.
+"""``submit``: the participants' client. Asks the server for the phase's limits (size
+cap, accepted types, quota left), checks the file against them, uploads it over HTTP,
+shows the upload and judging progress on stderr, and prints the outcome.
 
-Exit codes: 0 scored or valid (or queued with ``--no-wait``), 2 the submission was
-rejected (failed its checks, or the server refused the upload as malformed, too large or
-of the wrong type), 1 anything else (a missing token or file, the phase, the quota, a server that cannot
-be reached, a timeout).
+Exit codes: 0 scored or valid (or queued with ``--no-wait``); 2 the submission was
+refused: before sending (larger than the server's limit, not a type the task accepts,
+no such file), by the server (a bad token, an unknown or closed phase, the quota, a
+malformed upload) or by the judge (failed its checks); 1 anything else (no token given,
+a server that cannot be reached or answers with an error of its own, a timeout).
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from typing import Any
 
 from app.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, command, err
 
-# HTTP statuses that mean the upload itself was refused
-REJECTED_STATUSES = (400, 413, 415, 422)
+# how many bytes of the file name its type (as the server reads them)
+HEAD_BYTES = 512
+
+
+class LocalRefusal(Exception):
+    """The file would be refused by the server: it is not sent."""
 
 
 def add_submit(subparsers: Any) -> None:
@@ -46,10 +52,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         err("a team token is needed: --token or $HECKTOR_TOKEN")
         return EXIT_ERROR
     if not args.archive.is_file():
-        err(f"{args.archive}: no such file")
-        return EXIT_ERROR
+        err(f"{args.archive}: no such file (give the archive or table file to upload)")
+        return EXIT_REJECTED
     try:
         doc = _upload_and_wait(args)
+    except LocalRefusal as exc:
+        err(f"{exc} Nothing was sent.")
+        return EXIT_REJECTED
     except api.ApiError as exc:
         return _refused(exc)
     except (TimeoutError, OSError) as exc:
@@ -72,6 +81,7 @@ def _upload_and_wait(args: argparse.Namespace) -> dict[str, Any] | None:
     progress = console(stderr=True)
     show = sys.stderr.isatty() and not args.json
     with api.make_client(args.server, args.token) as http:
+        _check_limits(http, args)
         accepted = _upload(http, args, progress, show)
         sid = accepted["id"]
         progress.print(
@@ -82,6 +92,37 @@ def _upload_and_wait(args: argparse.Namespace) -> dict[str, Any] | None:
             print(sid)
             return None
         return _wait(http, sid, args, progress, show)
+
+
+def _check_limits(http: Any, args: argparse.Namespace) -> None:
+    """Ask the server what it accepts and refuse what it would refuse, before sending:
+    its answer is the refusal (:class:`app.cli.client.ApiError`) for a bad token, an
+    unknown or closed phase, the quota; the file's size and type are checked here
+    against its limits. A server without the limits route is asked nothing."""
+    from app.cli import client as api
+    from evaluator.io.sizes import human_size
+    from evaluator.io.sniff import UnsupportedUpload, sniff_type
+
+    size = args.archive.stat().st_size
+    try:
+        limits = api.limits(http, phase=args.phase, task=args.task, dry_run=args.dry_run, size=size)
+    except api.ApiError as exc:
+        if exc.status in (404, 405) and exc.detail == "Not Found":  # an older server
+            return
+        raise
+    cap = int(limits["max_upload_bytes"])
+    if size > cap:
+        raise LocalRefusal(
+            f"{args.archive.name}: {human_size(size)} is larger than the server's upload "
+            f"limit of {human_size(cap)}. Upload only the predictions (no images, no "
+            "model files), or ask the organizers."
+        )
+    with open(args.archive, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    try:
+        sniff_type(head, args.task)
+    except UnsupportedUpload as exc:
+        raise LocalRefusal(f"{args.archive.name}: {exc.message}") from None
 
 
 def _upload(http: Any, args: argparse.Namespace, progress: Any, show: bool) -> dict[str, Any]:
@@ -140,7 +181,7 @@ def _refused(exc: Any) -> int:
                 f"  - {str(e['case']) + ': ' if e.get('case') else ''}{e['message']}",
                 file=sys.stderr,
             )
-    return EXIT_REJECTED if exc.status in REJECTED_STATUSES else EXIT_ERROR
+    return EXIT_REJECTED if 400 <= exc.status < 500 else EXIT_ERROR
 
 
 def _print_outcome(args: argparse.Namespace, doc: dict[str, Any]) -> int:
@@ -165,5 +206,8 @@ def _print_outcome(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     else:
         metrics = (doc.get("result") or {}).get("metrics") or {}
         out.print(metrics_table(metrics, title=f"Submission {doc['id']} · task {doc['task']}"))
-        out.print(f"per-case results: {args.server.rstrip('/')}/submissions/{doc['id']}")
+        out.print(
+            f"per-case results: {args.server.rstrip('/')}/submissions/{doc['id']} "
+            "(sign in there with your team token)"
+        )
     return EXIT_OK

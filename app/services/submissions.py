@@ -260,6 +260,7 @@ class SubmissionView(TypedDict):
     case_rows: str
     result: dict[str, Any] | None
     errors: list[dict[str, Any]] | None
+    warnings: list[dict[str, Any]]
 
 
 def submission_public(
@@ -296,6 +297,8 @@ def submission_public(
         "case_rows": "all" if principal.is_organizer else case_rows_policy(sub.phase),
         "result": result,
         "errors": sub.errors if sub.status == FAILED else None,
+        # what the result document warns about (inverted predictions), with the result
+        "warnings": list((result or {}).get("warnings") or []),
     }
 
 

@@ -10,11 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, NotRequired, TypedDict
 
 from evaluator import EVALUATOR_VERSION
+from evaluator.metrics.orientation import ResultWarning
 from evaluator.protocol import Protocol, ProtocolSummary
 
 __all__ = [
     "CaseRecord",
     "ResultDocument",
+    "ResultWarning",
     "Task1Case",
     "Task2Case",
     "Task3Case",
@@ -88,14 +90,19 @@ class ResultDocument(TypedDict):
     # how the predictions were read, when the rules allow more than one reading
     # (HECKTOR 2026 Task 2: rfs_meaning); absent otherwise
     notes: NotRequired[dict[str, str]]
+    # what the participant should know about the predictions, the score unchanged
+    # (a C-index or AUC far below 0.5: evaluator.metrics.orientation); absent when none
+    warnings: NotRequired[list[ResultWarning]]
 
 
 class ValidDocument(TypedDict):
-    """A submission that passed every validation of a dry run (no metric computed)."""
+    """A submission that passed every validation of a dry run (no leaderboard metric
+    computed; Tasks 2/3 are checked for inverted predictions, as a scored run is)."""
 
     status: Literal["valid"]
     task: int
     n_cases: int
+    warnings: NotRequired[list[ResultWarning]]
 
 
 def build_result(
@@ -106,6 +113,7 @@ def build_result(
     submission_sha256: str,
     metrics: Mapping[str, float],
     cases: Sequence[CaseRecord],
+    warnings: Sequence[ResultWarning] = (),
 ) -> ResultDocument:
     doc: ResultDocument = {
         "status": "scored",
@@ -120,6 +128,8 @@ def build_result(
     notes = protocol.result_notes(task)
     if notes:
         doc["notes"] = notes
+    if warnings:
+        doc["warnings"] = list(warnings)
     return doc
 
 

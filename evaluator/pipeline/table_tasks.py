@@ -22,6 +22,7 @@ from evaluator.io.table_truth import (
 )
 from evaluator.io.tables import read_predictions
 from evaluator.metrics.aggregate import aggregate
+from evaluator.metrics.orientation import orientation_warnings
 from evaluator.pipeline.result import (
     CaseRecord,
     ResultDocument,
@@ -146,12 +147,17 @@ def score_table_task(
     limits = limits or Limits()
     cases = _cases(ground_truth, root, task, protocol, limits)
     n = len(ground_truth.ids)
+    records: list[CaseRecord] = list(cases)
+    # cheap (one matrix product per resample batch): a dry run warns as a scored run does
+    warnings = orientation_warnings(task, records, protocol)
     if dry_run:
         if progress is not None:
             progress(n, n)
-        return {"status": "valid", "task": task, "n_cases": n}
+        valid: ValidDocument = {"status": "valid", "task": task, "n_cases": n}
+        if warnings:
+            valid["warnings"] = warnings
+        return valid
 
-    records: list[CaseRecord] = list(cases)
     metrics = aggregate(task, records, protocol)
     if progress is not None:
         progress(n, n)
@@ -162,4 +168,5 @@ def score_table_task(
         submission_sha256=submission_sha256,
         metrics=metrics,
         cases=records,
+        warnings=warnings,
     )

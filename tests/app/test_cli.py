@@ -181,7 +181,7 @@ def test_submit_client(
     assert "Problems found" in out and "nobody" in out
 
     code, _, err = submit(3, bad, "--token", "wrong")
-    assert code == 1
+    assert code == 2  # a bad token is a rejection
     assert "not valid" in err
     png = tmp_path / "x.zip"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
