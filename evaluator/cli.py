@@ -16,8 +16,13 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evaluator import __version__
+
+if TYPE_CHECKING:
+    from evaluator.protocol import Protocol
+    from evaluator.scoring import GroundTruth
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED = 0, 1, 2
 
@@ -59,6 +64,25 @@ def _write_json(doc: Mapping[str, object], output: Path | None) -> None:
         tmp.replace(output)
 
 
+def _ground_truth(args: argparse.Namespace, protocol: Protocol) -> GroundTruth:
+    """The ground truth of ``score``: Task 1's prepared form from the user's cache
+    folder when it holds this ground truth (kept there for the next run), unless
+    ``--no-cache``; without a usable cache folder, read as it is."""
+    from evaluator.io.gt_cache import user_cache_dir
+    from evaluator.scoring import load_ground_truth
+
+    if args.no_cache or args.task != 1:
+        return load_ground_truth(args.task, args.ground_truth, protocol=protocol)
+    cache = user_cache_dir()
+    try:
+        return load_ground_truth(
+            args.task, args.ground_truth, protocol=protocol, shared_cache=cache
+        )
+    except OSError as exc:
+        print(f"note: the ground-truth cache {cache} is not usable ({exc})", file=sys.stderr)
+        return load_ground_truth(args.task, args.ground_truth, protocol=protocol)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from evaluator.errors import (
         GroundTruthError,
@@ -68,7 +92,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     from evaluator.pipeline.result import cases_csv
     from evaluator.protocol import HECKTOR2025, resolve_protocol
-    from evaluator.scoring import load_ground_truth, score_submission
+    from evaluator.scoring import score_submission
 
     try:
         protocol = resolve_protocol(args.protocol) if args.protocol else HECKTOR2025
@@ -77,7 +101,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     show = sys.stderr.isatty() and not args.quiet
     try:
-        gt = load_ground_truth(args.task, args.ground_truth, protocol=protocol)
+        gt = _ground_truth(args, protocol)
     except GroundTruthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -201,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: hecktor2025)",
     )
     sc.add_argument("--dry-run", action="store_true", help="validate only, do not score")
+    sc.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read the Task 1 ground truth afresh; do not use or fill the prepared copy kept "
+        "in $XDG_CACHE_HOME/hecktor-eval (default ~/.cache/hecktor-eval)",
+    )
     sc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sc.set_defaults(func=cmd_score)
 

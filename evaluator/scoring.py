@@ -66,16 +66,24 @@ def load_ground_truth(
     protocol: Protocol = HECKTOR2025,
     limits: Limits | None = None,
     cache_dir: Path | None = None,
+    shared_cache: Path | None = None,
 ) -> GroundTruth:
     """Read and validate the ground truth of one task (docs/scoring.md section 1).
 
     For Task 1, ``cache_dir`` receives the prepared form (each case's foreground crop),
-    so that scoring a submission decodes only the predictions.
+    so that scoring a submission decodes only the predictions. ``shared_cache`` (a
+    folder such as :func:`evaluator.io.gt_cache.user_cache_dir`) keeps that prepared
+    form across runs, under the ground truth's hash: a later run with the same label
+    files decodes none of them.
     Raises :class:`evaluator.errors.GroundTruthError` listing every problem.
     """
     _check_task(task)
     limits = limits or Limits()
     path = Path(path)
+    if task == 1 and shared_cache is not None and cache_dir is None:
+        from evaluator.io.gt_cache import cached_task1_ground_truth
+
+        return cached_task1_ground_truth(path, shared_cache, limits=limits)
     if task == 1 and cache_dir is not None:
         return read_and_prepare_task1(path, cache_dir, limits=limits)
     if task == 1:
