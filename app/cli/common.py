@@ -69,10 +69,12 @@ def err(msg: str) -> None:
 
 def print_service_error(exc: Any) -> None:
     err(exc.detail)
-    for e in exc.errors[:50]:
+    # a problem that only repeats the detail (a one-problem error) is not printed again
+    errors = [e for e in exc.errors if e.get("message", e) != exc.detail]
+    for e in errors[:50]:
         print(f"  - {e.get('message', e)}", file=sys.stderr)
-    if len(exc.errors) > 50:
-        print(f"  ... and {len(exc.errors) - 50} more", file=sys.stderr)
+    if len(errors) > 50:
+        print(f"  ... and {len(errors) - 50} more", file=sys.stderr)
 
 
 def setup_logging(verbose: bool, level: str = "warning") -> None:

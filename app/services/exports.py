@@ -63,25 +63,27 @@ def per_center_csv(
     """Long format: one line per (leaderboard row, centre). ``rows`` as in
     :func:`app.services.board_centers.leaderboard_centers` (``rank``/``team``/
     ``submission_id`` optional, for a single submission); ``names``: the metric columns
-    (default: every metric of the task under ``protocol``'s edition)."""
+    (default: every metric of the task under ``protocol``'s edition). A last column,
+    ``undefined``, gives the reasons of the undefined cells when there are any."""
     names = list(names) if names is not None else [m.name for m in metrics_of(task, protocol)]
+    # the column of reasons is there only when some metric is undefined somewhere
+    why = any(res.get("undefined") for row in rows for res in row["centers"].values())
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["rank", "team", "submission_id", "center", "n_cases", *names, "undefined"])
+    head = ["rank", "team", "submission_id", "center", "n_cases", *names]
+    w.writerow([*head, "undefined"] if why else head)
     for row in rows:
         for centre, res in row["centers"].items():
             metrics = res.get("metrics", {})
-            w.writerow(
-                [
-                    format_rank(row.get("rank")),
-                    row.get("team", ""),
-                    row.get("submission_id", ""),
-                    centre,
-                    res.get("n_cases", ""),
-                    *[csv_number(metrics.get(k)) for k in names],
-                    _reasons(res.get("undefined") or {}),
-                ]
-            )
+            line = [
+                format_rank(row.get("rank")),
+                row.get("team", ""),
+                row.get("submission_id", ""),
+                centre,
+                res.get("n_cases", ""),
+                *[csv_number(metrics.get(k)) for k in names],
+            ]
+            w.writerow([*line, _reasons(res.get("undefined") or {})] if why else line)
     return out.getvalue()
 
 
