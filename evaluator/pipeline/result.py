@@ -88,7 +88,8 @@ class ResultDocument(TypedDict):
     metrics: dict[str, float]
     cases: list[CaseRecord]
     # how the predictions were read, when the rules allow more than one reading
-    # (HECKTOR 2026 Task 2: rfs_meaning); absent otherwise
+    # (HECKTOR 2026 Task 2: rfs_meaning), and the files of a Task 1 submission skipped as
+    # no image (ignored_files); absent when there is nothing to say
     notes: NotRequired[dict[str, str]]
     # what the participant should know about the predictions, the score unchanged
     # (a C-index or AUC far below 0.5: evaluator.metrics.orientation); absent when none
@@ -102,6 +103,7 @@ class ValidDocument(TypedDict):
     status: Literal["valid"]
     task: int
     n_cases: int
+    notes: NotRequired[dict[str, str]]
     warnings: NotRequired[list[ResultWarning]]
 
 
@@ -114,6 +116,7 @@ def build_result(
     metrics: Mapping[str, float],
     cases: Sequence[CaseRecord],
     warnings: Sequence[ResultWarning] = (),
+    notes: Mapping[str, str] | None = None,
 ) -> ResultDocument:
     doc: ResultDocument = {
         "status": "scored",
@@ -125,9 +128,9 @@ def build_result(
         "metrics": dict(metrics),
         "cases": list(cases),
     }
-    notes = protocol.result_notes(task)
-    if notes:
-        doc["notes"] = notes
+    all_notes = {**protocol.result_notes(task), **(notes or {})}
+    if all_notes:
+        doc["notes"] = all_notes
     if warnings:
         doc["warnings"] = list(warnings)
     return doc

@@ -12,7 +12,7 @@ holds one file per case: the reader refuses a .mhd there).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,38 @@ Progress = Callable[[int, int], None]
 
 # the data files a .mhd names, as MetaImage writers name them
 _DATA_EXTS = (".raw", ".zraw", ".img")
+# files that are no image and hold no voxels: what segmentation tools and people put
+# beside the label maps (nnU-Net's dataset.json, plans.json and
+# predict_from_raw_data_args.json, a README.txt); skipped and named in the result's notes
+_DOCUMENT_EXTS = (
+    ".json",
+    ".txt",
+    ".md",
+    ".rst",
+    ".log",
+    ".csv",
+    ".tsv",
+    ".yaml",
+    ".yml",
+    ".toml",
+    ".cfg",
+    ".ini",
+    ".pkl",
+    ".pickle",
+    ".py",
+    ".ipynb",
+    ".sh",
+    ".html",
+    ".pdf",
+)
+_LISTED_IGNORED = 20  # names listed in the result's note; the others counted
+
+
+def _is_document(base: str) -> bool:
+    """A file that holds no image: a known text or metadata type, or a name without
+    an extension (README, LICENSE)."""
+    low = base.lower()
+    return "." not in low.lstrip(".") or low.endswith(_DOCUMENT_EXTS)
 
 
 @dataclass
@@ -59,6 +91,8 @@ class _Plan:
     folder: bool = False  # a folder of files, where a .mhd's data file may sit beside it
     chosen: dict[str, Member] = field(default_factory=dict)
     notes: list[tuple[str, Member, Any]] = field(default_factory=list)
+    ignored: list[Member] = field(default_factory=list)  # documents, not read
+    unknown: list[tuple[Member, str]] = field(default_factory=list)  # label maps of no case
 
     def want(self, m: Member) -> bool:
         """Only files that can be a case of the phase are read, one per case, and only
@@ -67,7 +101,9 @@ class _Plan:
         stem = strip_label_ext(base)
         if stem is None:
             data_file = base.lower().endswith(_DATA_EXTS)
-            if not self.ignore_extra and not (data_file and self.folder):
+            if _is_document(base):
+                self.ignored.append(m)
+            elif not self.ignore_extra and not (data_file and self.folder):
                 self.notes.append(("data" if data_file else "unexpected", m, None))
             return False
         pid = stem.strip()
@@ -75,6 +111,7 @@ class _Plan:
             self.notes.append(("second", m, self.chosen[pid]))
             return False
         if pid not in self.ground_truth.cases:
+            self.unknown.append((m, pid))
             if not self.ignore_extra:
                 self.notes.append(("extra", m, pid))
             return False
@@ -124,10 +161,45 @@ class _Plan:
             "label map on the CT grid",
         )
 
+    def renamed(self) -> tuple[list[SubmissionError], set[str], set[int]]:
+        """One problem per naming mistake that several files share (each file named
+        after a case of the phase with the same text added before or after the id),
+        the cases those files are for, and the ids of the members it covers."""
+        groups: dict[tuple[str, str], list[tuple[Member, str]]] = {}
+        for m, stem in self.unknown:
+            match = _case_in(stem, self.ground_truth.cases)
+            if match is not None and match[0] not in self.chosen:
+                groups.setdefault((match[1], match[2]), []).append((m, match[0]))
+        out: list[SubmissionError] = []
+        cases: set[str] = set()
+        members: set[int] = set()
+        n_files = len(self.chosen) + len(self.unknown)
+        for (prefix, suffix), found in groups.items():
+            if len(found) < 2:
+                continue
+            out.append(_renamed_problem(prefix, suffix, found, n_files))
+            cases.update(pid for _, pid in found)
+            members.update(id(m) for m, _ in found)
+        return out, cases, members
+
+    def ignored_note(self) -> str | None:
+        """The result's note on the files skipped as documents, or None."""
+        if not self.ignored:
+            return None
+        names = sorted(m.name for m in self.ignored)
+        shown = ", ".join(names[:_LISTED_IGNORED])
+        more = f" and {len(names) - _LISTED_IGNORED} more" if len(names) > _LISTED_IGNORED else ""
+        return f"{shown}{more}: not label maps, not read"
+
     def problems(self) -> list[SubmissionError]:
-        out = [self._naming_problem(what, m, extra) for what, m, extra in self.notes]
+        out, renamed_cases, renamed_members = self.renamed()
+        out.extend(
+            self._naming_problem(what, m, extra)
+            for what, m, extra in self.notes
+            if not (what == "extra" and id(m) in renamed_members)
+        )
         for pid in self.case_ids:
-            if pid not in self.chosen:
+            if pid not in self.chosen and pid not in renamed_cases:
                 out.append(
                     MissingCaseError(
                         f"{pid}.nii.gz",
@@ -136,6 +208,35 @@ class _Plan:
                     )
                 )
         return out
+
+
+def _case_in(stem: str, cases: Mapping[str, object]) -> tuple[str, str, str] | None:
+    """The case whose id ``stem`` holds with text around it (``CHUM-001_pred``:
+    ``("CHUM-001", "", "_pred")``), the longest such id; None when no id is in it."""
+    best: tuple[str, str, str] | None = None
+    for pid in cases:
+        at = stem.find(pid)
+        if at < 0 or len(pid) == len(stem) or (best is not None and len(best[0]) >= len(pid)):
+            continue
+        best = (pid, stem[:at], stem[at + len(pid) :])
+    return best
+
+
+def _renamed_problem(
+    prefix: str, suffix: str, found: list[tuple[Member, str]], n_files: int
+) -> SubmissionError:
+    m, pid = found[0]
+    base = m.name.rsplit("/", 1)[-1]
+    ext = base[len(prefix) + len(pid) + len(suffix) :]
+    n = len(found)
+    who = f"all {n} files" if n == n_files else f"{n} files"
+    parts = [f"begin with `{prefix}`"] if prefix else []
+    parts += [f"end in `{suffix}`"] if suffix else []
+    return FormatError(
+        "",
+        f"{who} {' and '.join(parts)}: name them `<PatientID>{ext}` (e.g. {base} -> "
+        f"{pid}{ext}); a prediction is named after its case only",
+    )
 
 
 @dataclass
@@ -200,7 +301,10 @@ class _Run:
         # a tar's single top folder is known at its end: name each problem by the final name
         problems.extend(type(p.to_error())(m.name, p.message) for m, p in self.case_problems)
         order = {pid: i for i, pid in enumerate(self.ground_truth.case_ids)}
-        problems.sort(key=lambda e: (order.get(_case_key(e.case), len(order)), e.case))
+        # problems of no one file (a mistake several files share) first
+        problems.sort(
+            key=lambda e: (order.get(_case_key(e.case), len(order)) if e.case else -1, e.case)
+        )
         return problems
 
     def cases(self) -> list[Task1Case]:
@@ -260,8 +364,13 @@ def score_task1(
         progress(run.total, run.total)
     if problems:
         raise SubmissionRejected(problems)
+    ignored = plan.ignored_note()
+    notes = {"ignored_files": ignored} if ignored else {}
     if dry_run:
-        return {"status": "valid", "task": 1, "n_cases": run.total}
+        valid: ValidDocument = {"status": "valid", "task": 1, "n_cases": run.total}
+        if notes:
+            valid["notes"] = notes
+        return valid
     cases = run.cases()
     return build_result(
         task=1,
@@ -270,6 +379,7 @@ def score_task1(
         submission_sha256=submission_sha256,
         metrics=aggregate(1, cases, protocol),
         cases=cases,
+        notes=notes,
     )
 
 

@@ -313,7 +313,8 @@ INPUTS: list[Hostile] = [
     H("corrupt-zip-data", 1, lambda w: flip_middle(make_zip(w.good1)), "corrupt or truncated"),
     H("missing-case", 1, lambda w: task1_zip(w, {case0(w): None}), "no prediction for case"),
     H("unknown-case", 1, lambda w: task1_zip(w, {"NOPE-001.nii.gz": w.good1[case0(w)]}), "is not part of this phase"),
-    H("stray-file", 1, lambda w: task1_zip(w, {"notes.txt": b"hi"}), "unexpected file"),
+    H("stray-file", 1, lambda w: task1_zip(w, {"notes.bin": b"hi"}), "unexpected file"),
+    H("readme-beside-the-maps", 1, lambda w: task1_zip(w, {"README.txt": b"hi", "plans.json": b"{}"}), "", "scored"),
     # ---- images (the first case replaced)
     H("nifti-huge-declared-size", 1, lambda w: image(w, nii(w, np.zeros((2, 2, 2), np.uint8), shape=(4096, 4096, 4096))), "over the limit of"),
     H("nifti-big-shape-under-cap", 1, lambda w: image(w, nii(w, np.zeros((2, 2, 2), np.uint8), shape=(512, 512, 1000))), "does not match the CT"),
