@@ -24,8 +24,6 @@ from typing import Any, Literal
 import cc3d
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from evaluator.edge_cases import edge_value
 from evaluator.errors import ScoringError
@@ -159,6 +157,32 @@ def _side(
     return {GTVP: int(np.count_nonzero(crop)) - n_gtvn, GTVN: n_gtvn}, labels, n
 
 
+def graph_components(
+    n_nodes: int, a: npt.NDArray[np.intp], b: npt.NDArray[np.intp]
+) -> tuple[int, npt.NDArray[np.int32]]:
+    """Connected components of the undirected graph on ``n_nodes`` nodes with the edges
+    ``a[i]``-``b[i]``: their number and each node's component, numbered in the order of
+    their smallest node (as ``scipy.sparse.csgraph.connected_components`` numbers them).
+
+    Each node takes the smallest label among its neighbours' and then its label's label
+    (pointer jumping) until nothing changes: a loop over rounds, each one vectorised
+    over the edges, never over voxels.
+    """
+    label = np.arange(n_nodes, dtype=np.intp)
+    a, b = np.asarray(a, dtype=np.intp), np.asarray(b, dtype=np.intp)
+    while True:
+        low = np.minimum(label[a], label[b])
+        new = label.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]
+        if np.array_equal(new, label):
+            break
+        label = new
+    roots, group = np.unique(label, return_inverse=True)
+    return int(roots.size), group.astype(np.int32)
+
+
 def _match(
     gl: npt.NDArray[Any],
     n_gt: int,
@@ -192,11 +216,7 @@ def _match(
     pred_size = _bincount(pl, n_pred + 1)[p_ids]
     gt_size = _bincount(gl, n_gt + 1)[g_ids]
     # groups: connected components of the bipartite graph (preds 0..n_p-1, gts after)
-    n_nodes = n_p + n_g
-    graph = coo_matrix(
-        (np.ones(pairs.size, dtype=np.int8), (p_idx, g_idx + n_p)), shape=(n_nodes, n_nodes)
-    ).tocsr()
-    n_groups, group = connected_components(graph, directed=False)
+    n_groups, group = graph_components(n_p + n_g, p_idx, g_idx + n_p)
     g_of_pred, g_of_gt = group[:n_p], group[n_p:]
 
     def gsum(index: npt.NDArray[np.int64], values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -390,3 +390,38 @@ def test_chunked_counting_equals_one_pass(data, gt, chunk) -> None:
         assert np.array_equal(seg._bincount(labels, 3), np.bincount(labels.ravel("K"), minlength=3))
     finally:
         seg._CHUNK = saved
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_graph_components_equal_scipy_csgraph(seed: int) -> None:
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from evaluator.metrics.segmentation import graph_components
+
+    rng = np.random.default_rng(seed)
+    n_p, n_g = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+    n_edges = int(rng.integers(1, 3 * (n_p + n_g)))
+    a = rng.integers(0, n_p, n_edges)
+    b = rng.integers(0, n_g, n_edges) + n_p
+    n = n_p + n_g
+    graph = coo_matrix((np.ones(n_edges, dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
+    want_n, want = connected_components(graph, directed=False)
+    got_n, got = graph_components(n, a, b)
+    assert got_n == want_n
+    assert got.tolist() == want.tolist()
+
+
+def test_scoring_task1_does_not_import_scipy_subpackages() -> None:
+    import subprocess
+    import sys
+
+    # nibabel imports the scipy package itself (its version), none of its subpackages
+    heavy = ("scipy.sparse", "scipy.linalg", "scipy.stats", "scipy.ndimage", "scipy.special")
+    code = (
+        "import sys, evaluator.scoring, evaluator.metrics.segmentation; "
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
