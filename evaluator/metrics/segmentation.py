@@ -159,7 +159,7 @@ def _side(
 
 def graph_components(
     n_nodes: int, a: npt.NDArray[np.intp], b: npt.NDArray[np.intp]
-) -> tuple[int, npt.NDArray[np.int32]]:
+) -> tuple[int, npt.NDArray[np.int64]]:
     """Connected components of the undirected graph on ``n_nodes`` nodes with the edges
     ``a[i]``-``b[i]``: their number and each node's component, numbered in the order of
     their smallest node (as ``scipy.sparse.csgraph.connected_components`` numbers them).
@@ -180,7 +180,7 @@ def graph_components(
             break
         label = new
     roots, group = np.unique(label, return_inverse=True)
-    return int(roots.size), group.astype(np.int32)
+    return int(roots.size), group.astype(np.int64)
 
 
 def _match(
