@@ -271,10 +271,78 @@ def _checked_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2])
 
 
+_AXES = "ijk"
+REORIENT_FIX = (
+    "reorient it onto the CT grid, e.g. sitk.Resample(pred, ct, sitk.Transform(), "
+    "sitk.sitkNearestNeighbor) in SimpleITK, or nibabel.processing.resample_from_to(pred, "
+    "ct, order=0) (nibabel.as_closest_canonical when the CT is stored canonical, RAS); do "
+    "not copy the CT's header into it, which would mirror the mask"
+)
+
+
+def reorientation(
+    found: ImageHeader, expected: ImageHeader, *, atol: float
+) -> tuple[tuple[int, int], ...] | None:
+    """How ``found``'s array axes lie on ``expected``'s when both grids hold the same
+    voxel centres in another axis order or direction: per axis of ``found`` the CT axis
+    it runs along and its direction (+1 or -1); None when the grids differ in space
+    (or are the same grid)."""
+    try:
+        m = np.linalg.solve(expected.affine, found.affine)
+    except np.linalg.LinAlgError:
+        return None
+    rot = np.rint(m[:3, :3])
+    if not (np.all(np.abs(rot).sum(axis=0) == 1) and np.all(np.abs(rot).sum(axis=1) == 1)):
+        return None  # not a signed permutation of the axes
+    axes: list[tuple[int, int]] = []
+    offset = np.zeros(3)
+    for a in range(3):
+        b = int(np.flatnonzero(rot[:, a])[0])
+        sign = int(rot[b, a])
+        if found.shape[a] != expected.shape[b]:
+            return None
+        axes.append((b, sign))
+        offset[b] = 0.0 if sign > 0 else expected.shape[b] - 1
+    exact = np.eye(4)
+    exact[:3, :3], exact[:3, 3] = rot, offset
+    if not np.allclose(found.affine, expected.affine @ exact, rtol=0.0, atol=atol):
+        return None
+    if all(b == a and sign > 0 for a, (b, sign) in enumerate(axes)):
+        return None
+    return tuple(axes)
+
+
+def _describe_axes(axes: tuple[tuple[int, int], ...]) -> str:
+    parts = []
+    for a, (b, sign) in enumerate(axes):
+        if b == a and sign > 0:
+            continue
+        if b == a:
+            parts.append(f"axis {_AXES[a]} reversed")
+        else:
+            flipped = ", reversed" if sign < 0 else ""
+            parts.append(f"axis {_AXES[a]} along the CT's axis {_AXES[b]}{flipped}")
+    return "; ".join(parts)
+
+
 def check_geometry(
     found: ImageHeader, expected: ImageHeader, name: str, *, atol: float
 ) -> SubmissionError | None:
-    """Shape and affine of a prediction against the ground truth's."""
+    """Shape and affine of a prediction against the ground truth's. A grid holding the
+    CT's voxel centres in another axis order or direction (data and affine flipped or
+    transposed together) is told to reorient, not to copy the CT's header."""
+    if found.shape == expected.shape and np.allclose(
+        found.affine, expected.affine, rtol=0.0, atol=atol
+    ):
+        return None
+    axes = reorientation(found, expected, atol=atol)
+    if axes is not None:
+        return GeometryError(
+            name,
+            f"the prediction lies on the CT's voxels in another axis order or direction "
+            f"({_describe_axes(axes)}; shape {found.shape}, the CT {expected.shape}): the "
+            f"same physical space, stored differently; {REORIENT_FIX}",
+        )
     if found.shape != expected.shape:
         return GeometryError(
             name,
