@@ -6,6 +6,7 @@ task). Forked judging children inherit both at no cost."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -67,6 +68,12 @@ def warm_up(log_level: str = "info") -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     watch_parent()  # a killed server leaves no judge behind
     preload_scorer()
+
+
+def judging_process_ready() -> int:
+    """A no-op task: handing one to each judging process at start-up makes the pool
+    start them all (each runs :func:`warm_up` first). Returns the process id."""
+    return os.getpid()
 
 
 def preload_scorer() -> None:

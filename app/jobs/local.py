@@ -30,7 +30,7 @@ from app.db.models import PRIORITY_NORMAL, Submission
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs import claims
 from app.jobs.base import Dispatcher
-from app.jobs.judge_cache import warm_up
+from app.jobs.judge_cache import judging_process_ready, warm_up
 from app.jobs.outcomes import INTERNAL_ERROR
 from app.jobs.runner import run_job
 from app.settings import Settings
@@ -87,6 +87,7 @@ class LocalDispatcher(Dispatcher):
         self._served: dict[int, int] = {}  # team -> sequence number of its last start
         self._starts = 0
         self._closed = False
+        self._warming: list[Future[int]] = []
 
     @staticmethod
     def make_executor(
@@ -106,8 +107,29 @@ class LocalDispatcher(Dispatcher):
                     self.max_workers, self.context, self.settings.log_level
                 )
                 self._owns_executor = True
+                self._warm_locked()
             self._closed = False
         log.info("local dispatcher: %d judging process(es)", self.max_workers)
+
+    def _warm_locked(self) -> None:
+        """Start every judging process now, so that each imports the scorer
+        (:func:`app.jobs.judge_cache.warm_up`) while the server starts, not while the
+        first submissions wait: the pool starts a process per task it cannot hand to an
+        idle one, so one no-op task per process starts them all."""
+        assert self._executor is not None
+        self._warming = [
+            self._executor.submit(judging_process_ready) for _ in range(self.max_workers)
+        ]
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until every judging process started at :meth:`start` has imported the
+        scorer; whether they all did within ``timeout`` seconds."""
+        from concurrent.futures import wait
+
+        with self._lock:
+            warming = list(self._warming)
+        done, not_done = wait(warming, timeout=timeout)
+        return not not_done and all(f.exception() is None for f in done)
 
     def _lookup(self, submission_id: int) -> tuple[int, int]:
         """(priority, team id) of a submission; unknown rows sort as normal, team -1."""
@@ -198,6 +220,7 @@ class LocalDispatcher(Dispatcher):
         old = self._executor
         self._executor = self.make_executor(self.max_workers, self.context, self.settings.log_level)
         self._owns_executor = True
+        self._warm_locked()
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
         log.warning("local dispatcher: judging pool broken; started a new one")
