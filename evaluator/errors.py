@@ -26,7 +26,10 @@ class SubmissionError(EvaluatorError):
     kind = "submission"
 
     def __init__(self, case: str, message: str) -> None:
-        super().__init__(f"{case}: {message}" if case else message)
+        # a message that names its file first ("pred.csv line 3: ...") is not prefixed
+        # with that name a second time
+        named = not case or message.startswith((f"{case}:", f"{case} "))
+        super().__init__(message if named else f"{case}: {message}")
         self.case = case
         self.message = message
 

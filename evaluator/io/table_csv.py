@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 
 from evaluator.errors import SubmissionError, TableError
@@ -28,8 +29,9 @@ def _header_help() -> str:
     return f"the first line must be the header '{ID_COLUMN},{PREDICTION_COLUMN}'"
 
 
-def read_csv(path: AnyPath, name: str, *, limits: Limits) -> LoadedTable:
-    """The entries of the CSV table ``path`` (``name`` in messages)."""
+def read_csv(path: AnyPath, name: str, *, limits: Limits, task: int | None = None) -> LoadedTable:
+    """The entries of the CSV table ``path`` (``name`` in messages); ``task`` (2 or 3)
+    lets a header say when it is the other task's table."""
     text, problem = read_text(path, name, limits=limits)
     if text is None:
         assert problem is not None
@@ -42,7 +44,7 @@ def read_csv(path: AnyPath, name: str, *, limits: Limits) -> LoadedTable:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     numbered = ((reader.line_num, row) for row in reader)
     try:
-        return _read_rows(numbered, name, delimiter, limits=limits)
+        return _read_rows(numbered, name, delimiter, limits=limits, task=task)
     except csv.Error as exc:
         return LoadedTable(
             name,
@@ -82,7 +84,12 @@ class _Columns:
 
 
 def _read_rows(
-    rows: Iterator[tuple[int, list[str]]], name: str, delimiter: str, *, limits: Limits
+    rows: Iterator[tuple[int, list[str]]],
+    name: str,
+    delimiter: str,
+    *,
+    limits: Limits,
+    task: int | None = None,
 ) -> LoadedTable:
     """The header (checked), then one entry per row that is not blank; ``rows`` are
     (line number, cells)."""
@@ -96,6 +103,9 @@ def _read_rows(
             header = _without_trailing_empty([cell.strip() for cell in row])
             header_problem = _check_header(header, name)
             if header_problem is not None:
+                hint = _other_task_column(header, task)
+                if hint:
+                    header_problem = TableError(name, f"{header_problem.message}{hint}")
                 return LoadedTable(name, None, [header_problem])
             columns = _Columns(header)
             continue
@@ -134,6 +144,30 @@ def _row_entry(
     if id_ix < len(row) and row[id_ix].strip():
         entry = PredictionEntry(row[id_ix], BROKEN, where, True)
     return entry, problem
+
+
+# column names that say which table task a table was made for
+_TASK_COLUMNS = {
+    3: re.compile(r"hpv|p16", re.IGNORECASE),
+    2: re.compile(r"rfs|risk|surviv|relapse|recurr|hazard", re.IGNORECASE),
+}
+_TASK_WHAT = {2: "Task 2 (RFS) table", 3: "Task 3 (HPV status) table"}
+
+
+def _other_task_column(header: list[str], task: int | None) -> str:
+    """A hint when a refused header has a column named like the other table task's
+    target (HPV in a Task 2 upload, RFS or risk in a Task 3 one)."""
+    if task not in (2, 3):
+        return ""
+    other = 5 - task
+    found = [h for h in header if _TASK_COLUMNS[other].search(h)]
+    if not found or any(_TASK_COLUMNS[task].search(h) for h in header):
+        return ""
+    return (
+        f". A column named like {'HPV' if other == 3 else 'RFS'} ({found[0]!r}): this "
+        f"looks like a {_TASK_WHAT[other]}; upload it to Task {other}, or if it is this "
+        f"task's prediction, name the column {PREDICTION_COLUMN}"
+    )
 
 
 def _without_trailing_empty(cells: list[str]) -> list[str]:

@@ -158,7 +158,7 @@ def _load_file(path: AnyPath, *, task: int, limits: Limits) -> LoadedTable:
     name = path.name
     kind = _table_kind(path)
     if kind == "csv":
-        return read_csv(path, name, limits=limits)
+        return read_csv(path, name, limits=limits, task=task)
     if kind == "json":
         return read_json(path, name, limits=limits)
     hint = (
@@ -200,12 +200,29 @@ def _load_folder(root: AnyPath, *, task: int, limits: Limits) -> LoadedTable:
     if case_folders:
         return _read_case_folders(root, folders, task=task, limits=limits)
     return _refused(
-        root, f"no prediction table found: {_layout_help(task)}{_what_is_there(children)}"
+        root,
+        f"no prediction table found: {_layout_help(task)}{_what_is_there(children)}"
+        f"{_other_task_hint(children)}",
     )
 
 
 def _refused(root: AnyPath, message: str) -> LoadedTable:
     return LoadedTable(root.name, None, [TableError("submission", message)])
+
+
+_LABEL_MAP_EXTS: Final = (".nii.gz", ".nii", ".mha", ".mhd")
+
+
+def _other_task_hint(children: list[AnyPath]) -> str:
+    """What a submission without a table looks like when it is one of Task 1: label
+    maps at its top."""
+    maps = [p for p in children if p.name.lower().endswith(_LABEL_MAP_EXTS)]
+    if not maps:
+        return ""
+    return (
+        f". This looks like a Task 1 submission (label maps: {len(maps)} file(s) such as "
+        f"{maps[0].name}): upload it to Task 1"
+    )
 
 
 def _what_is_there(children: list[AnyPath]) -> str:
