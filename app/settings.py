@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=0, ge=0, description="judging processes; 0 = one per core")
     max_upload_bytes: int = Field(default=2 * GIB, gt=0)
     daily_limit: int = Field(default=5, ge=0, description="default per team, phase, task and day")
+    refuse_duplicates: bool = Field(
+        default=True,
+        description="refuse an upload byte-identical to an earlier (not failed) submission "
+        "of the team for that phase and task, before it takes a quota slot",
+    )
     progress_interval: float = Field(default=0.5, ge=0.0, description="seconds between writes")
     job_timeout_seconds: int = Field(
         default=1800, ge=0, description="wall time per job (in its own process); 0 = no limit"

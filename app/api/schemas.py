@@ -43,6 +43,10 @@ class SubmissionAccepted(BaseModel):
     sha256: str
     size_bytes: int
     url: str
+    note: str | None = Field(
+        default=None,
+        description="set while the phase's leaderboards are frozen: when the result shows",
+    )
 
 
 class AllowanceLeft(BaseModel):
@@ -192,6 +196,14 @@ class PhasePublic(BaseModel):
     )
     tasks: list[int]
     created_at: datetime
+    frozen: bool = Field(
+        default=False,
+        description="the leaderboards serve a snapshot: new results appear when unfrozen",
+    )
+    frozen_at: datetime | None = None
+    frozen_note: str | None = Field(
+        default=None, description="what a frozen phase means for a new submission"
+    )
 
 
 class TaskDetail(BaseModel):

@@ -35,6 +35,7 @@ from app.db.session import session_scope
 from app.errors import BadRequest, Conflict, Forbidden, TooLarge, problem
 from app.security import Principal
 from app.services.limits import ACCEPTED_TYPES, submission_limits
+from app.services.phases import FROZEN_NOTE, frozen_since, get_phase
 from app.services.submissions import (
     SubmissionView,
     get_submission,
@@ -146,9 +147,10 @@ def _register(
     task: int,
     dry_run: bool,
     archive_type: str,
-) -> int:
+) -> tuple[int, str | None]:
+    """The new submission's id, and the note of a frozen phase (real submissions)."""
     with sessions() as s:
-        return register_submission(
+        sid = register_submission(
             s,
             settings,
             principal,
@@ -161,6 +163,8 @@ def _register(
             size=upload.size,
             sha256=upload.sha256,
         )
+        frozen = not dry_run and frozen_since(s, get_phase(s, phase)) is not None
+        return sid, FROZEN_NOTE if frozen else None
 
 
 @router.post(
@@ -205,7 +209,7 @@ async def create_submission(
         phase = _parse_phase(receiver.fields.get("phase"))
         task = _parse_task(receiver.fields.get("task"))
         archive_type = upload_type(upload.head, task)
-        sid = await run_in_threadpool(
+        sid, note = await run_in_threadpool(
             functools.partial(
                 _register,
                 sessions,
@@ -230,6 +234,7 @@ async def create_submission(
         sha256=upload.sha256,
         size_bytes=upload.size,
         url=f"/api/v1/submissions/{sid}",
+        note=note,
     )
 
 

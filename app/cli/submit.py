@@ -88,6 +88,8 @@ def _upload_and_wait(args: argparse.Namespace) -> dict[str, Any] | None:
             f"submission {sid} accepted ({'dry run, ' if args.dry_run else ''}"
             f"sha256 {accepted['sha256'][:16]}…), queued"
         )
+        if accepted.get("note"):
+            progress.print(f"note: {accepted['note']}")
         if args.no_wait:
             print(sid)
             return None

@@ -10,10 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, object_session
 
 from app.db.models import (
+    LeaderboardSnapshot,
     Phase,
     PhaseTask,
 )
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 
 TASKS = (1, 2, 3)
+
+#: what participants are told of a result while its phase's leaderboards are frozen
+FROZEN_NOTE = "the leaderboard is frozen; this result will appear when it is unfrozen"
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -233,6 +237,9 @@ class PhaseView(TypedDict):
     min_center_cases: int
     tasks: list[int]
     created_at: datetime
+    frozen: bool
+    frozen_at: datetime | None
+    frozen_note: str | None
 
 
 class TaskDetail(TypedDict):
@@ -259,7 +266,20 @@ class PhaseDetailView(PhaseView):
     task_details: list[TaskDetail]
 
 
+def frozen_since(session: Session | None, phase: Phase) -> datetime | None:
+    """When the phase's leaderboards were frozen (its earliest active snapshot), or None
+    while they are live."""
+    if session is None:
+        return None
+    return session.scalar(
+        select(func.min(LeaderboardSnapshot.frozen_at)).where(
+            LeaderboardSnapshot.phase_id == phase.id, LeaderboardSnapshot.active.is_(True)
+        )
+    )
+
+
 def phase_public(phase: Phase) -> PhaseView:
+    since = frozen_since(object_session(phase), phase)
     return {
         "name": phase.name,
         "title": phase.title,
@@ -272,6 +292,9 @@ def phase_public(phase: Phase) -> PhaseView:
         "min_center_cases": phase.min_center_cases,
         "tasks": [t.task for t in phase.tasks],
         "created_at": phase.created_at,
+        "frozen": since is not None,
+        "frozen_at": since,
+        "frozen_note": FROZEN_NOTE if since is not None else None,
     }
 
 

@@ -27,7 +27,7 @@ from app.db.models import (
     Submission,
     Team,
 )
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.errors import Conflict, Forbidden, NotFound, Unauthorized, problem
 from app.security import TEAM, Principal
 from app.services.phases import get_phase, get_phase_task
 from app.services.quota import check_quota
@@ -143,6 +143,35 @@ def _recheck_locked(
     check_allowances(session, phase, principal.team_id or 0, task, dry_run=dry_run, size=size)
 
 
+def refuse_duplicate(
+    session: Session, phase: Phase, team_id: int, task: int, sha256: str, filename: str
+) -> None:
+    """Refuse (409) an upload byte-identical to an earlier submission of the team for
+    this phase and task (the same SHA-256) that was not refused: it would score the
+    same and take a quota slot. Dry runs and failed submissions are not compared."""
+    earlier = session.scalars(
+        select(Submission)
+        .where(
+            Submission.team_id == team_id,
+            Submission.phase_id == phase.id,
+            Submission.task == task,
+            Submission.sha256 == sha256,
+            Submission.dry_run.is_(False),
+            Submission.status != FAILED,
+        )
+        .order_by(Submission.id)
+    ).first()
+    if earlier is None:
+        return
+    msg = (
+        f"{filename}: byte-identical to submission {earlier.id} of your team for phase "
+        f"{phase.name!r}, task {task} (same SHA-256 {sha256[:16]}…, {earlier.status}); it "
+        f"would score the same, so it was not accepted and used no quota. Submit changed "
+        f"predictions, or read submission {earlier.id}'s result (/submissions/{earlier.id})"
+    )
+    raise Conflict(msg, [problem(msg, kind="duplicate")])
+
+
 def _store_upload(settings: Settings, sub: Submission, upload_path: Path) -> Path:
     """Move the upload into ``submissions/<id>/`` and mark the row queued; returns the
     folder."""
@@ -180,6 +209,8 @@ def register_submission(
         )
         if session.get_bind().dialect.name == "postgresql":
             _recheck_locked(session, phase, principal, task, dry_run=dry_run, size=size)
+        if not dry_run and settings.refuse_duplicates:
+            refuse_duplicate(session, phase, principal.team_id or 0, task, sha256, filename)
         sub = Submission(
             team_id=principal.team_id,
             phase_id=phase.id,

@@ -40,14 +40,16 @@ from app.api.deps import (
     resolve,
 )
 from app.api.submissions import cases_csv_response
-from app.db.models import SCORED, Submission
-from app.errors import NotFound
+from app.db.models import SCORED, Phase, Submission
+from app.errors import NotFound, ServiceError
 from app.formatting import format_number, format_rank, metric_label, task_title
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
 from app.services.board_analysis import board_analysis
+from app.services.board_cache import BoardCache
 from app.services.board_centers import submission_centers
-from app.services.phases import list_phases, task_protocol
+from app.services.phases import FROZEN_NOTE, frozen_since, list_phases, task_protocol
 from app.services.records import Board
+from app.services.standing import TaskStanding, task_standing
 from app.services.submissions import (
     get_submission,
     list_submissions,
@@ -115,18 +117,67 @@ def error_page(
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, principal: PagePrincipalDep, session: ReadSessionDep) -> Response:
-    phases = [
-        {
-            "phase": p,
-            "tasks": [t.task for t in p.tasks],
-            "titles": {t.task: task_title(t.task, task_protocol(t)) for t in p.tasks},
-            "visible": can_see_leaderboard(p, principal),
-        }
-        for p in list_phases(session)
-    ]
+def index(
+    request: Request,
+    principal: PagePrincipalDep,
+    session: ReadSessionDep,
+    board_cache: BoardCacheDep,
+) -> Response:
+    phases = []
+    for p in list_phases(session):
+        visible = can_see_leaderboard(p, principal)
+        phases.append(
+            {
+                "phase": p,
+                "tasks": [t.task for t in p.tasks],
+                "titles": {t.task: task_title(t.task, task_protocol(t)) for t in p.tasks},
+                "visible": visible,
+                "frozen_at": frozen_since(session, p),
+                "standing": _standing(session, board_cache, principal, p, visible=visible),
+            }
+        )
     subs = list_submissions(session, principal, limit=50) if principal is not None else []
-    return render(request, "index.html", {"phases": phases, "principal": principal, "subs": subs})
+    return render(
+        request,
+        "index.html",
+        {"phases": phases, "principal": principal, "subs": subs, "frozen_note": FROZEN_NOTE},
+    )
+
+
+def _standing(
+    session: Session,
+    board_cache: BoardCache,
+    principal: Principal | None,
+    phase: Phase,
+    *,
+    visible: bool,
+) -> list[TaskStanding]:
+    """A signed-in team's quota left and board row for each task of ``phase``."""
+    if principal is None or principal.is_organizer or principal.team_id is None:
+        return []
+    out = []
+    for pt in phase.tasks:
+        board = None
+        if visible:
+            try:
+                board = board_cache.leaderboard(
+                    session, principal, phase=phase.name, task=pt.task, selection=None, live=False
+                )
+            except ServiceError:
+                board = None
+        ranked = ranked_metrics(pt.task, task_protocol(pt))
+        out.append(
+            task_standing(
+                session,
+                phase,
+                principal.team_id,
+                principal.team_name or "",
+                pt.task,
+                board,
+                ranked[0].name if ranked else None,
+            )
+        )
+    return out
 
 
 @router.get("/login")

@@ -168,6 +168,8 @@ def make_settings(data_dir: Path, db_url: str, **kw: Any) -> Settings:
         "progress_interval": 0.0,
         "sweep_interval": 0.0,
         "log_level": "warning",
+        # the tests upload the same synthetic files again and again
+        "refuse_duplicates": False,
     }
     values.update(kw)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
