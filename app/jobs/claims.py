@@ -77,6 +77,7 @@ class Claim:
     dry_run: bool
     archive_path: str
     ground_truth: GroundTruthRef | None  # None: the phase has no ground truth for the task
+    filename: str = ""  # the uploaded file's own name, which messages use
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ def _claimed(s: Session, submission_id: int) -> Claim:
             protocol_sha256=pt.protocol_sha256,
             n_cases=pt.n_cases,
         ),
+        filename=sub.filename,
     )
 
 

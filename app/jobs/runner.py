@@ -36,11 +36,12 @@ import functools
 import logging
 import multiprocessing
 import os
+import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,6 +84,9 @@ from app.jobs.outcomes import (
 from app.settings import Settings
 from app.storage import FULL_ERRNOS, absolute
 
+if TYPE_CHECKING:
+    from evaluator.errors import SubmissionError
+
 log = logging.getLogger(__name__)
 
 # How long a re-delivered job waits for the job lock of a `running` row: PostgreSQL
@@ -112,6 +116,28 @@ def score_claim(
     )
 
 
+def uploaded_names(problems: Sequence[SubmissionError], claim: Claim) -> list[dict[str, str]]:
+    """The problems as stored: the upload's stored name (``predictions.csv``,
+    ``submission.zip``: :data:`app.storage.STORED_NAMES`) replaced by the name the
+    participant uploaded, wherever the scorer named the file it was given; a message
+    that begins with its ``case`` ("x.csv: wrong columns ...") without that prefix, so
+    that pages and the client, which show ``case: message``, name the file once."""
+    stored = Path(claim.archive_path).name
+    uploaded = claim.filename.strip() or stored
+    pattern = re.compile(rf"(?<![\w.-]){re.escape(stored)}(?![\w.-])")
+    out = []
+    for p in problems:
+        item = p.as_dict()
+        if uploaded != stored:
+            item["case"] = uploaded if item["case"] == stored else item["case"]
+            item["message"] = pattern.sub(lambda _: uploaded, item["message"])
+        prefix = f"{item['case']}: "
+        if item["case"] and item["message"].startswith(prefix):
+            item["message"] = item["message"][len(prefix) :]
+        out.append(item)
+    return out
+
+
 def _score(
     settings: Settings,
     claim: Claim,
@@ -131,7 +157,7 @@ def _score(
         with memory_limit(mb):
             doc = score_claim(settings, claim, gt, progress=progress)
     except SubmissionRejected as e:
-        return Verdict(status=FAILED, errors=[p.as_dict() for p in e.problems])
+        return Verdict(status=FAILED, errors=uploaded_names(e.problems, claim))
     except JobTimeout:
         return Verdict(
             status=FAILED, errors=[error("limit", time_message(settings.job_timeout_seconds))]
