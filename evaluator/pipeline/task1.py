@@ -166,7 +166,8 @@ class _Plan:
         after a case of the phase with the same text added before or after the id),
         the cases those files are for, and the ids of the members it covers."""
         groups: dict[tuple[str, str], list[tuple[Member, str]]] = {}
-        for m, stem in self.unknown:
+        # at most a few unknown files per case are matched against every case id
+        for m, stem in self.unknown[: 4 * len(self.case_ids)]:
             match = _case_in(stem, self.ground_truth.cases)
             if match is not None and match[0] not in self.chosen:
                 groups.setdefault((match[1], match[2]), []).append((m, match[0]))
