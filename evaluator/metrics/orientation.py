@@ -1,4 +1,5 @@
-"""Warnings for predictions that look inverted: a C-index or an AUC far below 0.5.
+"""Warnings for predictions that look inverted (a C-index or an AUC far below 0.5) or
+made for the other table task.
 
 A C-index (or AUC) of 0.5 is what random predictions score; far below it, the
 predictions order the cases the wrong way round more often than not, which is what
@@ -8,6 +9,10 @@ predicted RFS times submitted as risks (or probabilities of the wrong class) giv
 :data:`UPPER_PERCENTILE` percentile) is under 0.5, so that a small test set with a
 C-index of 0.45 by chance is not told it is inverted. The score itself is never
 changed: the warning says what the number means and how to fix the predictions.
+
+A Task 2 submission whose predictions all lie in [0, 1] with a C-index whose interval
+holds 0.5 (no better than chance), on at least :data:`MIN_CASES_OTHER_TASK` cases, is flagged as possibly a Task 3 table of HPV
+probabilities (``kind: "other_task"``); informative risks in [0, 1] are not.
 
 Resampling uses the weighted metrics of :mod:`evaluator.metrics.weighted` (one matrix
 product per resample batch, no case list built).
@@ -30,6 +35,7 @@ __all__ = ["RESAMPLES", "SEED", "UPPER_PERCENTILE", "ResultWarning", "orientatio
 RESAMPLES = 500
 SEED = 20250
 UPPER_PERCENTILE = 97.5
+MIN_CASES_OTHER_TASK = 20
 _LABELS = {"c_index": "C-index", "rfs_cindex": "RFS C-index", "auc": "AUC"}
 
 
@@ -42,15 +48,15 @@ class ResultWarning(TypedDict):
     message: str
 
 
-def _upper_bound(
+def _interval(
     task: int, records: Sequence[Mapping[str, Any]], metric: str, protocol: Protocol
-) -> tuple[float, float]:
-    """The metric on the full data and the upper bound of its bootstrap interval (NaN
+) -> tuple[float, float, float]:
+    """The metric on the full data and the bounds of its 95% bootstrap interval (NaN
     when the metric is undefined on the full data or on every resample)."""
     n = len(records)
     full = float(weighted_metrics(task, records, np.ones(n), protocol=protocol)[metric])
     if not math.isfinite(full) or n < 2:
-        return full, math.nan
+        return full, math.nan, math.nan
     rng = np.random.default_rng(SEED)
     idx = rng.integers(0, n, size=(RESAMPLES, n), dtype=np.int64)
     idx += (np.arange(RESAMPLES, dtype=np.int64) * n)[:, None]
@@ -58,8 +64,9 @@ def _upper_bound(
     values = weighted_metrics(task, records, w, protocol=protocol)[metric]
     values = values[np.isfinite(values)]
     if values.size == 0:
-        return full, math.nan
-    return full, float(np.percentile(values, UPPER_PERCENTILE))
+        return full, math.nan, math.nan
+    low, high = np.percentile(values, [100.0 - UPPER_PERCENTILE, UPPER_PERCENTILE])
+    return full, float(low), float(high)
 
 
 def _survival_message(metric: str, value: float, upper: float, meaning: str) -> str:
@@ -93,6 +100,29 @@ def _auc_message(value: float, upper: float) -> str:
     )
 
 
+def _probability_warning(
+    records: Sequence[Mapping[str, Any]], metric: str, value: float, lower: float, upper: float
+) -> list[ResultWarning]:
+    """A Task 2 submission that may be a Task 3 table: every prediction a probability
+    (in [0, 1], not all equal) and a C-index no better than chance."""
+    if len(records) < MIN_CASES_OTHER_TASK:
+        return []  # the interval of a handful of cases holds 0.5 whatever they predict
+    preds = np.asarray([float(r["prediction"]) for r in records])
+    if not (preds.min() >= 0.0 and preds.max() <= 1.0 and preds.min() < preds.max()):
+        return []
+    return [
+        {
+            "kind": "other_task",
+            "metric": metric,
+            "message": f"every prediction lies between 0 and 1, as Task 3's HPV "
+            f"probabilities do, and the {_LABELS[metric]} ({value:.3f}, 95% bootstrap "
+            f"interval {lower:.3f} to {upper:.3f}) is no better than chance: if this is your "
+            "Task 3 (HPV status) table, upload it to Task 3. Task 2 takes risk scores "
+            "(risks between 0 and 1 are fine if that is what they are).",
+        }
+    ]
+
+
 def orientation_warnings(
     task: int, records: Sequence[Mapping[str, Any]], protocol: Protocol
 ) -> list[ResultWarning]:
@@ -110,7 +140,9 @@ def orientation_warnings(
         metric, meaning = "auc", ""
     else:
         return []
-    value, upper = _upper_bound(task, records, metric, protocol)
+    value, lower, upper = _interval(task, records, metric, protocol)
+    if math.isfinite(upper) and lower <= 0.5 <= upper and metric != "auc":
+        return _probability_warning(records, metric, value, lower, upper)
     if not (math.isfinite(upper) and upper < 0.5):
         return []
     message = (

@@ -193,3 +193,37 @@ def test_cli_prints_the_warning_on_stderr(
     assert err.endswith(RISK_FIX + "\n")
     assert main([*argv, "--predictions", str(tmp_path / "pred.csv"), "-q", "--dry-run"]) == 0
     assert capsys.readouterr().err.startswith("warning: the C-index is 0.000")
+
+
+def test_probabilities_with_a_chance_c_index_may_be_a_task3_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    n = 40
+    times = [float(t) for t in rng.uniform(1, 60, n).round(1)]
+    events = [int(e) for e in rng.random(n) < 0.6]
+    probs = [float(p) for p in rng.random(n).round(3)]  # HPV probabilities, unrelated to RFS
+    _write_task2(tmp_path, times, events, probs)
+    doc = _score(2, tmp_path)
+    full = concordance_index(times, [-p for p in probs], events)
+    t, e, p = np.array(times), np.array(events), np.array(probs)
+    values = [
+        concordance_index(np.repeat(t, w), -np.repeat(p, w), np.repeat(e, w))
+        for w in _resample_counts(n)
+    ]
+    low, high = np.percentile(values, [2.5, 97.5])
+    assert low <= 0.5 <= high
+    assert doc["metrics"]["c_index"] == pytest.approx(full, abs=1e-12)
+    assert doc["warnings"] == [
+        {
+            "kind": "other_task",
+            "metric": "c_index",
+            "message": "every prediction lies between 0 and 1, as Task 3's HPV probabilities "
+            f"do, and the C-index ({full:.3f}, 95% bootstrap interval {low:.3f} to "
+            f"{high:.3f}) is no better than chance: if this is your Task 3 (HPV status) "
+            "table, upload it to Task 3. Task 2 takes risk scores (risks between 0 and 1 "
+            "are fine if that is what they are).",
+        }
+    ]
+    # informative risks between 0 and 1 are not flagged
+    risks = [float(1 - x / 100) for x in times]
+    _write_task2(tmp_path, times, events, risks)
+    assert "warnings" not in _score(2, tmp_path)
