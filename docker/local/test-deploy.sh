@@ -6,6 +6,8 @@
 #   3. the wheelhouse (fill-wheelhouse.sh; kept while the requirements do not change)
 #   4. the images (build-images.sh)
 #   5. pytest -m deploy tests/deploy
+# The API socket and the healthcheck ticker are stopped at the end (KEEP_RUNTIME=1 keeps
+# them; setup-runtime.sh starts them again at any time).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -15,14 +17,18 @@ cd "$ROOT"
 
 timings=()
 step() {
-  local name="$1" t0=$SECONDS
+  local name="$1" t0=$SECONDS rc=0
   shift
   echo "== test-deploy: $name" >&2
-  "$@"
-  timings+=("$(printf '%-28s %4d s' "$name" "$((SECONDS - t0))")")
+  "$@" || rc=$?
+  timings+=("$(printf '%-28s %4d s' "$name" "$((SECONDS - t0))")$([ "$rc" = 0 ] || echo " (exit $rc)")")
+  return "$rc"
 }
 
 start=$SECONDS
+if [ "${KEEP_RUNTIME:-0}" != 1 ]; then
+  trap '"$HERE/setup-runtime.sh" stop' EXIT
+fi
 step "runtime" "$HERE/setup-runtime.sh"
 export DOCKER_HOST=unix:///run/podman/podman.sock
 step "base image" "$HERE/build-base.sh"
