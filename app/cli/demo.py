@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -123,6 +124,7 @@ def run_demo(
     exit_after: bool,
     started: float,
 ) -> int:
+    _stop_on_sigterm()
     con = Console(highlight=False)
     if not con.is_terminal:
         con = Console(highlight=False, width=160)
@@ -158,6 +160,18 @@ def run_demo(
     finally:
         server.stop()
         con.print(f"the demo's data stays in {data_dir}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a service manager, a container stop) stops the demo as Ctrl-C
+    does: the server shuts down, and with it the judging processes, instead of the
+    process dying with its judges left running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _challenge(

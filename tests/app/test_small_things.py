@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.cli import main as cli_main
 from app.services.exports import per_center_csv
+from tests.app.conftest import free_port
 
 
 def _row(undefined: dict[str, str]) -> dict[str, object]:
@@ -47,3 +54,66 @@ def test_duplicate_team_name_is_said_once(
     assert cli_main(argv) != 0
     err = capsys.readouterr().err
     assert err.count("a team named 'alpha' exists already") == 1, err
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every living process below ``pid``, from /proc (``ppid`` is field 4 of stat)."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parents.items() if pp == p}
+        out |= kids
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_the_demo_and_its_judges(tmp_path: Path, challenge: Any) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "app", "demo", "--out", str(tmp_path / "demo")]
+    cmd += ["--challenge", str(challenge.root), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 240
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if "press Ctrl-C to stop" in lines[-1] or time.monotonic() > deadline:
+                break
+        assert "press Ctrl-C to stop" in "".join(lines), "".join(lines)
+        children = _descendants(proc.pid)
+        assert len(children) >= 2, children  # the judging processes
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stopping" in rest, rest
+    deadline = time.monotonic() + 10
+    while [p for p in children if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in children if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"judging processes left behind after SIGTERM: {left}"
