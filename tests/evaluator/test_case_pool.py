@@ -128,6 +128,7 @@ def test_a_killed_scoring_process_fails_the_submission_naming_cases(
     def killed_in_children(job: CaseJob) -> Any:
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        time.sleep(0.3)  # the parent slower than a starting child, however loaded the host
         return real(job)
 
     monkeypatch.setattr(pool, "run_case", killed_in_children)
@@ -149,6 +150,7 @@ def test_an_error_in_a_scoring_process_is_reported_not_swallowed(
     def fails_in_children(job: CaseJob) -> Any:
         if os.getpid() != parent:
             raise MemoryError("no room for the crop")
+        time.sleep(0.3)  # the parent slower than a starting child, however loaded the host
         return real(job)
 
     monkeypatch.setattr(pool, "run_case", fails_in_children)
