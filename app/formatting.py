@@ -15,6 +15,7 @@ from evaluator.registry import BY_NAME, ProtocolRef, protocol_of
 
 __all__ = [
     "as_finite",
+    "column_label",
     "csv_number",
     "format_number",
     "format_rank",
@@ -88,3 +89,50 @@ def metric_label(name: str) -> str:
     """The registered label of a metric (``GTVp DSC (mean)``), else its name."""
     m = BY_NAME.get(name)
     return m.label if m is not None and m.label else name
+
+
+# words of per-case field names, as a table header writes them
+_WORDS = {
+    "id": "ID",
+    "patient": "Patient",
+    "center": "Centre",
+    "gtvp": "GTVp",
+    "gtvn": "GTVn",
+    "dsc": "DSC",
+    "hd95": "HD95",
+    "f1": "F1",
+    "tp": "TP",
+    "fp": "FP",
+    "fn": "FN",
+    "rfs": "RFS",
+    "hpv": "HPV",
+    "auc": "AUC",
+    "pred": "pred.",
+    "gt": "GT",
+    "ref": "ref.",
+    "mm3": "(mm³)",
+    "mm": "(mm)",
+    "n": "number of",
+}
+_FIELDS = {
+    "patient_id": "Patient",
+    "center": "Centre",
+    "n_cases": "Cases",
+    "prediction": "Prediction",
+}
+
+
+def column_label(name: str) -> str:
+    """A table header for a metric or a per-case field: the metric's registered label
+    (``GTVp DSC (mean)``), else the field in words (``gtvp_pred_voxels`` -> ``GTVp
+    pred. voxels``, ``voxel_volume_mm3`` -> ``Voxel volume (mm³)``)."""
+    m = BY_NAME.get(name)
+    if m is not None and m.label:
+        return m.label
+    if name in _FIELDS:
+        return _FIELDS[name]
+    words = [_WORDS.get(w, w) for w in name.split("_") if w]
+    if not words:
+        return name
+    text = " ".join(words)
+    return text[0].upper() + text[1:]

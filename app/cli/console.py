@@ -72,6 +72,7 @@ def leaderboard_table(board: Mapping[str, Any]) -> Table:
         title=f"{board['phase']} · {_title(task, protocol)}",
         title_justify="left",
         caption=f"{board.get('selection', 'best')} submission per team; ties share the average rank"
+        + "; #: the id of the submission ranked"
         + (f"; frozen {_frozen_at(board)}" if board.get("frozen") else ""),
     )
     table.add_column("Rank", justify="right", style="bold")

@@ -207,7 +207,8 @@ def page_sections(board: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[
         ctx["stability"]["svg"] = _safe(ctx["stability"]["svg"])
     if ctx.get("centres"):
         for tab in ctx["centres"]["tables"]:
-            tab["svg"] = _safe(tab["svg"])
+            if tab["svg"] is not None:
+                tab["svg"] = _safe(tab["svg"])
     if ctx.get("per_case_svg"):
         ctx["per_case_svg"] = _safe(ctx["per_case_svg"])
     with _SECTIONS_LOCK:

@@ -200,11 +200,7 @@ def _stability(boot: BootstrapResult) -> dict[str, Any]:
                 "team": t.team,
                 "full": _fmt_rank(t.rank.full_rank),
                 "median": _fmt_rank(t.rank.median),
-                "interval": (
-                    f"[{_fmt_rank(t.rank.low)}, {_fmt_rank(t.rank.high)}]"
-                    if t.rank.low is not None
-                    else "n/a"
-                ),
+                "interval": _rank_range(t.rank.low, t.rank.high),
                 "first": (
                     f"{100 * t.rank.first_place_share:.1f}%"
                     if t.rank.first_place_share is not None
@@ -214,6 +210,9 @@ def _stability(boot: BootstrapResult) -> dict[str, Any]:
         )
     tau = boot.kendall_tau
     return {
+        "n_resamples": boot.n_resamples,
+        "n_used": boot.n_resamples - boot.n_degenerate,
+        "n_left_out": boot.n_degenerate,
         "rows": rows,
         "tau": {
             "mean": _fmt(tau.mean),
@@ -223,6 +222,30 @@ def _stability(boot: BootstrapResult) -> dict[str, Any]:
         },
         "svg": Markup(rank_stability_svg(boot)),
     }
+
+
+def _rank_range(low: float | None, high: float | None) -> str:
+    """The ranks a team took in the central resamples, read as ranks: ``2`` when it
+    always took the same one, else ``1–3``; ``n/a`` without resamples."""
+    if low is None or high is None:
+        return "n/a"
+    if low == high:
+        return _fmt_rank(low)
+    return f"{_fmt_rank(low)}–{_fmt_rank(high)}"
+
+
+def _too_few(
+    data: TaskReportData, teams: Sequence[str], centres: Sequence[str], name: str
+) -> dict[str, str]:
+    """Centres where ``name`` is undefined for every team, with the reason (the first
+    team's): they are said in words instead of a column of empty cells."""
+    out: dict[str, str] = {}
+    for c in centres:
+        results = [data.per_center[t].get(c) for t in teams]
+        if all(r is None or r.metrics.get(name) is None for r in results):
+            reason = next((r.undefined.get(name, "") for r in results if r is not None), "")
+            out[c] = reason or "no case"
+    return out
 
 
 def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | None:
@@ -241,10 +264,12 @@ def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | Non
     for name in (m.name for m in ranked_metrics(data.task, data.protocol)):
         grid: dict[str, dict[str, float | None]] = {}
         rows = []
+        too_few = _too_few(data, teams, centres, name)
+        shown = [c for c in centres if c not in too_few]
         for t in teams:
             cells = []
             grid[t] = {}
-            for c in centres:
+            for c in shown:
                 res = data.per_center[t].get(c)
                 v = res.metrics.get(name) if res is not None else None
                 fv = float(v) if v is not None else None
@@ -255,14 +280,22 @@ def _centres(data: TaskReportData, order: Sequence[str]) -> dict[str, Any] | Non
         tables.append(
             {
                 "metric": metric_label(name),
+                "centres": [{"name": c, "n": n_cases.get(c, 0)} for c in shown],
                 "rows": rows,
-                "svg": Markup(
-                    center_heatmap_svg(
-                        grid,
-                        metric_label=f"Task {data.task}: {metric_label(name)}",
-                        centers=centres,
-                        n_cases=n_cases,
+                "too_few": [
+                    {"name": c, "n": n_cases.get(c, 0), "reason": r} for c, r in too_few.items()
+                ],
+                "svg": (
+                    Markup(
+                        center_heatmap_svg(
+                            grid,
+                            metric_label=f"Task {data.task}: {metric_label(name)}",
+                            centers=shown,
+                            n_cases=n_cases,
+                        )
                     )
+                    if shown
+                    else None
                 ),
             }
         )

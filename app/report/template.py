@@ -8,7 +8,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica 
   sans-serif; color: var(--fg); margin: 0; background: white; }
 header.top { padding: 1.6rem 2rem 1rem; border-bottom: 3px solid var(--accent); }
 header.top h1 { margin: 0 0 .3rem; font-size: 1.6rem; }
-main { padding: 0 2rem 3rem; max-width: 1200px; }
+main { padding: 0 2rem 3rem; max-width: none; }
 nav.toc a { margin-right: 1rem; color: var(--accent); }
 section.task { margin-top: 2.2rem; border-top: 1px solid var(--line); padding-top: .6rem; }
 h2 { font-size: 1.35rem; margin: .6rem 0 .3rem; }
@@ -86,7 +86,7 @@ TEMPLATE = """<!doctype html>
   <h3>Rank stability</h3>
   <table class="stability">
     <thead><tr><th class="team">Team</th><th>Full-data rank</th><th>Median rank</th>
-      <th>{{ t.leaderboard.alpha_pct }}% interval</th><th>First place (incl. ties)</th></tr></thead>
+      <th>Ranks in {{ t.leaderboard.alpha_pct }}% of resamples</th><th>First place (incl. ties)</th></tr></thead>
     <tbody>
     {% for r in t.stability.rows %}<tr><td class="team">{{ r.team }}</td><td>{{ r.full }}</td>
       <td>{{ r.median }}</td><td>{{ r.interval }}</td><td>{{ r.first }}</td></tr>{% endfor %}
@@ -95,8 +95,10 @@ TEMPLATE = """<!doctype html>
   <p class="muted">Kendall's τ between the full-data final ranking and each resample's:
     mean {{ t.stability.tau.mean }}, median {{ t.stability.tau.median }},
     {{ t.leaderboard.alpha_pct }}% interval {{ t.stability.tau.interval }} ({{ t.stability.tau.n }} resamples).
-    {% if t.boot.n_degenerate %}{{ t.boot.n_degenerate }} resample(s) where a ranked metric is
-    undefined for some team are left out of the rank statistics.{% endif %}</p>
+    Of {{ t.stability.n_resamples }} resamples, {{ t.stability.n_used }} are used{% if t.stability.n_left_out %}:
+    {{ t.stability.n_left_out }} are left out because a ranked metric is undefined there for some team,
+    so no rank can be given{% endif %}. A rank range holds the ranks of the central
+    {{ t.leaderboard.alpha_pct }}% of them.</p>
   {% for note in t.boot_notes %}<p class="muted">Note: {{ note }}</p>{% endfor %}
   <figure>{{ t.stability.svg }}<figcaption>Final rank across bootstrap resamples.</figcaption></figure>
   {% endif %}
@@ -104,16 +106,18 @@ TEMPLATE = """<!doctype html>
   {% if t.centres %}
   <h3>Per centre</h3>
   {% for tab in t.centres.tables %}
-  <div class="wide"><table class="centres">
+  {% if tab.centres %}<div class="wide"><table class="centres">
     <thead><tr><th class="team">{{ tab.metric }}</th>
-      {% for c in t.centres.centres %}<th>{{ c.name }} <span class="muted">(n={{ c.n }})</span></th>{% endfor %}</tr></thead>
+      {% for c in tab.centres %}<th>{{ c.name }} <span class="muted">(n={{ c.n }})</span></th>{% endfor %}</tr></thead>
     <tbody>
     {% for r in tab.rows %}<tr><td class="team">{{ r.team }}</td>
       {% for c in r.cells %}<td{% if c.reason %} class="na" title="{{ c.reason }}"{% endif %}>{{ c.value }}</td>{% endfor %}
     </tr>{% endfor %}
     </tbody>
-  </table></div>
-  <figure>{{ tab.svg }}</figure>
+  </table></div>{% endif %}
+  {% if tab.svg %}<figure>{{ tab.svg }}</figure>{% endif %}
+  {% if tab.too_few %}<p class="muted">{{ tab.metric }}: {% for c in tab.too_few %}{{ c.name }} ({{ c.n }} case{{ '' if c.n == 1 else 's' }}){{ ', ' if not loop.last else '' }}{% endfor %}:
+    too few cases to estimate it for any team ({{ tab.too_few[0].reason }}).</p>{% endif %}
   {% endfor %}
   {% endif %}
 

@@ -42,7 +42,7 @@ from app.api.deps import (
 from app.api.submissions import cases_csv_response
 from app.db.models import SCORED, Phase, Submission
 from app.errors import NotFound, ServiceError
-from app.formatting import format_number, format_rank, metric_label, task_title
+from app.formatting import column_label, format_number, format_rank, metric_label, task_title
 from app.security import Principal, open_web_session, revoke_web_session, web_session_principal
 from app.services.board_analysis import board_analysis
 from app.services.board_cache import BoardCache
@@ -97,6 +97,7 @@ templates.env.filters["dt"] = _dt
 templates.env.globals["version"] = evaluator.__version__
 templates.env.globals["task_titles"] = TASK_TITLES
 templates.env.globals["metric_label"] = metric_label
+templates.env.globals["column_label"] = column_label
 
 
 def render(
@@ -349,6 +350,7 @@ def submission_page(
     submission_id: int,
     principal: PagePrincipalDep,
     session: ReadSessionDep,
+    board_cache: BoardCacheDep,
 ) -> Response:
     sub = get_submission(session, submission_id, principal)
     assert principal is not None
@@ -380,8 +382,36 @@ def submission_page(
             "task_titles": {sub.task: task_title(sub.task, protocol)},
             "principal": principal,
             "pending": view["status"] in ("received", "queued", "running"),
+            "on_board": _on_board(session, board_cache, principal, sub),
         },
     )
+
+
+def _on_board(
+    session: Session, board_cache: BoardCache, principal: Principal, sub: Submission
+) -> dict[str, Any] | None:
+    """Where a submission stands on its phase task's board, as the caller sees the
+    board: ``{"url", "rank"}`` (``rank`` None when another submission of the team is
+    the one ranked, ``ranked_id`` naming it), None for a dry run or a board the caller
+    may not see."""
+    if sub.dry_run:
+        return None
+    url = f"/leaderboards/{sub.phase.name}/{sub.task}"
+    try:
+        board = board_cache.leaderboard(
+            session, principal, phase=sub.phase.name, task=sub.task, selection=None, live=False
+        )
+    except ServiceError:
+        return None
+    row = next((r for r in board["rows"] if r["submission_id"] == sub.id), None)
+    team_row = next((r for r in board["rows"] if r["team"] == sub.team.name), None)
+    return {
+        "url": url,
+        "rank": row["rank"] if row is not None else None,
+        "n": len(board["rows"]),
+        "ranked_id": team_row["submission_id"] if team_row is not None else None,
+        "frozen": board["frozen"],
+    }
 
 
 @router.get("/submissions/{submission_id}/cases.csv")

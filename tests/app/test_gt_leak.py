@@ -442,6 +442,6 @@ def test_organizers_read_the_full_records(world: dict[str, Any]) -> None:
             assert keys <= set(text.splitlines()[0].split(","))
     sid = w["scored"]["open", "A", 2]
     page = api.client.get(f"/submissions/{sid}", headers=auth(ORG)).text
-    assert "<th>time</th>" in page and "1234.5678" in page
+    assert 'title="time">Time</th>' in page and "1234.5678" in page
     full = json.dumps(w["full"])
     assert "1234.5678" in full

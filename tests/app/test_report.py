@@ -192,4 +192,7 @@ def test_per_centre_reasons_reach_the_page() -> None:
     assert data.bootstrap is None
     assert per_center(3, cases["beta"])["MDA"].metrics["auc"] is None
     page = render_report("p", {3: data}, generated_at="now")
-    assert 'class="na" title="the AUC is undefined' in page
+    # undefined for every team: said in words with the reason, not a column of empty cells
+    assert "AUC: MDA (" in page and "too few cases to estimate it for any team" in page
+    assert "(the AUC is undefined" in page
+    assert 'class="na"' not in page
