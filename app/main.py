@@ -24,12 +24,14 @@ from app.db.migrate import upgrade
 from app.db.session import make_engine, read_only, session_factory, session_scope
 from app.jobs.base import Dispatcher
 from app.jobs.factory import make_dispatcher
+from app.jobs.local import LocalDispatcher
 from app.jobs.retention import RetentionThread
 from app.jobs.sweeper import Sweeper
 from app.ratelimit import AuthFailureLimiter
 from app.services.board_cache import BoardCache
 from app.settings import Settings, get_settings
 from app.web import pages
+from app.web.warm import PageWarmer
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,15 @@ def _lifespan(settings: Settings, dispatcher: Dispatcher | None) -> Lifespan:
         )
         retention = RetentionThread(app.state.sessions, settings)  # expired uploads
         retention.start()
+        warmer = PageWarmer(app.state.sessions)  # first page views as fast as later ones
+        warmer.start()
+        if isinstance(d, LocalDispatcher):
+            d.on_finished = warmer.poke
+        app.state.page_warmer = warmer
         try:
             yield
         finally:
+            warmer.stop()
             retention.stop()
             if sweeper is not None:
                 sweeper.cancel()

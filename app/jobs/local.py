@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -88,6 +89,8 @@ class LocalDispatcher(Dispatcher):
         self._starts = 0
         self._closed = False
         self._warming: list[Future[int]] = []
+        # called with the id of each job judged (from the pool's callback thread)
+        self.on_finished: Callable[[int], None] | None = None
 
     @staticmethod
     def make_executor(
@@ -238,6 +241,8 @@ class LocalDispatcher(Dispatcher):
             return
         exc = fut.exception()
         if exc is None:
+            if self.on_finished is not None:
+                self.on_finished(sid)
             return
         if isinstance(exc, BrokenProcessPool):
             self._after_crash(sid)
