@@ -68,9 +68,12 @@ def leaderboard_table(board: Mapping[str, Any]) -> Table:
     ranked = [m.name for m in ranked_metrics(task, protocol)]
     others = [m.name for m in metrics_of(task, protocol) if m.name not in ranked]
     groups = _rank_groups(task, protocol)
+    title = f"{board['phase']} · {_title(task, protocol)}"
     table = Table(
-        title=f"{board['phase']} · {_title(task, protocol)}",
+        title=title,
         title_justify="left",
+        # a narrow board (one metric) is as wide as its title, which then keeps to a line
+        min_width=len(title),
         caption=f"{board.get('selection', 'best')} submission per team; ties share the average rank"
         + "; #: the id of the submission ranked"
         + (f"; frozen {_frozen_at(board)}" if board.get("frozen") else ""),

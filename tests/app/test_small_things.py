@@ -117,3 +117,29 @@ def test_sigterm_stops_the_demo_and_its_judges(tmp_path: Path, challenge: Any) -
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"judging processes left behind after SIGTERM: {left}"
+
+
+def test_console_board_title_keeps_to_one_line_and_says_what_hash_is() -> None:
+    from rich.console import Console
+
+    from app.cli.console import leaderboard_table
+
+    board = {
+        "phase": "demo",
+        "task": 2,
+        "selection": "best",
+        "rows": [
+            {
+                "rank": 1.0,
+                "team": "good",
+                "metrics": {"c_index": 0.93},
+                "ranks": {},
+                "submission_id": 2,
+            }
+        ],
+    }
+    con = Console(width=160, record=True, highlight=False)
+    con.print(leaderboard_table(board))
+    lines = con.export_text().splitlines()
+    assert lines[0].strip() == "demo · Task 2 · recurrence-free survival (C-index)", lines[:3]
+    assert "#: the id of the submission ranked" in " ".join(" ".join(lines).split())
