@@ -42,6 +42,9 @@ BAD_CSV = b"PatientID,Prediction\n" + b"".join(f"X-{i},0.5\n".encode() for i in 
 # The test hooks act in this process (and its forked judging children) and, through
 # PYTHONPATH, in every process the tests start (spawned pool processes, servers, workers).
 judge_hooks.install()
+# the tests upload the same synthetic files again and again, to servers in this process
+# and to those they start (tests/app/test_visible_state.py turns the refusal on)
+os.environ.setdefault("HECKTOR_REFUSE_DUPLICATES", "false")
 os.environ["PYTHONPATH"] = judge_hooks.pythonpath(
     *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )

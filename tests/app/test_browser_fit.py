@@ -76,6 +76,8 @@ def _pages(site: dict[str, Any]) -> list[tuple[str, str, str | None]]:
             out.append((f"analysis-{phase}-{task}", f"/leaderboards/{phase}/{task}#analysis", ORG))
             sid = site["ids"][phase, "good", task]
             out.append((f"submission-{phase}-{task}", f"/submissions/{sid}", good))
+            # the organizers see the ground truth beside each case: more columns
+            out.append((f"submission-org-{phase}-{task}", f"/submissions/{sid}", ORG))
     return out
 
 
