@@ -304,8 +304,14 @@ def test_hidden_phase_withholds_scores_and_cases_everywhere(world: dict[str, Any
     listing = call(world, "own", "GET", "/api/v1/submissions?phase=priv").json()
     assert listing and all("result" not in s and "metrics" not in s for s in listing)
     index = call(world, "own", "GET", "/").text
+    # the public phase's row shows the team's own standing there, and the same files
+    # score the same in both phases: the hidden phase's row must show none of it
+    priv_row = index.split("<td><strong>priv</strong></td>", 1)[1].split("</tr>", 1)[0]
+    assert "left" in priv_row and "rank" not in priv_row
+    after_phases = index.split('id="phases"', 1)[1].split("</table>", 1)[1]
+    outside_pub = index.split("<td><strong>pub</strong></td>", 1)[0] + priv_row + after_phases
     for key in ("priv1", "priv2"):
-        assert not [v for v in _org_metric_strings(world, key) if v in index]
+        assert not [v for v in _org_metric_strings(world, key) if v in outside_pub]
     # the organizer sees everything
     assert call(world, "org", "GET", "/submissions/{priv1}/cases.csv").status_code == 200
 
