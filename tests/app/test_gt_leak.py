@@ -233,6 +233,8 @@ def _variants(api: Api, w: dict[str, Any], template: str) -> list[str]:
         queries.append("?selection=latest")
     if "phase" in params and "{phase}" not in template:
         queries += [f"?phase={p}" for p in PHASES]
+    if "task" in params and "{task}" not in template:
+        queries += [f"?task={t}" for t in (1, 2, 3)]
     out = []
     for combo in itertools.product(*(values[n] for n in names)):
         url = template
