@@ -4,16 +4,14 @@ server would refuse is refused before its bytes travel."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Submission, utcnow
+from app.db.models import utcnow
 from app.security import Principal
 from app.services.allowances import allowance_summary
-from app.services.quota import COUNTED_STATES, QUOTA_WINDOW
+from app.services.quota import counted_submission_times
 from app.services.submissions import precheck_submission
 from app.settings import Settings
 
@@ -24,24 +22,6 @@ ACCEPTED_TYPES: dict[int, list[str]] = {
     2: ["text/csv", "application/json", *_ARCHIVES],
     3: ["text/csv", "application/json", *_ARCHIVES],
 }
-
-
-def _quota_used(session: Session, phase_id: int, team_id: int, task: int, now: datetime) -> int:
-    """Real submissions counted by the daily quota in the window (as
-    :func:`app.services.quota.check_quota` counts them)."""
-    return int(
-        session.scalar(
-            select(func.count(Submission.id)).where(
-                Submission.team_id == team_id,
-                Submission.phase_id == phase_id,
-                Submission.task == task,
-                Submission.dry_run.is_(False),
-                Submission.status.in_(COUNTED_STATES),
-                Submission.submitted_at > now - QUOTA_WINDOW,
-            )
-        )
-        or 0
-    )
 
 
 def submission_limits(
@@ -60,7 +40,7 @@ def submission_limits(
     phase = precheck_submission(session, principal, phase_name, task, dry_run=dry_run, size=size)
     team_id = principal.team_id or 0
     now = utcnow()
-    used = _quota_used(session, phase.id, team_id, task, now)
+    used = len(counted_submission_times(session, phase, team_id, task, now=now))
     allowances = allowance_summary(session, phase, team_id, task, now=now)
     return {
         "phase": phase.name,

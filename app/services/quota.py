@@ -35,18 +35,13 @@ def _fmt_delta(d: timedelta) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min" if m else f"{secs} s"
 
 
-def check_quota(
+def counted_submission_times(
     session: Session, phase: Phase, team_id: int, task: int, *, now: datetime | None = None
-) -> None:
-    """Raise :class:`QuotaExceeded` naming when the next slot opens.
-
-    The window is the last 24 hours, per team, phase and task; failed submissions and
-    dry runs do not count.
-    """
-    now = now or utcnow()
-    limit = phase.daily_limit
-    since = now - QUOTA_WINDOW
-    times = list(
+) -> list[datetime]:
+    """When the submissions the quota counts now were made, oldest first: real ones
+    (not dry runs) that did not fail, in the last 24 hours, per team, phase and task."""
+    since = (now or utcnow()) - QUOTA_WINDOW
+    return list(
         session.scalars(
             select(Submission.submitted_at)
             .where(
@@ -60,6 +55,19 @@ def check_quota(
             .order_by(Submission.submitted_at)
         )
     )
+
+
+def check_quota(
+    session: Session, phase: Phase, team_id: int, task: int, *, now: datetime | None = None
+) -> None:
+    """Raise :class:`QuotaExceeded` naming when the next slot opens.
+
+    The window is the last 24 hours, per team, phase and task; failed submissions and
+    dry runs do not count.
+    """
+    now = now or utcnow()
+    limit = phase.daily_limit
+    times = counted_submission_times(session, phase, team_id, task, now=now)
     if len(times) < limit:
         return
     if limit == 0:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Phase, Submission, utcnow
-from app.services.quota import COUNTED_STATES, QUOTA_WINDOW
+from app.db.models import Phase
+from app.services.quota import counted_submission_times
 from app.services.records import Board
 
 __all__ = ["TaskStanding", "quota_used", "task_standing"]
@@ -29,18 +28,7 @@ class TaskStanding(TypedDict):
 def quota_used(session: Session, phase: Phase, team_id: int, task: int) -> int:
     """Real submissions the daily quota counts now (as
     :func:`app.services.quota.check_quota` counts them)."""
-    since = utcnow() - QUOTA_WINDOW
-    n = session.scalar(
-        select(func.count(Submission.id)).where(
-            Submission.team_id == team_id,
-            Submission.phase_id == phase.id,
-            Submission.task == task,
-            Submission.dry_run.is_(False),
-            Submission.status.in_(COUNTED_STATES),
-            Submission.submitted_at > since,
-        )
-    )
-    return int(n or 0)
+    return len(counted_submission_times(session, phase, team_id, task))
 
 
 def task_standing(

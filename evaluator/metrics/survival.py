@@ -118,24 +118,21 @@ def aggregate_task2(
 ) -> dict[str, float]:
     """Task 2 metrics from per-case records with keys ``prediction, time, event``."""
     del protocol  # no Task 2 switch yet; kept for a uniform signature
-    if not cases:
-        raise ScoringError("no case to score: the C-index needs at least two cases")
-    try:
-        times = [float(c["time"]) for c in cases]
-        events = [float(c["event"]) for c in cases]
-        risk = [float(c["prediction"]) for c in cases]
-    except KeyError as exc:
-        raise ScoringError(
-            f"Task 2 case records need the keys prediction, time, event; missing {exc}"
-        ) from exc
-    except (TypeError, ValueError) as exc:
-        raise ScoringError(f"Task 2 case records hold a non-numeric value: {exc}") from exc
-    return {"c_index": c_index(np.asarray(times), np.asarray(events), np.asarray(risk))}
+    times, events, risk = _survival_arrays(cases)
+    return {"c_index": c_index(times, events, risk)}
 
 
 def aggregate_rfs(cases: Sequence[Mapping[str, Any]], *, meaning: RfsMeaning) -> dict[str, float]:
     """``rfs_cindex`` from per-case records with keys ``prediction, time, event``; the
     prediction read as ``meaning`` (see :func:`c_index`)."""
+    times, events, predicted = _survival_arrays(cases)
+    return {"rfs_cindex": c_index(times, events, predicted, meaning=meaning)}
+
+
+def _survival_arrays(
+    cases: Sequence[Mapping[str, Any]],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """``time``, ``event`` and ``prediction`` of Task 2 case records, as arrays."""
     if not cases:
         raise ScoringError("no case to score: the C-index needs at least two cases")
     try:
@@ -148,5 +145,4 @@ def aggregate_rfs(cases: Sequence[Mapping[str, Any]], *, meaning: RfsMeaning) ->
         ) from exc
     except (TypeError, ValueError) as exc:
         raise ScoringError(f"Task 2 case records hold a non-numeric value: {exc}") from exc
-    value = c_index(np.asarray(times), np.asarray(events), np.asarray(predicted), meaning=meaning)
-    return {"rfs_cindex": value}
+    return np.asarray(times), np.asarray(events), np.asarray(predicted)
