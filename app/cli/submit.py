@@ -201,6 +201,8 @@ def _print_outcome(args: argparse.Namespace, doc: dict[str, Any]) -> int:
         return EXIT_REJECTED
     if args.json:
         return EXIT_OK
+    for w in doc.get("warnings") or []:
+        print(f"warning: {w['message']}", file=sys.stderr)
     if status == "valid":
         out.print(f"submission {doc['id']}: valid — every check passed; nothing was scored")
     elif doc.get("scores_hidden"):

@@ -71,3 +71,33 @@ def test_inverted_risks_warned_in_status_and_page(
     dry_doc = api.status(tok, dry.json()["id"])
     assert dry_doc["status"] == "valid"
     assert dry_doc["warnings"][0]["message"] == message
+
+
+def test_submit_prints_the_warning(tmp_path: Path, capsys: Any) -> None:
+    import httpx
+
+    from app.main import create_app
+    from evaluator.cli import main
+    from tests.app.conftest import ORG, make_settings, served
+
+    gt, right_csv, inverted = _task2_phase(tmp_path)
+    settings = make_settings(tmp_path / "data", f"sqlite:///{tmp_path / 'h.db'}")
+    with served(create_app(settings, dispatcher=InlineDispatcher(settings))) as base:
+        r = httpx.post(
+            f"{base}/api/v1/admin/phases",
+            json={"name": "p", "ground_truth": str(gt), "tasks": [2]},
+            headers=auth(ORG),
+            timeout=120,
+        )
+        assert r.status_code == 201, r.text
+        token = httpx.post(
+            f"{base}/api/v1/admin/teams", json={"name": "t"}, headers=auth(ORG)
+        ).json()["token"]
+        args = ["submit", "--server", base, "--token", token, "--phase", "p", "--task", "2"]
+        assert main([*args, str(right_csv)]) == 0
+        assert "warning:" not in capsys.readouterr().err
+        assert main([*args, str(inverted)]) == 0
+        err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(lines) == 1
+    assert "the predictions look like RFS times, not risks: negate them" in lines[0]
