@@ -312,6 +312,18 @@ def judged_service(
         d.shutdown(wait=True)
 
 
+def local_on(pool: ProcessPoolExecutor) -> Callable[[Settings], LocalDispatcher]:
+    """A dispatcher factory for ``app_factory``: a started local dispatcher whose judges
+    are the processes of the shared ``pool``."""
+
+    def make(settings: Settings) -> LocalDispatcher:
+        d = LocalDispatcher(settings, executor=pool)
+        d.start()
+        return d
+
+    return make
+
+
 def judge_pids(d: LocalDispatcher) -> list[int]:
     """The process ids of a local dispatcher's judging processes."""
     return list(getattr(d._executor, "_processes", {}) or {})

@@ -10,25 +10,15 @@ from sqlalchemy import func, select, update
 
 from app.db.models import CaseResult, Result, Submission
 from app.db.session import make_engine, session_factory
-from app.jobs.local import LocalDispatcher
-from tests.app.conftest import N_CASES, ORG, RecordingDispatcher, auth
+from tests.app.conftest import N_CASES, ORG, RecordingDispatcher, auth, local_on
 
 TEAMS = ("perfect", "good", "mediocre", "poor")
-
-
-def _local(pool: ProcessPoolExecutor) -> Any:
-    def make(settings: Any) -> LocalDispatcher:
-        d = LocalDispatcher(settings, executor=pool)
-        d.start()
-        return d
-
-    return make
 
 
 def test_submit_score_leaderboard(
     db_url: str, app_factory: Any, pool: ProcessPoolExecutor, challenge: Any
 ) -> None:
-    api = app_factory(db_url, dispatcher=_local(pool))
+    api = app_factory(db_url, dispatcher=local_on(pool))
     phase = api.create_phase("validation")
     assert next(t["n_cases"] for t in phase["task_details"]) == N_CASES
     tokens = {team: api.create_team(team) for team in TEAMS}
@@ -115,7 +105,7 @@ def test_restart_recovers_queued_and_running(
     first.client.__exit__(None, None, None)
 
     # second life on the same DB and data dir: both are queued again and judged
-    second = app_factory(db_url, dispatcher=_local(pool), data_dir=tmp_path / "data")
+    second = app_factory(db_url, dispatcher=local_on(pool), data_dir=tmp_path / "data")
     assert second.wait(tok, a)["status"] == "scored"
     doc = second.wait(tok, b)
     assert doc["status"] == "scored" and 0.0 <= doc["result"]["metrics"]["auc"] <= 1.0
@@ -124,7 +114,7 @@ def test_restart_recovers_queued_and_running(
 def test_rescore_replaces_results(
     sqlite_url: str, app_factory: Any, pool: ProcessPoolExecutor, challenge: Any
 ) -> None:
-    api = app_factory(sqlite_url, dispatcher=_local(pool))
+    api = app_factory(sqlite_url, dispatcher=local_on(pool))
     api.create_phase("p")
     tok = api.create_team("mediocre")
     sid = api.submit_ok(tok, "p", 1, challenge.archive("mediocre", 1))
@@ -140,7 +130,7 @@ def test_rescore_replaces_results(
 def test_sweeper_picks_up_rows_queued_by_another_process(
     sqlite_url: str, app_factory: Any, pool: ProcessPoolExecutor, challenge: Any
 ) -> None:
-    api = app_factory(sqlite_url, dispatcher=_local(pool), sweep_interval=0.2)
+    api = app_factory(sqlite_url, dispatcher=local_on(pool), sweep_interval=0.2)
     api.create_phase("p", tasks=[2])
     tok = api.create_team("t")
     sid = api.submit_ok(tok, "p", 2, challenge.archive("good", 2))

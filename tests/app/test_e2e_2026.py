@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from app.cli.console import leaderboard_table
-from app.jobs.local import LocalDispatcher
-from tests.app.conftest import ORG, auth
+from tests.app.conftest import ORG, auth, local_on
 
 TEAMS = ("perfect", "good", "mediocre", "poor")
 N_CASES_2026 = 10
@@ -37,19 +36,10 @@ def _submission(root: Path, team: str, task: int) -> Path:
     return next(p for n in names if (p := root / "submissions" / team / n).exists())
 
 
-def _local(pool: ProcessPoolExecutor) -> Any:
-    def make(settings: Any) -> LocalDispatcher:
-        d = LocalDispatcher(settings, executor=pool)
-        d.start()
-        return d
-
-    return make
-
-
 def test_a_2026_phase_end_to_end(
     sqlite_url: str, app_factory: Any, pool: ProcessPoolExecutor, challenge2026: Path
 ) -> None:
-    api = app_factory(sqlite_url, dispatcher=_local(pool))
+    api = app_factory(sqlite_url, dispatcher=local_on(pool))
     phase = api.create_phase(
         "v26", ground_truth=str(challenge2026 / "ground_truth"), protocol="hecktor2026"
     )

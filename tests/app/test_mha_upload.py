@@ -13,19 +13,9 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from app.jobs.local import LocalDispatcher
-from tests.app.conftest import Challenge
+from tests.app.conftest import Challenge, local_on
 
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # NIfTI fields MetaImage has no key for
-
-
-def _local(pool: ProcessPoolExecutor) -> Any:
-    def make(settings: Any) -> LocalDispatcher:
-        d = LocalDispatcher(settings, executor=pool)
-        d.start()
-        return d
-
-    return make
 
 
 def _as_mha(challenge: Challenge, team: str, tmp: Path) -> dict[str, bytes]:
@@ -53,7 +43,7 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
 def test_mha_archive_scores_as_the_nifti_one(
     sqlite_url: str, app_factory: Any, pool: ProcessPoolExecutor, challenge: Challenge, tmp_path
 ) -> None:
-    api = app_factory(sqlite_url, dispatcher=_local(pool))
+    api = app_factory(sqlite_url, dispatcher=local_on(pool))
     api.create_phase("validation")
     token = api.create_team("good")
     mha = _as_mha(challenge, "good", tmp_path)
