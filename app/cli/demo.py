@@ -289,8 +289,8 @@ def _print_leaderboards(con: Console, base: str) -> None:
 
 
 def _serve_until_interrupted(con: Console, server: ServerThread) -> None:
-    con.print("serving; press Ctrl-C to stop")
-    try:
+    try:  # the notice inside: a signal sent as soon as it is read stops the demo here
+        con.print("serving; press Ctrl-C to stop")
         while server.thread.is_alive():
             server.thread.join(0.5)
     except KeyboardInterrupt:
