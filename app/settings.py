@@ -142,6 +142,20 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0", description="Celery broker (dispatcher=celery)"
     )
     celery_queue: str = Field(default="hecktor-judge", min_length=1)
+    algorithm_queue: str = Field(
+        default="hecktor-algorithms",
+        min_length=1,
+        description="Celery queue of algorithm submissions (workers that run containers)",
+    )
+    container_runtime: Literal["auto", "podman", "docker", "none"] = Field(
+        default="auto",
+        description="runtime of participants' algorithm containers; auto: podman, else docker",
+    )
+    container_image_store: int = Field(
+        default=4,
+        ge=1,
+        description="participants' images loaded at once on this machine at most",
+    )
     broker_key_prefix: str = Field(
         default="", description="prefix of every Redis key of the broker (to share a Redis)"
     )

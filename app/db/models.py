@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,7 +23,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -75,6 +78,12 @@ PENDING_STATES = (QUEUED, RUNNING)
 CASE_ROWS_SCORES = "scores"
 CASE_ROWS_NONE = "none"
 CASE_ROWS = (CASE_ROWS_SCORES, CASE_ROWS_NONE)
+# Phase.kind: what a phase judges; Submission.kind: what an upload is
+KIND_PREDICTIONS = "predictions"  # prediction archives and tables
+KIND_ALGORITHM = "algorithm"  # inference containers, run case by case on hidden inputs
+KIND_BOTH = "both"  # either, on one leaderboard
+PHASE_KINDS = (KIND_PREDICTIONS, KIND_ALGORITHM, KIND_BOTH)
+SUBMISSION_KINDS = (KIND_PREDICTIONS, KIND_ALGORITHM)
 # Submission.priority
 PRIORITY_NORMAL = 0
 PRIORITY_RESCORE = 10
@@ -111,6 +120,30 @@ class Phase(Base):
     )
     # uploads of failed submissions and dry runs are deleted after this many days
     retention_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
+
+    # what the phase judges (PHASE_KINDS); for algorithms, the hidden inputs and the
+    # limits each case runs under
+    kind: Mapped[str] = mapped_column(
+        String(16), default="predictions", server_default="predictions"
+    )
+    # the converted case inputs (relative to the data dir; None: no inputs imported)
+    inputs_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inputs_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    n_inputs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    case_seconds: Mapped[int] = mapped_column(Integer, default=600, server_default="600")
+    case_memory_mb: Mapped[int] = mapped_column(Integer, default=4096, server_default="4096")
+    case_cpus: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
+    case_pids: Mapped[int] = mapped_column(Integer, default=128, server_default="128")
+    case_gpu: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    case_tmp_mb: Mapped[int] = mapped_column(Integer, default=512, server_default="512")
+    case_output_mb: Mapped[int] = mapped_column(Integer, default=1024, server_default="1024")
+    image_max_bytes: Mapped[int] = mapped_column(
+        BigInteger, default=10 << 30, server_default=str(10 << 30)
+    )
+    parallel_cases: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    # grand-challenge's rule: one failed case fails the submission; False: every case is
+    # run and a submission is scored on its complete cases only when all of them passed
+    fail_fast: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     tasks: Mapped[list[PhaseTask]] = relationship(
         back_populates="phase", order_by="PhaseTask.task", cascade="all, delete-orphan"
@@ -188,6 +221,10 @@ class Submission(Base):
     phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id", ondelete="CASCADE"))
     task: Mapped[int] = mapped_column(Integer)
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    # SUBMISSION_KINDS: a prediction archive/table, or an algorithm's image tarball
+    kind: Mapped[str] = mapped_column(
+        String(16), default="predictions", server_default="predictions"
+    )
     status: Mapped[str] = mapped_column(String(16), default=RECEIVED)
     filename: Mapped[str] = mapped_column(String(255), default="")
     archive_path: Mapped[str] = mapped_column(Text, default="")  # relative to the data dir
