@@ -233,6 +233,8 @@ class Submission(Base):
     sha256: Mapped[str] = mapped_column(String(64), default="")
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    # what the judge is doing, for people watching (e.g. "running case 3 of 50")
+    progress_note: Mapped[str] = mapped_column(String(200), default="", server_default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # 0 normal; higher runs after every lower one (organizers' re-scoring)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

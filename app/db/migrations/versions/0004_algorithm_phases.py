@@ -11,7 +11,8 @@ Revises: 0003
   ``case_pids``, ``case_gpu``, ``case_tmp_mb``, ``case_output_mb``), the image size cap
   (``image_max_bytes``), the cases run at once (``parallel_cases``) and whether the first
   failed case fails the submission (``fail_fast``);
-- ``submissions.kind``: ``predictions`` or ``algorithm``.
+- ``submissions.kind``: ``predictions`` or ``algorithm``; ``submissions.progress_note``:
+  what the judge is doing (e.g. which case runs).
 
 Self-contained on purpose: it never imports the application's models.
 """
@@ -75,10 +76,14 @@ def upgrade() -> None:
         b.add_column(
             sa.Column("kind", sa.String(length=16), nullable=False, server_default="predictions")
         )
+        b.add_column(
+            sa.Column("progress_note", sa.String(length=200), nullable=False, server_default="")
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("submissions", schema=None) as b:
+        b.drop_column("progress_note")
         b.drop_column("kind")
     with op.batch_alter_table("phases", schema=None) as b:
         for name in reversed(PHASE_COLUMNS):
