@@ -32,6 +32,7 @@ __all__ = [
     "RankOfSum",
     "RankRule",
     "TaskSpec",
+    "ValueKind",
     "check_spec",
     "edition_class",
     "edition_names",
@@ -76,14 +77,27 @@ class RankOfSum:
 RankRule = RankBy | RankOfSum
 
 
+ValueKind = Literal["number", "boolean", "string", "any"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class AlgorithmOutput:
     """One per-case output of a grand-challenge algorithm job that a task scores, known
-    by the socket's ``relative_path`` (where the job wrote it under ``/output``)."""
+    by the socket's ``relative_path`` (where the job wrote it under ``/output``).
+
+    What a valid output holds, as the socket declares it on grand-challenge: an image
+    socket's voxel values (``labels``, a segmentation's overlay segments); a value
+    socket's JSON kind (``value``: a number, a boolean, a string, anything) and, for a
+    string chosen from a set, ``classes``: the name of the protocol field listing the
+    allowed strings (``"t_stages"``), so that a protocol variant's set is the one read.
+    """
 
     relative_path: str  # e.g. "images/head-neck-tumor-segmentation" or "rfs.json"
     image: bool  # an image socket (a folder holding one .mha) or a JSON value file
     also: tuple[str, ...] = ()  # other relative paths accepted for the same output
+    labels: tuple[int, ...] = ()  # image: the voxel values allowed (empty: any)
+    value: ValueKind = "any"  # value: the JSON kind of the file's content
+    classes: str = ""  # value "string": the protocol field listing the allowed strings
 
     @property
     def case_file(self) -> str:

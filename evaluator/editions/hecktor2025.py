@@ -34,6 +34,7 @@ from evaluator.editions.base import (
 __all__ = [
     "HECKTOR2025",
     "PROTOCOL_VERSION",
+    "SEGMENTATION_LABELS",
     "BothEmpty",
     "Connectivity",
     "Protocol",
@@ -114,6 +115,9 @@ EDGE_CASES_2025: tuple[EdgeCase, ...] = (
     EdgeCase(metric="auc", when="the cases hold one HPV class only", value=None),
 )
 
+# the label map's values: 0 background, 1 GTVp, 2 GTVn
+SEGMENTATION_LABELS: tuple[int, ...] = (0, 1, 2)
+
 TASKS_2025: dict[int, TaskSpec] = {
     # r_p + r_n, where r_n is the rank of the GTVn DSC rank + the GTVn F1 rank
     1: TaskSpec(
@@ -133,6 +137,7 @@ TASKS_2025: dict[int, TaskSpec] = {
                 relative_path="images/tumor-lymph-node-segmentation",
                 image=True,
                 also=("images/gtv-segmentation", "images/head-neck-tumor-segmentation"),
+                labels=SEGMENTATION_LABELS,
             ),
         ),
     ),
@@ -141,14 +146,15 @@ TASKS_2025: dict[int, TaskSpec] = {
         ranking=RankBy("c_index"),
         title="recurrence-free survival",
         long_title="Prediction of recurrence-free survival",
-        outputs=(AlgorithmOutput(relative_path="rfs.json", image=False),),
+        outputs=(AlgorithmOutput(relative_path="rfs.json", image=False, value="number"),),
     ),
     3: TaskSpec(
         kind="hpv_status",
         ranking=RankBy("auc"),
         title="HPV status",
         long_title="Diagnosis of HPV status",
-        outputs=(AlgorithmOutput(relative_path="hpv-status.json", image=False),),
+        # a probability, or the 0/1 class the 2025 template writes (a Float socket)
+        outputs=(AlgorithmOutput(relative_path="hpv-status.json", image=False, value="number"),),
     ),
 }
 

@@ -33,7 +33,7 @@ from evaluator.editions.base import (
     check_spec,
     register_edition,
 )
-from evaluator.editions.hecktor2025 import BothEmpty, Protocol
+from evaluator.editions.hecktor2025 import SEGMENTATION_LABELS, BothEmpty, Protocol
 
 __all__ = ["HECKTOR2026", "N_STAGES", "T_STAGES", "Hecktor2026Protocol", "recall_metric"]
 
@@ -135,6 +135,7 @@ TASKS_2026: dict[int, TaskSpec] = {
                 relative_path="images/head-neck-tumor-segmentation",
                 image=True,
                 also=("images/tumor-lymph-node-segmentation", "images/gtv-segmentation"),
+                labels=SEGMENTATION_LABELS,
             ),
         ),
     ),
@@ -143,7 +144,7 @@ TASKS_2026: dict[int, TaskSpec] = {
         ranking=RankBy("rfs_cindex"),
         title="recurrence-free survival",
         long_title="Prognosis of recurrence-free survival",
-        outputs=(AlgorithmOutput(relative_path="rfs.json", image=False),),
+        outputs=(AlgorithmOutput(relative_path="rfs.json", image=False, value="number"),),
     ),
     3: TaskSpec(
         kind="staging",
@@ -151,8 +152,12 @@ TASKS_2026: dict[int, TaskSpec] = {
         title="T and N staging",
         long_title="Diagnosis of the T and N stages",
         outputs=(
-            AlgorithmOutput(relative_path="t-stage.json", image=False),
-            AlgorithmOutput(relative_path="n-stage.json", image=False),
+            AlgorithmOutput(
+                relative_path="t-stage.json", image=False, value="string", classes="t_stages"
+            ),
+            AlgorithmOutput(
+                relative_path="n-stage.json", image=False, value="string", classes="n_stages"
+            ),
         ),
     ),
 }
