@@ -350,6 +350,20 @@ def read_label_map(
     return LabelMap(labels, header, bbox)
 
 
+def read_image(
+    source: Path | ByteSource, *, max_voxels: int, name: str | None = None
+) -> tuple[ImageHeader, npt.NDArray[Any]]:
+    """Read one 3-D image (NIfTI or MetaImage) as stored: its header and its voxels in
+    the on-disk type (no scaling applied, no label check), Fortran order."""
+    with contextlib.ExitStack() as stack:
+        f, name, sibling = _open(source, name, stack)
+        header, stream, head = open_label_stream(f, name, max_voxels=max_voxels, sibling=sibling)
+        voxels = _Voxels(stream, header, head)
+        arr = _full_array(voxels)
+        voxels.finish()
+    return header, arr
+
+
 @dataclass(frozen=True)
 class LabelCrop:
     """A validated label map known by its foreground: the bounding box of the
