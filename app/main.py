@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -18,7 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 import evaluator
-from app.api import admin, analysis, error_handlers, freeze, leaderboards, submissions
+from app.api import (
+    admin,
+    algorithm_logs,
+    analysis,
+    error_handlers,
+    freeze,
+    leaderboards,
+    submissions,
+)
 from app.api.middleware import SecurityHeaders
 from app.db.migrate import upgrade
 from app.db.session import make_engine, read_only, session_factory, session_scope
@@ -70,6 +79,21 @@ async def _requeue_unfinished(sessions: sessionmaker[Session], d: Dispatcher) ->
         log.info("re-queued %d unfinished submission(s) at start-up", len(ids))
 
 
+def report_runtime(settings: Settings) -> str | None:
+    """Log which container runtime runs algorithm submissions here, or why none can;
+    returns the runtime's name (None: algorithm submissions fail as platform failures,
+    refunded, until one is installed)."""
+    from app.algorithms.runtime import RuntimeUnavailable, detect_runtime
+
+    try:
+        runtime = detect_runtime(settings.container_runtime)
+    except RuntimeUnavailable as e:
+        log.warning("algorithm submissions cannot be judged on this machine: %s", e)
+        return None
+    log.info("algorithm submissions run with %s", runtime.name)
+    return str(runtime.name)
+
+
 def _lifespan(settings: Settings, dispatcher: Dispatcher | None) -> Lifespan:
     """Start-up and shut-down: database, dispatcher (started and stopped here unless
     passed in), recovery of unfinished jobs, the sweeper and the retention thread."""
@@ -96,6 +120,10 @@ def _lifespan(settings: Settings, dispatcher: Dispatcher | None) -> Lifespan:
             if settings.sweep_interval > 0
             else None
         )
+        if d.name == "local" and settings.container_runtime != "none":
+            threading.Thread(  # a runtime check takes a moment: never delay serving
+                target=report_runtime, args=(settings,), name="runtime-check", daemon=True
+            ).start()
         retention = RetentionThread(app.state.sessions, settings)  # expired uploads
         retention.start()
         warmer = PageWarmer(app.state.sessions)  # first page views as fast as later ones
@@ -121,6 +149,7 @@ def _lifespan(settings: Settings, dispatcher: Dispatcher | None) -> Lifespan:
 
 def _include_routes(app: FastAPI) -> None:
     app.include_router(submissions.router)
+    app.include_router(algorithm_logs.router)
     app.include_router(leaderboards.router)
     app.include_router(admin.router)
     app.include_router(analysis.router)

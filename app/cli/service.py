@@ -7,7 +7,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import (
     EXIT_ERROR,
@@ -19,6 +19,9 @@ from app.cli.common import (
     settings_args,
     setup_logging,
 )
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 # -- parsers ----------------------------------------------------------------------------
@@ -79,6 +82,14 @@ def add_worker(subparsers: Any) -> None:
         choices=("debug", "info", "warning", "error"),
     )
     wk.add_argument("--hostname", help="node name, unique per worker (default celery@<host>)")
+    wk.add_argument(
+        "--takes",
+        choices=("all", "predictions", "algorithms"),
+        default="all",
+        help="which submissions this worker judges: prediction archives (queue "
+        "$HECKTOR_CELERY_QUEUE), algorithm containers (queue $HECKTOR_ALGORITHM_QUEUE; "
+        "needs podman or docker) or all (default: algorithms too when a runtime works)",
+    )
     command(wk, "worker", cmd_worker)
 
 
@@ -113,6 +124,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def worker_queues(settings: Settings, takes: str) -> list[str]:
+    """The queues a worker listens on; algorithms only where a container runtime works
+    (said on stderr when it does not)."""
+    if takes == "predictions":
+        return [settings.celery_queue]
+    from app.algorithms.runtime import RuntimeUnavailable, detect_runtime
+
+    try:
+        runtime = detect_runtime(settings.container_runtime)
+    except RuntimeUnavailable as exc:
+        if takes == "algorithms":
+            raise SystemExit(f"hecktor-eval worker: error: {exc}") from None
+        err(f"this worker judges no algorithm submissions: {exc}")
+        return [settings.celery_queue]
+    print(f"hecktor-eval worker: algorithm containers run with {runtime.name}", flush=True)
+    queues = [settings.algorithm_queue]
+    return queues if takes == "algorithms" else [settings.celery_queue, *queues]
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.jobs.celery_app import make_celery_app
     from app.jobs.celery_dispatcher import require_postgresql
@@ -132,7 +162,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--pool=prefork",
         f"--concurrency={args.concurrency or settings.n_workers}",
         f"--loglevel={args.loglevel.upper()}",
-        f"--queues={settings.celery_queue}",
+        f"--queues={','.join(worker_queues(settings, args.takes))}",
         "--without-gossip",
         "--without-mingle",
     ]

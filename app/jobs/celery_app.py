@@ -53,7 +53,7 @@ from celery.signals import worker_process_init
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import QUEUED, RUNNING, Submission
+from app.db.models import KIND_ALGORITHM, KIND_PREDICTIONS, QUEUED, RUNNING, Submission
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,21 @@ def _preload_scorer(**_: Any) -> None:
 MAX_CLAIM_TRIES = 20
 
 
-def fair_candidates(session: Session, *, exclude: Collection[int] = ()) -> list[int]:
+def fair_candidates(
+    session: Session, *, exclude: Collection[int] = (), kind: str | None = None
+) -> list[int]:
     """``queued`` submissions in the order judges should take them: each team's next
     job (lowest priority, then oldest), teams ordered by (its priority, the team's
     ``running`` jobs, the team's latest start, id). Only each team's next job is
-    listed: a team's later jobs never come before it."""
+    listed: a team's later jobs never come before it. ``kind``: only submissions of
+    that kind (a worker of the algorithm queue takes algorithms only, and the others
+    take none)."""
+    where = [Submission.status == QUEUED]
+    if kind is not None:
+        where.append(Submission.kind == kind)
     queued = session.execute(
         select(Submission.id, Submission.team_id, Submission.priority)
-        .where(Submission.status == QUEUED)
+        .where(*where)
         .order_by(Submission.priority, Submission.id)
         .limit(QUEUED_SCAN)
     ).all()
@@ -122,10 +129,11 @@ def fair_candidates(session: Session, *, exclude: Collection[int] = ()) -> list[
     return [heads[t][1] for t in sorted(heads, key=key)]
 
 
-def judge_next(settings: Settings, hint: int | None = None) -> str:
-    """Take one ticket: judge the fairest job and return its outcome (``skipped`` when
-    there was nothing to judge). ``hint`` is the submission the ticket was published
-    for: claimed again first if its row was left ``running`` by a judge that is gone."""
+def judge_next(settings: Settings, hint: int | None = None, kind: str = KIND_PREDICTIONS) -> str:
+    """Take one ticket: judge the fairest job of ``kind`` and return its outcome
+    (``skipped`` when there was nothing to judge). ``hint`` is the submission the ticket
+    was published for: claimed again first if its row was left ``running`` by a judge
+    that is gone."""
     from app.db.session import get_engine, session_factory, session_scope
     from app.jobs.claims import SKIPPED, orphaned_running_ids, status_of
     from app.jobs.runner import run_job
@@ -140,7 +148,7 @@ def judge_next(settings: Settings, hint: int | None = None) -> str:
             return outcome
     tried: set[int] = set()
     with session_scope(sf) as s:
-        orphans = orphaned_running_ids(s)
+        orphans = of_kind(s, orphaned_running_ids(s), kind)
     for sid in orphans:  # left by a dead judge whose ticket went elsewhere
         tried.add(sid)
         outcome = run_job(sid, sd)
@@ -148,7 +156,7 @@ def judge_next(settings: Settings, hint: int | None = None) -> str:
             return outcome
     for _ in range(MAX_CLAIM_TRIES):
         with session_scope(sf) as s:
-            candidates = fair_candidates(s, exclude=tried)
+            candidates = fair_candidates(s, exclude=tried, kind=kind)
         if not candidates:
             break
         sid = candidates[0]
@@ -163,13 +171,26 @@ def judge_next(settings: Settings, hint: int | None = None) -> str:
     return SKIPPED
 
 
-def judge(task: Task, submission_id: int) -> str:
-    """The task: take one ticket (judge the fairest job) with this worker's settings."""
+def of_kind(session: Session, ids: list[int], kind: str) -> list[int]:
+    """Those of ``ids`` whose submission is of ``kind``."""
+    if not ids:
+        return []
+    found = set(
+        session.scalars(
+            select(Submission.id).where(Submission.id.in_(ids), Submission.kind == kind)
+        )
+    )
+    return [i for i in ids if i in found]
+
+
+def judge(task: Task, submission_id: int, kind: str = KIND_PREDICTIONS) -> str:
+    """The task: take one ticket (judge the fairest job of the ticket's kind: the queue
+    it came from) with this worker's settings."""
     from sqlalchemy.exc import DBAPIError
 
     settings: Settings = getattr(task.app, "hecktor_settings", None) or get_settings()
     try:
-        return judge_next(settings, int(submission_id))
+        return judge_next(settings, int(submission_id), kind)
     except DBAPIError as exc:  # database unreachable: try again later, keep the message
         countdown = min(60, 2 ** min(task.request.retries, 6))
         log.warning(
@@ -189,7 +210,7 @@ def make_celery_app(settings: Settings) -> Celery:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": settings.celery_queue,
-        "task_routes": {TASK_NAME: {"queue": settings.celery_queue}},
+        "task_routes": {TASK_NAME: {"queue": settings.celery_queue}},  # algorithms: queue_of
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -226,12 +247,19 @@ def make_celery_app(settings: Settings) -> Celery:
     return app
 
 
-def send_judge(celery: Celery, submission_id: int, queue: str) -> None:
-    """Publish one ticket (for the submission id it carries; see :func:`judge_next`);
-    bounded retries if Redis is down."""
+def queue_of(settings: Settings, kind: str) -> str:
+    """The queue a ticket of a submission of ``kind`` goes to."""
+    return settings.algorithm_queue if kind == KIND_ALGORITHM else settings.celery_queue
+
+
+def send_judge(
+    celery: Celery, submission_id: int, queue: str, kind: str = KIND_PREDICTIONS
+) -> None:
+    """Publish one ticket (for the submission id it carries; see :func:`judge_next`) on
+    ``queue``, for a submission of ``kind``; bounded retries if Redis is down."""
     celery.send_task(
         TASK_NAME,
-        args=[int(submission_id)],
+        args=[int(submission_id), kind],
         queue=queue,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},

@@ -36,10 +36,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from app.db.models import QUEUED, Submission
+from app.db.models import KIND_PREDICTIONS, QUEUED, Submission
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs.base import Dispatcher
-from app.jobs.celery_app import make_celery_app, send_judge
+from app.jobs.celery_app import make_celery_app, queue_of, send_judge
 from app.jobs.claims import orphaned_running_ids, queued_ids
 from app.settings import Settings
 
@@ -89,9 +89,16 @@ class CeleryDispatcher(Dispatcher):
             maybe_sanitize_url(self.settings.broker_url),
         )
 
+    def _kind_of(self, submission_id: int) -> str:
+        sf = session_factory(get_engine(self.settings.db_url))
+        with session_scope(sf) as s:
+            kind = s.scalar(select(Submission.kind).where(Submission.id == submission_id))
+        return kind or KIND_PREDICTIONS
+
     def submit(self, submission_id: int) -> None:
         try:
-            send_judge(self.celery, submission_id, self.queue)
+            kind = self._kind_of(submission_id)
+            send_judge(self.celery, submission_id, queue_of(self.settings, kind), kind)
         except Exception:
             log.exception(
                 "submission %d: could not publish its job; retrying in the background",

@@ -25,7 +25,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import FAILED, QUEUED, RUNNING, PhaseTask, Submission, utcnow
+from app.db.models import (
+    FAILED,
+    KIND_ALGORITHM,
+    QUEUED,
+    RUNNING,
+    Phase,
+    PhaseTask,
+    Submission,
+    utcnow,
+)
 from app.db.session import rowcount, session_scope
 from app.jobs.limits import POOL_CRASH_MESSAGE
 from app.jobs.locks import held_submission_ids
@@ -68,6 +77,25 @@ class GroundTruthRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AlgorithmRef:
+    """What running an algorithm submission needs of its phase: the hidden inputs and
+    the limits of each case."""
+
+    inputs_dir: str  # relative to the data dir
+    case_seconds: int
+    case_memory_mb: int
+    case_cpus: float
+    case_pids: int
+    case_gpu: bool
+    case_tmp_mb: int
+    case_output_mb: int
+    image_max_bytes: int
+    parallel_cases: int
+    fail_fast: bool
+    hidden: bool  # a test phase: participants are told only which limit or rule failed
+
+
+@dataclass(frozen=True, kw_only=True)
 class Claim:
     """A row this job now owns (``running`` with ``attempt``), and what judging it needs."""
 
@@ -78,6 +106,8 @@ class Claim:
     archive_path: str
     ground_truth: GroundTruthRef | None  # None: the phase has no ground truth for the task
     filename: str = ""  # the uploaded file's own name, which messages use
+    kind: str = "predictions"  # Submission.kind
+    algorithm: AlgorithmRef | None = None  # an algorithm submission in a phase with inputs
 
 
 @dataclass(frozen=True)
@@ -175,6 +205,7 @@ def claim(
                 attempts=Submission.attempts + 1,
                 progress_done=0,
                 progress_total=0,
+                progress_note="",
             )
         )
         if rowcount(res) != 1:
@@ -214,6 +245,27 @@ def _claimed(s: Session, submission_id: int) -> Claim:
             n_cases=pt.n_cases,
         ),
         filename=sub.filename,
+        kind=sub.kind,
+        algorithm=_algorithm_ref(sub.phase) if sub.kind == KIND_ALGORITHM else None,
+    )
+
+
+def _algorithm_ref(phase: Phase) -> AlgorithmRef | None:
+    if phase.inputs_dir is None:
+        return None
+    return AlgorithmRef(
+        inputs_dir=phase.inputs_dir,
+        case_seconds=phase.case_seconds,
+        case_memory_mb=phase.case_memory_mb,
+        case_cpus=phase.case_cpus,
+        case_pids=phase.case_pids,
+        case_gpu=phase.case_gpu,
+        case_tmp_mb=phase.case_tmp_mb,
+        case_output_mb=phase.case_output_mb,
+        image_max_bytes=phase.image_max_bytes,
+        parallel_cases=phase.parallel_cases,
+        fail_fast=phase.fail_fast,
+        hidden=phase.hidden,
     )
 
 
@@ -244,6 +296,20 @@ class Progress:
         except Exception:  # progress is best effort; never fail a job on it
             log.warning("submission %d: could not store progress", self.sid, exc_info=True)
 
+    def note(self, text: str) -> None:
+        """What the judge is doing now (``progress_note``), best effort."""
+        try:
+            with session_scope(self.sf) as s:
+                s.execute(
+                    update(Submission)
+                    .where(running_attempt(self.sid, self.attempt))
+                    .values(progress_note=text[:200])
+                )
+        except MemoryError:
+            raise
+        except Exception:
+            log.warning("submission %d: could not store progress", self.sid, exc_info=True)
+
 
 def finish(sf: sessionmaker[Session], submission_id: int, attempt: int, verdict: Verdict) -> bool:
     """Write the outcome in one transaction, only if the job still owns the row."""
@@ -252,6 +318,7 @@ def finish(sf: sessionmaker[Session], submission_id: int, attempt: int, verdict:
             "status": verdict.status,
             "finished_at": utcnow(),
             "errors": verdict.errors,
+            "progress_note": "",
         }
         if verdict.doc is not None:
             n = len(verdict.doc.get("cases") or [])

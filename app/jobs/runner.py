@@ -32,6 +32,7 @@ twice, or N times at once on M machines:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -46,7 +47,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import FAILED, QUEUED, RUNNING, SCORED, VALID, Phase, Submission
+from app.db.models import (
+    FAILED,
+    KIND_ALGORITHM,
+    QUEUED,
+    RUNNING,
+    SCORED,
+    VALID,
+    Phase,
+    Submission,
+)
 from app.db.session import (
     get_engine,
     read_only,
@@ -82,7 +92,7 @@ from app.jobs.outcomes import (
     storage_full_message,
 )
 from app.settings import Settings
-from app.storage import FULL_ERRNOS, absolute
+from app.storage import FULL_ERRNOS, absolute, rel
 
 if TYPE_CHECKING:
     from evaluator.errors import SubmissionError
@@ -285,6 +295,11 @@ def _judge(sf: sessionmaker[Session], settings: Settings, claim: Claim, tmp: Pat
     sid, attempt = claim.submission_id, claim.attempt
     started = time.monotonic()
     progress = Progress(sf, sid, attempt, settings.progress_interval)
+    if claim.kind == KIND_ALGORITHM:
+        ran = _run_algorithm(settings, claim, gt, tmp, progress)
+        if isinstance(ran, Verdict):
+            return _stored(sf, claim, ran, started)
+        claim = ran
     progress(0, len(gt.case_ids))
     if not CAN_FORK:
         return _stored(sf, claim, _judge_here(settings, claim, gt, tmp, progress), started)
@@ -295,8 +310,53 @@ def _judge(sf: sessionmaker[Session], settings: Settings, claim: Claim, tmp: Pat
     )
     verdict = Verdict.from_report(outcome.report)
     if verdict is not None:
+        if claim.kind == KIND_ALGORITHM:
+            from app.jobs.algorithm_job import name_cases
+
+            name_cases(verdict.errors, tuple(gt.case_ids))
         return _stored(sf, claim, verdict, started)
     return claims.store(sf, sid, attempt, _child_failure(settings, sid, outcome))
+
+
+def _run_algorithm(
+    settings: Settings, claim: Claim, gt: Any, tmp: Path, progress: Progress
+) -> Verdict | Claim:
+    """Run an algorithm submission's container on every case (in this process, never
+    in the limited child); the verdict when it failed (or was a dry run), else the claim
+    with its staged outputs to score in place of an upload."""
+    from app.jobs.algorithm_job import run_cases
+
+    if claim.algorithm is None:
+        msg = "the phase has no case inputs for algorithms; the organizers have been notified"
+        log.error(
+            "submission %d: an algorithm submission in a phase without inputs", claim.submission_id
+        )
+        return Verdict(status=FAILED, errors=[error("internal", msg)])
+    try:
+        ran = run_cases(
+            settings, claim, tuple(gt.case_ids), tmp, progress=progress, note=progress.note
+        )
+    except OSError as e:
+        if e.errno not in FULL_ERRNOS:
+            log.exception(
+                "submission %d: internal error while running the algorithm", claim.submission_id
+            )
+            return Verdict(status=FAILED, errors=[internal_error(claim.submission_id)])
+        log.error(
+            "submission %d: server storage full while running the algorithm: %s",
+            claim.submission_id,
+            e,
+        )
+        return Verdict(status=FAILED, errors=[platform_error(storage_full_message())])
+    except Exception:
+        log.exception(
+            "submission %d: internal error while running the algorithm", claim.submission_id
+        )
+        return Verdict(status=FAILED, errors=[internal_error(claim.submission_id)])
+    if ran.verdict is not None:
+        return ran.verdict
+    assert ran.stage is not None
+    return dataclasses.replace(claim, archive_path=rel(settings, ran.stage), filename="")
 
 
 def _stored(sf: sessionmaker[Session], claim: Claim, verdict: Verdict, started: float) -> str:
