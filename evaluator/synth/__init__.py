@@ -9,6 +9,9 @@ without the real (licensed) data::
       ground_truth/Task 1/<PatientID>/<PatientID>.nii.gz   uint8: 0 bg, 1 GTVp, 2 GTVn
       ground_truth/Task 2/HECKTOR_2025_Task_2.csv          PatientID,CenterID,RFS,Relapse
       ground_truth/Task 3/HECKTOR_2025_Task_3.csv          PatientID,CenterID,HPV Status
+      inputs/<PatientID>/<PatientID>__CT.nii.gz            int16 CT on the label's grid
+      inputs/<PatientID>/<PatientID>__PT.nii.gz            float32 PET (evaluator.synth.inputs)
+      inputs/<PatientID>/ehr.json                           the clinical record (no target)
       submissions/<team>/task1.zip                          <PatientID>.nii.gz per case
       submissions/<team>/task2.csv                          PatientID,Prediction (risk)
       submissions/<team>/task3.csv                          PatientID,Prediction (P(HPV+))

@@ -20,6 +20,7 @@ from evaluator.synth.cohort import CENTRES, patient_ids, random_stream
 from evaluator.synth.edition2026 import stage_tables, write_tables_2026
 from evaluator.synth.geometry import boxes, paste
 from evaluator.synth.images import label_image, nifti_gz_bytes, zip_member
+from evaluator.synth.inputs import INPUTS_DIR, write_case_images, write_ehr
 from evaluator.synth.manifest import (
     GENERATOR,
     TASK2_CSV,
@@ -50,6 +51,12 @@ class SynthSummary:
     def manifest_path(self) -> Path:
         return self.out_dir / "manifest.json"
 
+    @property
+    def inputs_dir(self) -> Path:
+        """The algorithm inputs: ``<PatientID>/<PatientID>__CT.nii.gz``, ``__PT.nii.gz``
+        and ``ehr.json`` per case."""
+        return self.out_dir / INPUTS_DIR
+
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """A UTF-8 CSV file with ``\\n`` line ends."""
@@ -61,7 +68,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 
 
 def _is_synth_output(out_dir: Path, entries: set[str]) -> bool:
-    if not entries <= {"ground_truth", "submissions", "manifest.json"}:
+    if not entries <= {"ground_truth", "submissions", INPUTS_DIR, "manifest.json"}:
         return False
     try:
         manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -102,7 +109,8 @@ def generate_challenge(
     progress: Progress | None = None,
     edition: int = 2025,
 ) -> SynthSummary:
-    """Write a synthetic challenge (ground truth, submissions, manifest) to ``out_dir``.
+    """Write a synthetic challenge (ground truth, algorithm inputs, submissions,
+    manifest) to ``out_dir``.
 
     ``n_cases`` defaults to 12 when ``small`` and 40 otherwise. ``teams`` are names of
     :data:`TEAM_PRESETS`. ``out_dir`` must be new, empty, or an earlier output of this
@@ -125,8 +133,12 @@ def generate_challenge(
         (sub_dir / p.name).mkdir(parents=True)
 
     ids = patient_ids(random_stream(seed, 1), n)
-    cases = _write_task1(ids, presets, gt_dir, sub_dir, seed=seed, small=small, progress=progress)
+    inputs_dir = out_dir / INPUTS_DIR
+    cases = _write_task1(
+        ids, presets, gt_dir, sub_dir, inputs_dir, seed=seed, small=small, progress=progress
+    )
     tables = clinical_tables(cases, seed=seed)
+    write_ehr(cases, inputs_dir, seed=seed)
     stages = None
     if edition == 2026:
         stages = stage_tables(cases, seed=seed)
@@ -172,13 +184,14 @@ def _write_task1(
     presets: list[TeamPreset],
     gt_dir: Path,
     sub_dir: Path,
+    inputs_dir: Path,
     *,
     seed: int,
     small: bool,
     progress: Progress | None,
 ) -> list[Case]:
-    """Plan every case; write its ground-truth label map and each team's prediction
-    into the team's task1.zip. Returns the cases, in order."""
+    """Plan every case; write its ground-truth label map, its CT and PET, and each
+    team's prediction into the team's task1.zip. Returns the cases, in order."""
     centres = {c.name: c for c in CENTRES}
     cases: list[Case] = []
     zips = {
@@ -189,6 +202,7 @@ def _write_task1(
         for index, (pid, centre) in enumerate(ids):
             case, vol = plan_case(pid, centres[centre], seed=seed, index=index, small=small)
             cases.append(case)
+            write_case_images(case, vol, inputs_dir, seed=seed, index=index)
             _write_case(case, vol, presets, zips, gt_dir, seed=seed, index=index)
             del vol
             if progress is not None:

@@ -16,6 +16,7 @@ GENERATOR_VERSION = 1
 
 TASK2_CSV = "HECKTOR_2025_Task_2.csv"
 TASK3_CSV = "HECKTOR_2025_Task_3.csv"
+INPUTS_LAYOUT = "inputs/<PatientID>/<PatientID>__CT.nii.gz, <PatientID>__PT.nii.gz, ehr.json"
 
 
 def manifest_text(manifest: dict[str, Any]) -> str:
@@ -56,6 +57,7 @@ def build_manifest(
             "task2": f"ground_truth/Task 2/{TASK2_CSV}",
             "task3": f"ground_truth/Task 3/{TASK3_CSV}",
             "submissions": "submissions/<team>/task1.zip, task2.csv, task3.csv",
+            "inputs": INPUTS_LAYOUT,
         },
         "teams": [p.name for p in presets],
         "expected_order": {
@@ -82,6 +84,7 @@ def _as_2026(manifest: dict[str, Any], stages: StageTables) -> None:
         "task3": f"ground_truth/Task 3/{CLINICAL_2026_CSV}",
         "submissions": "submissions/<team>/task1.zip, task2.zip (<PatientID>/rfs.json), "
         "task3.zip (<PatientID>/t-stage.json, n-stage.json) or task3.csv",
+        "inputs": INPUTS_LAYOUT,
     }
     manifest["expected_order"]["note"] = (
         "best first, on the ranked metric of each task (seg_dsc, rfs_cindex, staging_bacc)"
