@@ -9,6 +9,10 @@ layout ``hecktor-eval score`` reads:
 
 Values are not judged here: the table reader checks them (a NaN, a string where a number
 belongs) and its messages are translated back to the job by :func:`job_message`.
+
+The job-independent steps (:func:`present_path`, :func:`the_image`, :func:`place_file`,
+:func:`copy_value_file`) also stage the outputs of a case run here
+(:mod:`evaluator.gc.validate`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ from evaluator.gc.mapping import CaseMap
 from evaluator.gc.predictions import Job
 from evaluator.gc.sockets import OutputSocket
 
-__all__ = ["StagedTask", "job_message", "stage_task"]
+__all__ = [
+    "IMAGE_SUFFIX",
+    "TIFF_SUFFIXES",
+    "StagedTask",
+    "copy_value_file",
+    "job_message",
+    "place_file",
+    "present_path",
+    "stage_task",
+    "the_image",
+]
 
 IMAGE_SUFFIX = ".mha"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -49,9 +63,9 @@ def _relative_path(job: Job, socket: OutputSocket, input_dir: Path) -> str:
     for rel in accepted:
         if rel in listed:
             return rel
-    for rel in accepted:
-        if (input_dir / job.pk / "output" / rel).exists():
-            return rel
+    on_disk = present_path(input_dir / job.pk / "output", socket)
+    if on_disk is not None:
+        return on_disk
     if socket.image:
         images = [v.relative_path for v in job.outputs if v.super_kind == "Image"]
         if len(images) == 1:
@@ -63,52 +77,76 @@ def _relative_path(job: Job, socket: OutputSocket, input_dir: Path) -> str:
     )
 
 
-def _the_image(job: Job, folder: Path) -> Path:
-    """The one image file in ``folder``; raises ``ValueError`` naming what is there."""
+def present_path(output_dir: Path, socket: OutputSocket) -> str | None:
+    """The first of the socket's accepted relative paths (its documented one, then its
+    alternatives) that exists under ``output_dir``, or None."""
+    for rel in (socket.relative_path, *socket.also):
+        if (output_dir / rel).exists():
+            return rel
+    return None
+
+
+def the_image(folder: Path) -> Path:
+    """The one image file in ``folder`` (hidden files aside); raises ``ValueError``
+    naming what is there."""
     if not folder.is_dir():
-        raise ValueError(f"job {job.pk}: {folder} does not exist; expected one .mha image in it")
+        raise ValueError(f"{folder} does not exist; expected one .mha image in it")
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if len(files) != 1 or not files[0].is_file():
         found = ", ".join(p.name + ("/" if p.is_dir() else "") for p in files[:5]) or "nothing"
         raise ValueError(
-            f"job {job.pk}: {folder} holds {len(files)} entries ({found}); expected exactly "
-            "one .mha image"
+            f"{folder} holds {len(files)} entries ({found}); expected exactly one .mha image"
         )
     image = files[0]
     name = image.name.lower()
     if name.endswith(TIFF_SUFFIXES):
         raise ValueError(
-            f"job {job.pk}: {image}: TIFF is not a label-map format for this task; the "
-            "algorithm must write its segmentation as one .mha file"
+            f"{image}: TIFF is not a label-map format for this task; the algorithm must "
+            "write its segmentation as one .mha file"
         )
     if not name.endswith(IMAGE_SUFFIX):
-        raise ValueError(
-            f"job {job.pk}: {image}: expected a .mha image, found {image.suffix or 'no suffix'}"
-        )
+        raise ValueError(f"{image}: expected a .mha image, found {image.suffix or 'no suffix'}")
     return image
 
 
-def _link(source: Path, dest: Path) -> None:
-    """``dest`` as a hard link to ``source``, else a symbolic link, else a copy."""
+def _the_image(job: Job, folder: Path) -> Path:
+    """:func:`the_image`, its problem told with the job."""
+    try:
+        return the_image(folder)
+    except ValueError as exc:
+        raise ValueError(f"job {job.pk}: {exc}") from None
+
+
+def place_file(source: Path, dest: Path, *, symlink: bool = True) -> None:
+    """``dest`` as a hard link to ``source``, else (``symlink``) a symbolic link, else a
+    copy. Without ``symlink`` the staged file outlives ``source``'s file system (a
+    volume unmounted after the case)."""
     try:
         os.link(source, dest)
         return
     except OSError:
         pass
-    try:
-        dest.symlink_to(source.resolve())
-        return
-    except OSError:
-        pass
+    if symlink:
+        try:
+            dest.symlink_to(source.resolve())
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, dest)
+
+
+def copy_value_file(source: Path, dest: Path) -> None:
+    """The bytes of a value output copied to ``dest`` (its folder made if needed)."""
+    dest.parent.mkdir(exist_ok=True)
     shutil.copyfile(source, dest)
 
 
 def _stage_value(job: Job, socket: OutputSocket, rel: str, source: Path, dest: Path) -> None:
     """The JSON file of the job's value (from disk, else from predictions.json)."""
-    dest.parent.mkdir(exist_ok=True)
     if source.is_file():
-        shutil.copyfile(source, dest)
+        copy_value_file(source, dest)
         return
+    dest.parent.mkdir(exist_ok=True)
     value = next((v.value for v in job.outputs if v.relative_path == rel), None)
     if value is None:
         raise ValueError(
@@ -151,7 +189,7 @@ def _stage_one(
         source = input_dir / job.pk / "output" / rel
         if socket.image:
             image = _the_image(job, source)
-            _link(image, root / f"{pid}{IMAGE_SUFFIX}")
+            place_file(image, root / f"{pid}{IMAGE_SUFFIX}")
             return image
         _stage_value(job, socket, rel, source, root / pid / socket.case_file)
         return source
