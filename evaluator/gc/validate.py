@@ -23,6 +23,9 @@ inputs. A reader's own words, which may quote a header line, are kept apart in
 are refused without being followed, a value file is read only up to MAX_VALUE_BYTES, an
 image's header is checked (its declared voxel count included) before its voxels are
 decoded in one pass, and the walk looks only into folders a socket path runs through.
+
+The voxels are read by the scorer's label-map reader, which accepts the values 0, 1
+and 2 only: an edition's ``labels`` may narrow that set, not widen it.
 """
 
 from __future__ import annotations

@@ -184,6 +184,16 @@ def test_hidden_files_are_extra_and_said_to_be_hidden(tmp_path: Path) -> None:
     assert all("hidden file" in p.message for p in problems)
 
 
+def test_odd_names_are_shown_escaped_and_short(tmp_path: Path) -> None:
+    out = seg_case(tmp_path)
+    (out / "a\nb").write_text("x")
+    (out / ("x" * 200)).write_text("x")
+    problems = validate_case_outputs(out, 1, HECKTOR2025)
+    assert [p.rule for p in problems] == ["extra", "extra"]
+    assert problems[0].message.startswith("'a\\nb' is not an output of Task 1")
+    assert "x" * 78 not in problems[1].message and "x" * 60 in problems[1].message
+
+
 def test_many_extras_are_counted_not_listed(tmp_path: Path) -> None:
     out = seg_case(tmp_path)
     for i in range(50):
