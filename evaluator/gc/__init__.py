@@ -12,4 +12,5 @@ reads, scores them with the same :func:`evaluator.scoring.load_ground_truth` and
     collect       each job's output files found, checked and staged per task
     metrics_json  result documents -> metrics.json (finite numbers only)
     evaluate      the whole run, and its settings from flags and environment
+    inputs        an algorithm phase's hidden inputs as each job's /input (inputs.json, .mha)
 """
