@@ -1,0 +1,3 @@
+"""Test algorithm: exits 0 without writing anything."""
+
+print("nothing to do")
