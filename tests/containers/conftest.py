@@ -107,7 +107,7 @@ def runtime() -> ContainerRuntime:
     try:
         rt = detect_runtime("podman")
     except RuntimeUnavailable as exc:
-        unavailable(f"{exc} -- {SETUP}")
+        unavailable(f"{str(exc).split('. Fix:')[0]}: {SETUP}")
         raise
     if not rt.exists(BASE_IMAGE):
         unavailable(f"the base image {BASE_IMAGE} is missing: {SETUP}")
@@ -123,7 +123,7 @@ def docker_runtime(runtime: ContainerRuntime) -> ContainerRuntime:
     try:
         return detect_runtime("docker", env={"DOCKER_HOST": host})
     except RuntimeUnavailable as exc:
-        unavailable(f"docker at {host}: {exc} -- {SETUP}")
+        unavailable(f"docker at {host}: {str(exc).split('. Fix:')[0]}: {SETUP}")
         raise
 
 
