@@ -11,6 +11,7 @@ from app.api.deps import DispatcherDep, SessionDep, SettingsDep, dispatch, requi
 from app.api.error_handlers import ERRORS
 from app.api.schemas import (
     GroundTruthImport,
+    InputsImport,
     PhaseCreate,
     PhaseDetail,
     PhaseUpdate,
@@ -20,8 +21,11 @@ from app.api.schemas import (
     TeamCreated,
     TeamPublic,
 )
+from app.errors import Unprocessable
+from app.services.algorithm_inputs import check_inputs_cover, import_inputs
 from app.services.ground_truth import import_ground_truth
 from app.services.phases import (
+    ALGORITHM_SETTINGS,
     PHASE_SETTINGS,
     PhaseDetailView,
     create_phase,
@@ -29,6 +33,7 @@ from app.services.phases import (
     list_phases,
     parse_tasks,
     phase_detail,
+    remove_ground_truth_copies,
     update_phase,
 )
 from app.services.submissions import rescore
@@ -44,7 +49,8 @@ router = APIRouter(
 
 @router.post("/phases", status_code=201, response_model=PhaseDetail)
 def phase_create(body: PhaseCreate, session: SessionDep, settings: SettingsDep) -> PhaseDetailView:
-    """Create a phase and import its ground truth from a folder on the server."""
+    """Create a phase and import its ground truth (and, for a phase judging algorithms,
+    its cases' inputs) from folders on the server."""
     phase = create_phase(
         session,
         settings,
@@ -60,7 +66,9 @@ def phase_create(body: PhaseCreate, session: SessionDep, settings: SettingsDep) 
         protocol=body.protocol,
         analysis_resamples=body.analysis_resamples,
         analysis_seed=body.analysis_seed,
-        **body.model_dump(include=set(PHASE_SETTINGS)),
+        kind=body.kind,
+        inputs=None if body.inputs is None else Path(body.inputs),
+        **body.model_dump(include=set(PHASE_SETTINGS) | set(ALGORITHM_SETTINGS)),
     )
     session.commit()
     session.refresh(phase)
@@ -104,13 +112,34 @@ def phase_import_ground_truth(
     """Replace the ground truth of some tasks (and re-score them unless ``rescore`` is false)."""
     phase = get_phase(session, name)
     tasks = parse_tasks(body.tasks)
-    import_ground_truth(session, settings, phase, Path(body.ground_truth), tasks, body.protocol)
+    created = import_ground_truth(
+        session, settings, phase, Path(body.ground_truth), tasks, body.protocol
+    )
+    try:
+        check_inputs_cover(session, settings, phase)
+    except Unprocessable:
+        remove_ground_truth_copies(settings, created)
+        session.rollback()
+        raise
     ids: list[int] = []
     if body.rescore:
         for t in tasks:
             ids += rescore(session, name, t)
     session.commit()
     dispatch(dispatcher, ids)
+    session.refresh(phase)
+    return phase_detail(phase)
+
+
+@router.post("/phases/{name}/inputs", response_model=PhaseDetail)
+def phase_import_inputs(
+    name: str, body: InputsImport, session: SessionDep, settings: SettingsDep
+) -> PhaseDetailView:
+    """Replace the phase's algorithm inputs: every ground-truth case's CT, PET and
+    clinical record from a folder on the server. Nothing is re-judged."""
+    phase = get_phase(session, name)
+    import_inputs(session, settings, phase, Path(body.inputs))
+    session.commit()
     session.refresh(phase)
     return phase_detail(phase)
 

@@ -204,6 +204,18 @@ class PhasePublic(BaseModel):
     frozen_note: str | None = Field(
         default=None, description="what a frozen phase means for a new submission"
     )
+    kind: Literal["predictions", "algorithm", "both"] = Field(
+        default="predictions",
+        description="what teams upload: prediction archives and tables ('predictions'), an "
+        "inference container image run on each hidden case ('algorithm'), or either ('both')",
+    )
+    case_seconds: int = Field(default=600, description="an algorithm's time per case, seconds")
+    case_memory_mb: int = Field(default=4096, description="memory per case in MiB, swap included")
+    case_cpus: float = Field(default=1.0, description="CPUs per case")
+    case_gpu: bool = Field(default=False, description="whether each case gets a GPU")
+    image_max_bytes: int = Field(
+        default=10 << 30, description="largest container image, bytes uncompressed"
+    )
 
 
 class TaskDetail(BaseModel):
@@ -224,6 +236,15 @@ class PhaseDetail(PhasePublic):
     failed_limit: int = Field(default=10, description="failed submissions per team, task, 24 h")
     failed_bytes: int = Field(default=8 << 30, description="failed bytes per team, task, 24 h")
     retention_days: int = Field(default=7, description="days failed uploads and dry runs are kept")
+    case_pids: int = Field(default=128, description="processes and threads per case")
+    case_tmp_mb: int = Field(default=512, description="size of /tmp per case, MiB")
+    case_output_mb: int = Field(default=1024, description="size of /output per case, MiB")
+    parallel_cases: int = Field(default=2, description="cases of one submission run at once")
+    fail_fast: bool = Field(default=True, description="the first failed case fails the submission")
+    n_inputs: int = Field(default=0, description="cases with algorithm inputs")
+    inputs_sha256: str | None = Field(
+        default=None, description="hash of the converted algorithm inputs"
+    )
 
 
 CASE_ROWS_FIELD = Field(
@@ -258,7 +279,29 @@ class PhaseSettings(BaseModel):
     )
 
 
-class PhaseCreate(PhaseSettings):
+def _limit(description: str) -> Any:
+    # bounds are checked by the service, whose message says what is accepted (400)
+    return Field(default=None, description=description)
+
+
+class AlgorithmSettings(BaseModel):
+    """How an algorithm phase runs each case (``None``: unchanged / default)."""
+
+    case_seconds: int | None = _limit("wall-clock seconds per case, 1-86400 (default 600)")
+    case_memory_mb: int | None = _limit("memory per case in MiB, 64-1048576 (default 4096)")
+    case_cpus: float | None = _limit("CPUs per case, 0.1-256 (default 1)")
+    case_pids: int | None = _limit("processes and threads per case, 16-1000000 (default 128)")
+    case_gpu: bool | None = _limit("a GPU per case (default false)")
+    case_tmp_mb: int | None = _limit("size of /tmp per case in MiB, 1-1048576 (default 512)")
+    case_output_mb: int | None = _limit("size of /output per case in MiB, 1-1048576 (default 1024)")
+    image_max_bytes: int | None = _limit(
+        "largest container image in bytes, uncompressed, 1 MiB-100 GiB (default 10 GiB)"
+    )
+    parallel_cases: int | None = _limit("cases of a submission run at once, 1-64 (default 2)")
+    fail_fast: bool | None = _limit("the first failed case fails the submission (default true)")
+
+
+class PhaseCreate(PhaseSettings, AlgorithmSettings):
     model_config = REQUEST
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -283,9 +326,19 @@ class PhaseCreate(PhaseSettings):
         default=None, ge=0, le=20_000, description="bootstrap resamples (default 1000)"
     )
     analysis_seed: int | None = Field(default=None, ge=0, description="bootstrap seed")
+    kind: str | None = Field(
+        default=None,
+        description="'predictions' (default), 'algorithm' or 'both'; algorithm and both "
+        "need inputs",
+    )
+    inputs: str | None = Field(
+        default=None,
+        description="server-side folder with each case's inputs: <PatientID>/"
+        "<PatientID>__CT.nii.gz, <PatientID>__PT.nii.gz, ehr.json",
+    )
 
 
-class PhaseUpdate(PhaseSettings):
+class PhaseUpdate(PhaseSettings, AlgorithmSettings):
     model_config = REQUEST
 
     title: str | None = None
@@ -296,6 +349,18 @@ class PhaseUpdate(PhaseSettings):
     selection: Literal["best", "latest"] | None = None
     analysis_resamples: int | None = Field(default=None, ge=0, le=20_000)
     analysis_seed: int | None = Field(default=None, ge=0)
+    kind: str | None = Field(
+        default=None, description="'predictions', 'algorithm' or 'both' (needs inputs)"
+    )
+
+
+class InputsImport(BaseModel):
+    model_config = REQUEST
+
+    inputs: str = Field(
+        description="server-side folder with each case's inputs: <PatientID>/"
+        "<PatientID>__CT.nii.gz, <PatientID>__PT.nii.gz, ehr.json"
+    )
 
 
 class GroundTruthImport(BaseModel):

@@ -1,4 +1,4 @@
-"""``admin phase create|update|open|close|rescore|list|freeze|unfreeze``."""
+"""``admin phase create|update|inputs|open|close|rescore|list|freeze|unfreeze``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def add_phase_commands(admin_subparsers: Any) -> None:
     phs = ph.add_subparsers(dest="phase_command", required=True)
     _add_create(phs)
     _add_update(phs)
+    pi = phs.add_parser(
+        "inputs", help="replace an algorithm phase's case inputs (CT, PET, ehr.json per case)"
+    )
+    pi.add_argument("name")
+    pi.add_argument("--inputs", type=Path, required=True, help=_INPUTS_HELP)
+    command(pi, "admin.phase.inputs", cmd_phase_inputs)
     for verb in ("open", "close"):
         pv = phs.add_parser(verb, help=f"{verb} a phase for submissions")
         pv.add_argument("name")
@@ -76,7 +82,15 @@ def _add_create(phs: Any) -> None:
         "(default: hecktor2025)",
     )
     pc.add_argument("--closed", action="store_true", help="create it closed")
+    pc.add_argument(
+        "--kind",
+        choices=("predictions", "algorithm", "both"),
+        help="what teams upload: prediction archives (predictions, the default), an "
+        "inference container run on each hidden case (algorithm; needs --inputs), or both",
+    )
+    pc.add_argument("--inputs", type=Path, help=_INPUTS_HELP)
     _phase_setting_flags(pc)
+    _algorithm_flags(pc)
     command(pc, "admin.phase.create", cmd_phase_create)
 
 
@@ -96,7 +110,13 @@ def _add_update(phs: Any) -> None:
         "--public-leaderboard", dest="leaderboard_public", action="store_true", default=None
     )
     lbu.add_argument("--private-leaderboard", dest="leaderboard_public", action="store_false")
+    pup.add_argument(
+        "--kind",
+        choices=("predictions", "algorithm", "both"),
+        help="what teams upload (algorithm and both need the phase's inputs)",
+    )
     _phase_setting_flags(pup)
+    _algorithm_flags(pup)
     command(pup, "admin.phase.update", cmd_phase_update)
 
 
@@ -143,10 +163,44 @@ def _phase_setting_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _phase_settings(args: argparse.Namespace) -> dict[str, Any]:
-    from app.services.phases import PHASE_SETTINGS
+_INPUTS_HELP = (
+    "folder on this machine with each case's inputs: <PatientID>/<PatientID>__CT.nii.gz, "
+    "<PatientID>__PT.nii.gz and ehr.json (hecktor-eval synth writes them under inputs/)"
+)
 
-    return {k: getattr(args, k) for k in PHASE_SETTINGS if getattr(args, k, None) is not None}
+
+def _algorithm_flags(parser: argparse.ArgumentParser) -> None:
+    """The per-case limits of an algorithm phase (unset: the default, or unchanged)."""
+    g = parser.add_argument_group("algorithm limits (phases of kind algorithm or both)")
+    g.add_argument("--case-seconds", type=int, help="time per case, seconds (600)")
+    g.add_argument("--case-memory-mb", type=int, help="memory per case, MiB, swap included (4096)")
+    g.add_argument("--case-cpus", type=float, help="CPUs per case (1)")
+    g.add_argument("--case-pids", type=int, help="processes and threads per case (128)")
+    gpu = g.add_mutually_exclusive_group()
+    gpu.add_argument("--case-gpu", dest="case_gpu", action="store_true", default=None)
+    gpu.add_argument("--no-case-gpu", dest="case_gpu", action="store_false", help="(default)")
+    g.add_argument("--case-tmp-mb", type=int, help="size of /tmp per case, MiB (512)")
+    g.add_argument("--case-output-mb", type=int, help="size of /output per case, MiB (1024)")
+    g.add_argument(
+        "--image-max-bytes", type=int, help="largest container image, bytes uncompressed (10 GiB)"
+    )
+    g.add_argument("--parallel-cases", type=int, help="cases of a submission run at once (2)")
+    ff = g.add_mutually_exclusive_group()
+    ff.add_argument(
+        "--fail-fast",
+        dest="fail_fast",
+        action="store_true",
+        default=None,
+        help="the first failed case fails the submission (default)",
+    )
+    ff.add_argument("--no-fail-fast", dest="fail_fast", action="store_false")
+
+
+def _phase_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from app.services.phases import ALGORITHM_SETTINGS, PHASE_SETTINGS
+
+    keys = [*PHASE_SETTINGS, *ALGORITHM_SETTINGS, "kind"]
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -177,6 +231,7 @@ def cmd_phase_create(args: argparse.Namespace) -> int:
             selection=args.selection,
             is_open=not args.closed,
             protocol=protocol,
+            inputs=args.inputs,
             **_phase_settings(args),
         )
         s.commit()
@@ -203,6 +258,35 @@ def _print_created(d: Mapping[str, Any]) -> None:
             f"  task {t['task']}: {t['n_cases']} cases, ground truth {t['ground_truth_sha256'][:16]}…, "
             f"protocol {t['protocol']['name']} {t['protocol']['version']} {t['protocol_sha256'][:16]}…"
         )
+    if d["kind"] != "predictions":
+        _print_algorithm(d)
+
+
+def _print_algorithm(d: Mapping[str, Any]) -> None:
+    print(
+        f"  kind {d['kind']}: inputs of {d['n_inputs']} case(s) "
+        f"({(d['inputs_sha256'] or '')[:16]}…); per case {d['case_seconds']} s, "
+        f"{d['case_memory_mb']} MiB, {d['case_cpus']:g} CPU(s), "
+        f"{'a GPU' if d['case_gpu'] else 'no GPU'}, {d['case_pids']} processes, /tmp "
+        f"{d['case_tmp_mb']} MiB, /output {d['case_output_mb']} MiB; images up to "
+        f"{d['image_max_bytes']:,} bytes; {d['parallel_cases']} case(s) at once, "
+        f"{'first failure fails all' if d['fail_fast'] else 'every case run'}"
+    )
+
+
+def cmd_phase_inputs(args: argparse.Namespace) -> int:
+    from app.services.algorithm_inputs import import_inputs
+    from app.services.phases import get_phase, phase_detail
+
+    settings = load_settings(args)
+    with open_db(settings)() as s:
+        phase = get_phase(s, args.name)
+        import_inputs(s, settings, phase, args.inputs)
+        s.commit()
+        d = phase_detail(phase)
+    print(f"phase {d['name']!r}: inputs of {d['n_inputs']} case(s) imported")
+    print(f"  inputs {(d['inputs_sha256'] or '')[:16]}… (nothing re-judged)")
+    return EXIT_OK
 
 
 def cmd_phase_update(args: argparse.Namespace) -> int:

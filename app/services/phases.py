@@ -14,13 +14,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
 from app.db.models import (
+    KIND_PREDICTIONS,
+    PHASE_KINDS,
     LeaderboardSnapshot,
     Phase,
     PhaseTask,
 )
 from app.errors import BadRequest, Conflict, NotFound
+from app.services.algorithm_inputs import import_inputs
 from app.services.ground_truth import import_ground_truth
 from app.settings import Settings
+from app.storage import absolute
 from evaluator.protocol import Protocol
 
 log = logging.getLogger(__name__)
@@ -118,10 +122,44 @@ def create_phase(
     failed_limit: int | None = None,
     failed_bytes: int | None = None,
     retention_days: int | None = None,
+    kind: str | None = None,
+    inputs: Path | None = None,
+    case_seconds: int | None = None,
+    case_memory_mb: int | None = None,
+    case_cpus: float | None = None,
+    case_pids: int | None = None,
+    case_gpu: bool | None = None,
+    case_tmp_mb: int | None = None,
+    case_output_mb: int | None = None,
+    image_max_bytes: int | None = None,
+    parallel_cases: int | None = None,
+    fail_fast: bool | None = None,
 ) -> Phase:
-    """Create a phase and import its ground truth. Settings left ``None`` take their
-    defaults (:data:`PHASE_SETTINGS`; ``daily_limit`` the server's)."""
+    """Create a phase and import its ground truth (and, for a phase judging algorithms,
+    its cases' inputs from the server-side folder ``inputs``). Settings left ``None``
+    take their defaults (:data:`PHASE_SETTINGS`, :data:`ALGORITHM_SETTINGS`;
+    ``daily_limit`` the server's; ``kind`` predictions)."""
     _check_new_phase(session, name, selection=selection, daily_limit=daily_limit)
+    kind = check_kind(KIND_PREDICTIONS if kind is None else kind)
+    if kind != KIND_PREDICTIONS and inputs is None:
+        raise BadRequest(
+            f"a phase of kind {kind!r} runs the teams' algorithms on each case's CT, PET "
+            "and clinical record: give the server-side folder holding them (inputs: "
+            "<PatientID>/<PatientID>__CT.nii.gz, __PT.nii.gz and ehr.json per case)"
+        )
+    limits = {
+        "case_seconds": case_seconds,
+        "case_memory_mb": case_memory_mb,
+        "case_cpus": case_cpus,
+        "case_pids": case_pids,
+        "case_gpu": case_gpu,
+        "case_tmp_mb": case_tmp_mb,
+        "case_output_mb": case_output_mb,
+        "image_max_bytes": image_max_bytes,
+        "parallel_cases": parallel_cases,
+        "fail_fast": fail_fast,
+    }
+    checked = {k: check_algorithm_setting(k, v) for k, v in limits.items() if v is not None}
     phase = Phase(
         name=name,
         title=title or name,
@@ -148,10 +186,30 @@ def create_phase(
     for key, value in extra.items():
         if value is not None:
             setattr(phase, key, check_phase_setting(key, value))
+    phase.kind = kind
+    for key, value in checked.items():
+        setattr(phase, key, value)
     session.add(phase)
     session.flush()
-    import_ground_truth(session, settings, phase, ground_truth, parse_tasks(tasks), protocol)
+    created = import_ground_truth(
+        session, settings, phase, ground_truth, parse_tasks(tasks), protocol
+    )
+    if inputs is not None:
+        try:
+            import_inputs(session, settings, phase, inputs)
+        except BaseException:
+            remove_ground_truth_copies(settings, created)
+            raise
     return phase
+
+
+def remove_ground_truth_copies(settings: Settings, tasks: Sequence[PhaseTask]) -> None:
+    """The data-dir copies of a ground truth whose phase is not created after all."""
+    import shutil
+
+    for root in {absolute(settings, pt.gt_dir).parent for pt in tasks}:
+        if root.is_relative_to(settings.ground_truth_dir):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 MAX_ANALYSIS_RESAMPLES = 20_000
@@ -193,6 +251,57 @@ def check_phase_setting(key: str, value: Any) -> Any:
     return value
 
 
+#: how and on what a phase of kind algorithm or both runs each case: name -> (type,
+#: lowest, highest, what it is); booleans have no bounds
+ALGORITHM_SETTINGS: dict[str, tuple[type, float, float, str]] = {
+    "case_seconds": (int, 1, 86_400, "wall-clock seconds an algorithm may take per case"),
+    "case_memory_mb": (int, 64, 1_048_576, "memory of a case's container in MiB, swap included"),
+    "case_cpus": (float, 0.1, 256, "CPUs of a case's container"),
+    "case_pids": (int, 16, 1_000_000, "processes and threads of a case's container"),
+    "case_gpu": (bool, 0, 1, "whether a case's container gets a GPU"),
+    "case_tmp_mb": (int, 1, 1_048_576, "size of a case's /tmp in MiB"),
+    "case_output_mb": (int, 1, 1_048_576, "size of a case's /output in MiB"),
+    "image_max_bytes": (int, 1 << 20, 100 << 30, "largest container image, bytes uncompressed"),
+    "parallel_cases": (int, 1, 64, "cases of one submission run at once"),
+    "fail_fast": (bool, 0, 1, "whether the first failed case fails the submission at once"),
+}
+
+#: the limits a participant's algorithm must meet: shown to everyone
+PARTICIPANT_LIMITS = ("case_seconds", "case_memory_mb", "case_cpus", "case_gpu", "image_max_bytes")
+
+_KINDS_TEXT = (
+    "'predictions' (teams upload prediction archives and tables), 'algorithm' (teams "
+    "upload an inference container run on each hidden case) or 'both'"
+)
+
+
+def check_kind(value: Any) -> str:
+    """``value`` when it names a phase kind, else :class:`BadRequest`."""
+    if value not in PHASE_KINDS:
+        raise BadRequest(f"kind must be {_KINDS_TEXT}, not {value!r}")
+    return str(value)
+
+
+def check_algorithm_setting(key: str, value: Any) -> Any:
+    """``value`` when it is valid for the algorithm setting ``key``, else
+    :class:`BadRequest` saying what is accepted."""
+    kind, lo, hi, what = ALGORITHM_SETTINGS[key]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise BadRequest(f"{key} ({what}) must be true or false, not {value!r}")
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(f"{key} ({what}) must be a whole number, not {value!r}")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadRequest(f"{key} ({what}) must be a number, not {value!r}")
+        value = float(value)
+    if not lo <= value <= hi:
+        shown = f"{lo:g} and {hi:g}" if kind is float else f"{int(lo)} and {int(hi)}"
+        raise BadRequest(f"{key} ({what}) must be between {shown}, not {value}")
+    return value
+
+
 def _check_analysis_settings(n_resamples: int | None, seed: int | None) -> None:
     if n_resamples is not None and not (0 <= n_resamples <= MAX_ANALYSIS_RESAMPLES):
         raise BadRequest(
@@ -206,7 +315,8 @@ def _check_analysis_settings(n_resamples: int | None, seed: int | None) -> None:
 def update_phase(session: Session, name: str, **changes: Any) -> Phase:
     phase = get_phase(session, name)
     allowed = {"is_open", "hidden", "leaderboard_public", "daily_limit", "selection", "title"}
-    allowed |= {"analysis_resamples", "analysis_seed", *PHASE_SETTINGS}
+    allowed |= {"analysis_resamples", "analysis_seed", "kind", *PHASE_SETTINGS}
+    allowed |= set(ALGORITHM_SETTINGS)
     _check_analysis_settings(changes.get("analysis_resamples"), changes.get("analysis_seed"))
     for key, value in changes.items():
         if value is None:
@@ -215,6 +325,15 @@ def update_phase(session: Session, name: str, **changes: Any) -> Phase:
             raise BadRequest(f"cannot change {key!r} of a phase")
         if key in PHASE_SETTINGS:
             value = check_phase_setting(key, value)
+        if key in ALGORITHM_SETTINGS:
+            value = check_algorithm_setting(key, value)
+        if key == "kind":
+            value = check_kind(value)
+            if value != KIND_PREDICTIONS and phase.inputs_dir is None:
+                raise BadRequest(
+                    f"phase {phase.name!r} has no case inputs: import them (POST "
+                    f".../phases/{phase.name}/inputs) before making it of kind {value!r}"
+                )
         if key == "selection" and value not in ("best", "latest"):
             raise BadRequest(f"selection must be 'best' or 'latest', not {value!r}")
         if key == "daily_limit" and value < 0:
@@ -240,6 +359,12 @@ class PhaseView(TypedDict):
     frozen: bool
     frozen_at: datetime | None
     frozen_note: str | None
+    kind: str
+    case_seconds: int
+    case_memory_mb: int
+    case_cpus: float
+    case_gpu: bool
+    image_max_bytes: int
 
 
 class TaskDetail(TypedDict):
@@ -263,6 +388,13 @@ class PhaseDetailView(PhaseView):
     failed_limit: int
     failed_bytes: int
     retention_days: int
+    case_pids: int
+    case_tmp_mb: int
+    case_output_mb: int
+    parallel_cases: int
+    fail_fast: bool
+    n_inputs: int
+    inputs_sha256: str | None
     task_details: list[TaskDetail]
 
 
@@ -295,12 +427,19 @@ def phase_public(phase: Phase) -> PhaseView:
         "frozen": since is not None,
         "frozen_at": since,
         "frozen_note": FROZEN_NOTE if since is not None else None,
+        "kind": phase.kind,
+        "case_seconds": phase.case_seconds,
+        "case_memory_mb": phase.case_memory_mb,
+        "case_cpus": phase.case_cpus,
+        "case_gpu": phase.case_gpu,
+        "image_max_bytes": phase.image_max_bytes,
     }
 
 
 def phase_detail(phase: Phase) -> PhaseDetailView:
-    """Organizer view: adds every setting (:data:`PHASE_SETTINGS` among them) and the
-    ground-truth and protocol records of each task."""
+    """Organizer view: adds every setting (:data:`PHASE_SETTINGS` and
+    :data:`ALGORITHM_SETTINGS` among them), the inputs' count and hash (never their
+    folder) and the ground-truth and protocol records of each task."""
     return {
         **phase_public(phase),
         "analysis_resamples": phase.analysis_resamples,
@@ -312,6 +451,13 @@ def phase_detail(phase: Phase) -> PhaseDetailView:
         "failed_limit": phase.failed_limit,
         "failed_bytes": phase.failed_bytes,
         "retention_days": phase.retention_days,
+        "case_pids": phase.case_pids,
+        "case_tmp_mb": phase.case_tmp_mb,
+        "case_output_mb": phase.case_output_mb,
+        "parallel_cases": phase.parallel_cases,
+        "fail_fast": phase.fail_fast,
+        "n_inputs": phase.n_inputs,
+        "inputs_sha256": phase.inputs_sha256,
         "task_details": [
             {
                 "task": t.task,
