@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -164,9 +165,17 @@ def _content_digest(root: Path) -> str:
 
 def test_the_2025_synthetic_challenge_is_unchanged(tmp_path: Path) -> None:
     from evaluator.synth import generate_challenge
+    from evaluator.synth.manifest import INPUTS_LAYOUT
 
     generate_challenge(tmp_path / "s", seed=0, small=True)
-    # `hecktor-eval synth --small` (seed 0) as generated before the 2026 edition existed
+    # the algorithm inputs came later: without them (and their manifest line) the files
+    # are those of `hecktor-eval synth --small` (seed 0) before the 2026 edition existed
+    shutil.rmtree(tmp_path / "s" / "inputs")
+    manifest = tmp_path / "s" / "manifest.json"
+    line = f',\n  "inputs": "{INPUTS_LAYOUT}"'
+    text = manifest.read_text(encoding="utf-8")
+    assert line in text
+    manifest.write_text(text.replace(line, ""), encoding="utf-8")
     assert _content_digest(tmp_path / "s") == (
         "56aadb073188bb664a76179586e4cae70ea09c47d1043db3ea3e879a3f4be4d9"
     )
