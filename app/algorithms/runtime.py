@@ -137,8 +137,11 @@ def _printable(text: str) -> str:
 
 
 class _Capture:
-    """stdout and stderr as they arrive: the first and last ``cap / 2`` bytes kept, the
-    bytes between counted; the tail of stderr kept for its last line."""
+    """stdout and stderr as they arrive, whole lines at a time (a line longer than 8 KiB
+    in pieces): the first and last ``cap / 2`` bytes kept, the bytes between counted;
+    the tail of stderr kept for its last line."""
+
+    LINE_MAX = 8192
 
     def __init__(self, cap: int = LOG_CAP_BYTES) -> None:
         self.half = cap // 2
@@ -146,12 +149,29 @@ class _Capture:
         self.tail = bytearray()
         self.omitted = 0
         self.stderr_tail = bytearray()
+        self.pending = {False: bytearray(), True: bytearray()}
 
     def add(self, data: bytes, *, stderr: bool) -> None:
         if stderr:
             self.stderr_tail += data
-            if len(self.stderr_tail) > 8192:
-                del self.stderr_tail[:-4096]
+            if len(self.stderr_tail) > 2 * self.LINE_MAX:
+                del self.stderr_tail[: -self.LINE_MAX]
+        pending = self.pending[stderr]
+        pending += data
+        cut = pending.rfind(b"\n") + 1
+        if cut == 0 and len(pending) > self.LINE_MAX:
+            cut = len(pending)
+        if cut:
+            self._keep(bytes(pending[:cut]))
+            del pending[:cut]
+
+    def finish(self) -> None:
+        for pending in self.pending.values():
+            if pending:
+                self._keep(bytes(pending))
+                pending.clear()
+
+    def _keep(self, data: bytes) -> None:
         room = self.half - len(self.head)
         if room > 0:
             self.head += data[:room]
@@ -600,6 +620,7 @@ class ContainerRuntime:
                 with contextlib.suppress(RuntimeFailure):
                     self.remove_container(run.name)
             shutil.rmtree(tmp, ignore_errors=True)
+        capture.finish()
         own = _container_seconds(self._events_since(offset), cid) if cid else None
         return self._outcome(run, rc, wall, killed, cid, capture, own)
 

@@ -222,6 +222,7 @@ def run_in(
     limits: CaseLimits = LIMITS,
     tag: str = "case",
     inside: Callable[[Path], None] | None = None,
+    model_dir: Path | None = None,
 ) -> tuple[CaseOutcome, Seen]:
     """Run ``image`` on the case with a sized /output (``inside`` looks at it before it
     goes); checks that the container, the volume and its image are gone afterwards."""
@@ -232,7 +233,14 @@ def run_in(
     name = case_name(tag)
     with sized_output(out_path, limits.output_mb * 1024 * 1024) as out:
         outcome = rt.run_case(
-            CaseRun(image=image, input_dir=folder, output_dir=out, limits=limits, name=name)
+            CaseRun(
+                image=image,
+                input_dir=folder,
+                output_dir=out,
+                model_dir=model_dir,
+                limits=limits,
+                name=name,
+            )
         )
         image_file = out.parent / f".{out.name}.ext4"
         seen = Seen(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
 import subprocess
 import time
@@ -223,3 +224,49 @@ def test_inspect_and_limits_from_a_phase(runtime: ContainerRuntime, images: Imag
     assert cmd[cmd.index("--user") + 1] == "65534:65534"
     assert json.dumps(cmd)  # plain strings only
     assert case_name("x").startswith("hecktor-test-x-")
+
+
+def test_isolation_seen_from_inside(
+    runtime: ContainerRuntime, images: Images, case_input: CaseInput, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir(mode=0o755)
+    (model / "weights.bin").write_bytes(b"w" * 100)
+    os.chmod(model, 0o755)
+    limits = dataclasses.replace(LIMITS, memory_mb=384, pids=48, cpus=0.5, tmp_mb=32)
+    outcome, seen = run_in(
+        runtime, images.get("probe"), case_input, tmp_path, limits=limits, model_dir=model
+    )
+    assert outcome.ok, outcome
+    report = json.loads(outcome.log.strip().splitlines()[-1])
+    assert (report["uid"], report["gid"]) == (65534, 65534)
+    assert report["cap_eff"] == "0000000000000000" and report["no_new_privs"] == "1"
+    assert report["root"] == report["input"] == report["model"] == "Read-only file system"
+    assert report["tmp"] == report["output"] == "writable"
+    assert report["model_files"] == ["weights.bin"]
+    assert report["tmp_bytes"] == 32 * 2**20
+    assert report["memory_limit"] == str(384 * 2**20)
+    assert report["pids_max"] == "48"
+    assert report["cpu_quota"] in ("50000", "50000 100000")
+    assert report["interfaces"] == ["lo"]
+    assert report["home"] == "/tmp"
+    assert set(seen.files) == {"probe.json"}
+
+
+def test_output_flood_is_captured_capped(
+    runtime: ContainerRuntime, images: Images, case_input: CaseInput, tmp_path: Path
+) -> None:
+    outcome, _ = run_in(runtime, images.get("chatty"), case_input, tmp_path)
+    assert outcome.ok, outcome.message
+    assert outcome.last_stderr_line == "all written"
+    assert len(outcome.log.encode()) <= 64 * 1024 + 100
+    head, marker, tail = outcome.log.partition("\n[... ")
+    assert marker and "bytes of output left out ...]" in tail
+    omitted = int(tail.split()[0])
+    # 200,000 lines of 103 bytes and the last line, minus what was kept
+    assert omitted == 200_000 * 103 + len("all written\n") - 64 * 1024
+    assert head.startswith("line 000000 ")
+    assert tail.endswith("all written\n")
+    # every kept line is whole or cut only at the two edges of the gap
+    kept = head.splitlines()[:-1] + tail.splitlines()[2:-1]
+    assert all(x.startswith("line ") and len(x) == 102 for x in kept)
