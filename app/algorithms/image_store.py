@@ -140,7 +140,7 @@ class ImageStore:
         finally:
             self.release(ref)
 
-    def held_elsewhere(self) -> set[int]:
+    def holders(self) -> set[int]:
         """Submissions whose slot a live holder has (this process included)."""
         holders: set[int] = set()
         for n in range(self.slots):
@@ -164,7 +164,7 @@ class ImageStore:
     def sweep(self, runtime: ContainerRuntime, keep: set[int]) -> list[str]:
         """Remove this store's leftover images: every ``sub-<id>`` name whose id is
         neither in ``keep`` nor held by a live holder. Returns the names removed."""
-        spared = set(keep) | self.held_elsewhere()
+        spared = set(keep) | self.holders()
         with self._mutex:
             spared |= set(self._held)
         pattern = re.compile(re.escape(self.repository) + r":sub-(\d+)$")

@@ -50,6 +50,11 @@ KILL_GRACE_SECONDS = 20.0
 # podman exits 125 when it fails itself (the run never started)
 _RUNTIME_ERROR_EXIT = 125
 _TIMEOUT_EXIT = 255
+# the image's entrypoint could not be run (the runtime's convention)
+_NOT_RUN = {
+    126: "the image's entrypoint/command could not be executed (check its permissions)",
+    127: "the image's entrypoint/command was not found in the image",
+}
 _SIGKILL_EXIT = 137
 _EVENTS_LOG = Path("/run/libpod/events/events.log")
 _SAFE_CHARS = re.compile(r"[^\x20-\x7e\u00a0-\uffff]")
@@ -103,7 +108,9 @@ class CaseOutcome:
     last_stderr_line: str  # last non-empty stderr line, <= 300 printable characters
     log: str  # stdout + stderr as they came, capped: head and tail with a marker
     overhead_seconds: float  # wall minus the container's own run time when known, else 0
-    message: str = ""  # what happened, in words fit for the participant
+    # what happened, in words fit for the participant (never the runtime's own words:
+    # those are in last_stderr_line and log)
+    message: str = ""
     output_full: bool = False  # /output was (nearly) full when the run ended
     memory_evidence: str = ""  # "kernel" (an OOM-kill line of this container) or ""
 
@@ -671,7 +678,9 @@ class ContainerRuntime:
         if rc == _RUNTIME_ERROR_EXIT or (rc < 0 and not killed):
             return CaseOutcome(
                 kind="runtime",
-                message=f"the container runtime failed to run the container: {last}",
+                # the runtime's own words (last_stderr_line, log) may name host paths:
+                # for the organizers only
+                message="the container runtime failed to start the container (a platform failure)",
                 **common,
             )
         if common["output_full"] and rc != 0:
@@ -679,6 +688,8 @@ class ContainerRuntime:
                 f"exited with code {rc} with /output full: output size limit of "
                 f"{lim.output_mb} MB exceeded"
             )
+        elif rc in _NOT_RUN:
+            message = f"exited with code {rc}: {_NOT_RUN[rc]}"
         else:
             message = f"exited with code {rc}"
         return CaseOutcome(kind="exited", message=message, **common)

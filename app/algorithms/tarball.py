@@ -171,6 +171,29 @@ def sniff_image_tarball(head: bytes) -> Literal["tar", "tar.gz"] | None:
     return kind if name is not None and _is_image_member(name) else None
 
 
+def describe_upload(head: bytes) -> str:
+    """What an upload that is no image tarball is, from its first bytes, for messages
+    ("a .zip archive", "a tar archive whose first member is 'CHUM-001.nii.gz'")."""
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a .zip archive"
+    data, packed = head, ""
+    if head.startswith(GZIP_MAGIC):
+        packed = "gzip-compressed "
+        try:
+            data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1 << 16)
+        except zlib.error:
+            return "damaged gzip data"
+    name = _first_member_name(data)
+    if name is not None:
+        return f"a {packed}tar archive whose first member is {name[:120]!r}"
+    if packed:
+        return "a gzip-compressed file that is not a tar archive"
+    text = head[:512].lstrip()
+    if text[:1] in (b"{", b"[") or b"PatientID" in text:
+        return "a table (CSV or JSON)"
+    return "neither a tar archive nor a gzip of one"
+
+
 # -- streaming reader with a cap ---------------------------------------------------------
 class _OverCap(Exception):
     pass

@@ -140,7 +140,7 @@ def test_store_slots_release_and_sweep(
         # the one slot is taken: another holder (another worker) waits, then gives up
         with pytest.raises(RuntimeFailure, match="no free image slot"):
             other.acquire(runtime, saved.tar, 12)
-        assert other.held_elsewhere() == {11}
+        assert other.holders() == {11}
         store.release(11)
         assert runtime.exists(image_ref(11, repo))  # one acquire still holds it
         store.release(11)
@@ -176,4 +176,4 @@ def test_store_removes_the_image_when_tagging_fails(
     with pytest.raises(RuntimeFailure):
         store.acquire(runtime, saved.tar, 5)
     assert not runtime.exists(saved.image_id)
-    assert store.held_elsewhere() == set()  # the slot is free again
+    assert store.holders() == set()  # the slot is free again
