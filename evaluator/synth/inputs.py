@@ -57,15 +57,19 @@ def case_dir(inputs_dir: Path, patient_id: str) -> Path:
 
 
 def _block_noise(rng: np.random.Generator, grid: Grid) -> NDArray[np.float32]:
-    """Standard normal noise on blocks of about NOISE_BLOCK_MM (at least one voxel)."""
+    """Standard normal noise on blocks of about NOISE_BLOCK_MM (at least one voxel),
+    Fortran order (a view into a volume padded to whole blocks)."""
     block = [max(1, round(NOISE_BLOCK_MM / s)) for s in grid.spacing]
     coarse_shape = [math.ceil(n / b) for n, b in zip(grid.shape, block, strict=True)]
-    noise = rng.standard_normal(coarse_shape, dtype=np.float32)
-    for axis, b in enumerate(block):
-        if b > 1:
-            noise = np.repeat(noise, b, axis=axis)
+    coarse = rng.standard_normal(coarse_shape, dtype=np.float32)
+    (bx, by, bz), (cx, cy, cz) = block, coarse_shape
+    padded = np.empty((bx * cx, by * cy, bz * cz), dtype=np.float32, order="F")
+    # index i = block index * b + offset: in Fortran order the offset runs fastest
+    blocks = padded.reshape((bx, cx, by, cy, bz, cz), order="F")
+    blocks[...] = coarse[None, :, None, :, None, :]
     nx, ny, nz = grid.shape
-    return np.asfortranarray(noise[:nx, :ny, :nz])
+    out: NDArray[np.float32] = padded[:nx, :ny, :nz]
+    return out
 
 
 def _lesion_box(vol: NDArray[np.uint8], pad: int) -> tuple[slice, ...] | None:
@@ -92,21 +96,22 @@ def _body(grid: Grid) -> NDArray[np.bool_]:
 def pet_volume(vol: NDArray[np.uint8], grid: Grid, rng: np.random.Generator) -> NDArray[np.float32]:
     """The PET of a case (see the module's docstring), float32, Fortran order."""
     levels = np.asarray(PET_UPTAKE, dtype=np.float32)
-    pet = np.full(grid.shape, levels[0], dtype=np.float32, order="F")
+    pet = _block_noise(rng, grid)  # transformed in place: one CT-size allocation
+    pet *= np.float32(PET_NOISE)
+    pet += levels[0]
     box = _lesion_box(vol, 2)
     if box is not None:
         ideal = levels[vol[box]]
         mean = ndimage.uniform_filter(ideal, size=3, mode="nearest")
-        pet[box] = np.float32(1.0 - PV_WEIGHT) * ideal + np.float32(PV_WEIGHT) * mean
-    noise = _block_noise(rng, grid)
-    noise *= np.float32(PET_NOISE)
-    pet += noise
+        blurred = np.float32(1.0 - PV_WEIGHT) * ideal + np.float32(PV_WEIGHT) * mean
+        pet[box] += blurred - levels[0]
     np.maximum(pet, np.float32(0.0), out=pet)
-    pet *= _body(grid)[:, :, None]  # no uptake in the air
+    pet *= _body(grid).astype(np.float32)[:, :, None]  # no uptake in the air
     pet *= np.float32(PET_STEPS)
     np.rint(pet, out=pet)
     pet /= np.float32(PET_STEPS)
-    return pet
+    out: NDArray[np.float32] = np.asfortranarray(pet)
+    return out
 
 
 def ct_volume(vol: NDArray[np.uint8], grid: Grid, rng: np.random.Generator) -> NDArray[np.int16]:
@@ -117,15 +122,15 @@ def ct_volume(vol: NDArray[np.uint8], grid: Grid, rng: np.random.Generator) -> N
     sy = (np.arange(ny, dtype=np.float32) - 0.78 * ny)[None, :] / np.float32(0.06 * ny)
     spine = sx * sx + sy * sy <= 1.0
     plane = np.where(spine, 700.0, np.where(body, CT_HU[0], -1000.0)).astype(np.float32)
-    ct = np.empty(grid.shape, dtype=np.float32, order="F")
-    ct[...] = plane[:, :, None]
-    ct[vol == 1] = CT_HU[1]
-    ct[vol == 2] = CT_HU[2]
-    noise = _block_noise(rng, grid)
-    noise *= np.float32(CT_NOISE_HU)
-    noise *= body[:, :, None]  # air is uniform
-    ct += noise
-    out: NDArray[np.int16] = np.asfortranarray(np.rint(ct).astype(np.int16))
+    hu = _block_noise(rng, grid)  # transformed in place: one CT-size allocation
+    hu *= (np.float32(CT_NOISE_HU) * body)[:, :, None]  # air is uniform
+    hu += plane[:, :, None]
+    box = _lesion_box(vol, 0)
+    if box is not None:  # lesions lie in the body: a little denser than soft tissue
+        extra = np.asarray([0, CT_HU[1] - CT_HU[0], CT_HU[2] - CT_HU[0]], dtype=np.float32)
+        hu[box] += extra[vol[box]]
+    np.rint(hu, out=hu)
+    out: NDArray[np.int16] = hu.astype(np.int16, order="F")
     return out
 
 
