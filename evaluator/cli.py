@@ -160,6 +160,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"ground truth: {summary.ground_truth_dir}")
     print(f"submissions:  {summary.submissions_dir} (teams: {', '.join(summary.teams)})")
+    print(f"inputs:       {summary.inputs_dir} (CT, PET and ehr.json per case)")
     print(f"cases:        {len(summary.case_ids)}")
     return EXIT_OK
 
@@ -234,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sc.set_defaults(func=cmd_score)
 
-    sy = sub.add_parser("synth", help="write a seeded synthetic challenge (truth + team archives)")
+    sy = sub.add_parser(
+        "synth", help="write a seeded synthetic challenge (truth, inputs, team archives)"
+    )
     sy.add_argument("--out", type=Path, required=True)
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--cases", type=int, default=None, help="number of patients")
