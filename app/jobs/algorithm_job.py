@@ -195,29 +195,56 @@ def _model_dir(settings: Settings, claim: Claim, tmp: Path, image_cap: int) -> P
 
 
 def _remove_leftover_containers(runtime: Any, submission_id: int) -> None:
-    """Containers of an earlier attempt at this submission whose judge died."""
-    with contextlib.suppress(Exception):
-        runtime.remove_containers(f"hecktor-s{submission_id}-")
+    """Containers of an earlier attempt at this submission whose judge died (a killed
+    client leaves its container running)."""
+    res = runtime.command(
+        "ps",
+        "-a",
+        "--filter",
+        f"name=^hecktor-s{submission_id}-c",
+        "--format",
+        "{{.Names}}",
+        check=False,
+    )
+    for name in res.stdout.split():
+        if name.startswith(f"hecktor-s{submission_id}-c"):
+            log.warning(
+                "submission %d: removing container %s of an earlier attempt", submission_id, name
+            )
+            runtime.remove_container(name)
+
+
+_runtimes: dict[str, Any] = {}
+_runtimes_lock = threading.Lock()
+
+
+def runtime_for(settings: Settings) -> Any:
+    """The container runtime of ``settings``, checked once per process (a check runs
+    ``<runtime> info``, about half a second); raises RuntimeUnavailable."""
+    from app.algorithms.runtime import detect_runtime
+
+    with _runtimes_lock:
+        found = _runtimes.get(settings.container_runtime)
+    if found is None:
+        found = detect_runtime(settings.container_runtime)
+        with _runtimes_lock:
+            _runtimes[settings.container_runtime] = found
+    return found
 
 
 @contextlib.contextmanager
 def _image(runtime: Any, settings: Settings, claim: Claim) -> Iterator[str]:
-    """The submission's image, loaded into the bounded store for the block."""
-    from app.algorithms import image_store
+    """The submission's image, loaded into the bounded store for the block; leftover
+    images of submissions no judge holds any longer are removed first."""
+    from app.algorithms.image_store import ImageStore
 
-    tarball = absolute(settings, claim.archive_path)
-    store = settings.data_dir / "images"
-    ref = image_store.acquire(
-        runtime,
-        tarball,
-        submission_id=claim.submission_id,
-        store_dir=store,
-        limit=settings.container_image_store,
-    )
-    try:
-        yield ref
-    finally:
-        image_store.release(runtime, claim.submission_id, store_dir=store)
+    store = ImageStore(directory=settings.data_dir / "images", slots=settings.container_image_store)
+    with contextlib.suppress(Exception):
+        store.sweep(runtime, keep={claim.submission_id})
+    with store.loaded(
+        runtime, absolute(settings, claim.archive_path), claim.submission_id
+    ) as image:
+        yield image
 
 
 def run_cases(
@@ -230,7 +257,7 @@ def run_cases(
     note: Callable[[str], None],
 ) -> CasesRun:
     """Run the claimed algorithm on every case of ``case_ids``; see the module text."""
-    from app.algorithms.runtime import RuntimeFailure, RuntimeUnavailable, detect_runtime
+    from app.algorithms.runtime import RuntimeFailure, RuntimeUnavailable
     from app.algorithms.tarball import TarballProblem
 
     ref = claim.algorithm
@@ -238,7 +265,7 @@ def run_cases(
     sid = claim.submission_id
     started = time.monotonic()
     try:
-        runtime = detect_runtime(settings.container_runtime)
+        runtime = runtime_for(settings)
     except RuntimeUnavailable as e:
         log.error("submission %d: no container runtime: %s", sid, e)
         return CasesRun(
@@ -286,6 +313,8 @@ def run_cases(
             stage=None, verdict=Verdict(status="failed", errors=[error("image", str(e))])
         )
     except RuntimeFailure as e:
+        # the tarball passed its checks before it was queued: a load or start that fails
+        # now is the server's problem more often than the image's
         log.error("submission %d: the runtime failed: %s", sid, e)
         logbook.add("the runtime failed", str(e))
         return CasesRun(
@@ -293,11 +322,11 @@ def run_cases(
             verdict=Verdict(
                 status="failed",
                 errors=[
-                    error(
-                        "image",
-                        "the image could not be loaded or started by the container runtime; "
-                        "check that `docker load -i <your tarball>` and `docker run --rm "
-                        "--network none <image>` work on your machine, then submit again",
+                    platform_error(
+                        "the container runtime could not load or start the image; the "
+                        "organizers have been notified; this does not count against your "
+                        "quota. Check that `docker load -i <your tarball>` and `docker run "
+                        "--rm --network none <image>` work on your machine, then submit again"
                     )
                 ],
             ),
@@ -385,10 +414,9 @@ class _Cases:
                 self.stop.set()
 
     def _case(self, number: int, pid: str) -> CaseFailure | None:
-        from evaluator.gc.validate import stage_case_outputs, validate_case_outputs
-
         from app.algorithms.output_volume import full, sized_output
         from app.algorithms.runtime import CaseRun
+        from evaluator.gc.validate import stage_case_outputs, validate_case_outputs
 
         with sized_output(self.outputs / str(number), self.ref.case_output_mb << 20) as out:
             outcome = self.runtime.run_case(
@@ -412,7 +440,11 @@ class _Cases:
                 self.stop.set()
                 return None
             failure = classify(
-                outcome, number=number, total=self.total, ref=self.ref, output_full=full(out)
+                outcome,
+                number=number,
+                total=self.total,
+                ref=self.ref,
+                output_full=outcome.output_full or full(out),
             )
             if failure is not None:
                 return failure
