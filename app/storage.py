@@ -133,7 +133,14 @@ STORED_NAMES = {
     "tar.gz": "submission.tar.gz",
     "csv": "predictions.csv",
     "json": "predictions.json",
+    # an algorithm's container image (docker save / OCI archive)
+    "image.tar": "algorithm.tar",
+    "image.tar.gz": "algorithm.tar.gz",
 }
+# an algorithm's optional model tarball, beside its image, by archive type
+MODEL_NAMES = {"tar": "model.tar", "tar.gz": "model.tar.gz"}
+# the model tarball's SHA-256 (hex), beside it: what tells two submissions of one image apart
+MODEL_SHA256_NAME = "model.sha256"
 
 
 def stored_name(archive_type: str) -> str:

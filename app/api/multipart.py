@@ -6,7 +6,8 @@ its SHA-256 computed on the way, so an upload is never held whole in memory. The
 form fields that precede the file (``phase``, ``task``) let the service refuse a
 submission (auth, closed phase, quota) before the file is read at all.
 
-The archive type is checked by its magic bytes, never by its name.
+The archive type is checked by its magic bytes, never by its name. An algorithm
+phase's upload may carry a second file part, ``model``, after ``file``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from anyio import to_thread
 from python_multipart import MultipartParser
@@ -33,7 +34,8 @@ from evaluator.io.sniff import UnsupportedUpload, sniff_type
 WRITE_CHUNK = 1 << 20
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 16
-HEAD_BYTES = 512
+HEAD_BYTES = 512  # what the archive and table types are told from
+SNIFF_BYTES = 4096  # what is kept of each file's start (an image tarball's first member)
 FILE_FIELD = "file"
 
 
@@ -45,7 +47,7 @@ def upload_type(head: bytes, task: int) -> str:
     participant can act on.
     """
     try:
-        return sniff_type(head, task)
+        return sniff_type(head[:HEAD_BYTES], task)
     except UnsupportedUpload as exc:
         raise UnsupportedType(exc.message, [problem(exc.message, kind=exc.kind)]) from None
 
@@ -57,6 +59,7 @@ class ReceivedFile:
     size: int
     sha256: str
     head: bytes
+    form_name: str = FILE_FIELD
 
 
 @dataclass
@@ -67,8 +70,27 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
 
 
+@dataclass
+class _Incoming:
+    """A file part on its way to disk."""
+
+    form_name: str
+    filename: str
+    cap: int
+    buf: bytearray = field(default_factory=bytearray)
+    head: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    sha: Any = field(default_factory=hashlib.sha256)
+    fh: IO[bytes] | None = None
+    path: Path | None = None
+    done: bool = False  # all its bytes arrived
+    closed: bool = False  # written, synced and closed
+
+
 class _TooLarge(Exception):
-    pass
+    def __init__(self, part: _Incoming) -> None:
+        super().__init__(part.form_name)
+        self.part = part
 
 
 class _BadForm(Exception):
@@ -81,28 +103,37 @@ def _clean_filename(raw: str) -> str:
     return name[:255] or "upload"
 
 
+def _unexpected_file(name: str) -> str:
+    return f"unexpected file field {name!r}; send the archive as 'file'"
+
+
 class MultipartReceiver:
-    """Push-parses one multipart body; at most one file part named ``file``."""
+    """Push-parses one multipart body: one file part named ``file`` and, when the caller
+    allows them (:attr:`extra_file_fields`, e.g. ``{"model": cap}``), at most one part
+    of each further name, sent after ``file``.
+
+    ``max_file_bytes`` caps the ``file`` part; the caller may change it (and the
+    further fields) in ``on_file_start``, once the fields sent before the file are
+    known, and in ``on_head``, once the file's first bytes are."""
 
     def __init__(self, boundary: bytes, dest_dir: Path, max_file_bytes: int) -> None:
         self.dest_dir = dest_dir
         self.max_file_bytes = max_file_bytes
+        self.extra_file_fields: dict[str, int] = {}
+        self.unexpected_file: Callable[[str], str] = _unexpected_file
+        # what a part over its cap is told, by field name and cap
+        self.limit_message: Callable[[str, int], str] = _limit_message
         self.fields: dict[str, str] = {}
         self.file: ReceivedFile | None = None
+        self.files: dict[str, ReceivedFile] = {}
         self._part: _Part | None = None
         self._hname = bytearray()
         self._hvalue = bytearray()
         self._n_parts = 0
-        self._file_started = False
-        self._file_open_pending = False
-        self._buf = bytearray()
-        self._size = 0
-        self._head = bytearray()
-        self._sha = hashlib.sha256()
-        self._fh: IO[bytes] | None = None
-        self._path: Path | None = None
-        self._filename = ""
-        self._file_done = False
+        self._incoming: list[_Incoming] = []
+        self._current: _Incoming | None = None
+        self._started = False  # on_file_start was called
+        self._head_seen = False  # on_head was called
         self.parser = MultipartParser(
             boundary,
             {
@@ -138,27 +169,37 @@ class MultipartReceiver:
         part.name = opts.get(b"name", b"").decode("utf-8", errors="replace")
         fn = opts.get(b"filename")
         part.filename = fn.decode("utf-8", errors="replace") if fn is not None else None
-        if part.filename is not None:
-            if part.name != FILE_FIELD:
-                raise _BadForm(f"unexpected file field {part.name!r}; send the archive as 'file'")
-            if self._file_started:
+        if part.filename is None:
+            return
+        seen = {p.form_name for p in self._incoming}
+        if part.name == FILE_FIELD:
+            if FILE_FIELD in seen:
                 raise _BadForm("send exactly one file per submission")
-            self._file_started = True
-            self._file_open_pending = True
-            self._filename = _clean_filename(part.filename)
+            cap = self.max_file_bytes
+        elif part.name in self.extra_file_fields:
+            if FILE_FIELD not in seen:
+                raise _BadForm(f"send the field 'file' before {part.name!r}")
+            if part.name in seen:
+                raise _BadForm(f"send at most one {part.name!r} file")
+            cap = self.extra_file_fields[part.name]
+        else:
+            raise _BadForm(self.unexpected_file(part.name))
+        self._current = _Incoming(part.name, _clean_filename(part.filename), cap)
+        self._incoming.append(self._current)
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
         assert part is not None
         chunk = data[start:end]
-        if part.filename is not None:
-            self._size += len(chunk)
-            if self._size > self.max_file_bytes:
-                raise _TooLarge()
-            if len(self._head) < HEAD_BYTES:
-                self._head.extend(chunk[: HEAD_BYTES - len(self._head)])
-            self._sha.update(chunk)
-            self._buf.extend(chunk)
+        inc = self._current
+        if part.filename is not None and inc is not None:
+            inc.size += len(chunk)
+            if inc.size > inc.cap:
+                raise _TooLarge(inc)
+            if len(inc.head) < SNIFF_BYTES:
+                inc.head.extend(chunk[: SNIFF_BYTES - len(inc.head)])
+            inc.sha.update(chunk)
+            inc.buf.extend(chunk)
         else:
             part.data.extend(chunk)
             if len(part.data) > MAX_FIELD_BYTES:
@@ -167,27 +208,28 @@ class MultipartReceiver:
     def _on_part_end(self) -> None:
         part = self._part
         assert part is not None
-        if part.filename is not None:
-            self._file_done = True
+        if part.filename is not None and self._current is not None:
+            self._current.done = True
+            self._current = None
         elif part.name:
             self.fields[part.name] = part.data.decode("utf-8", errors="replace").strip()
         self._part = None
 
     # -- driving ------------------------------------------------------------------------
-    async def _open(self) -> None:
+    async def _open(self, inc: _Incoming) -> None:
         self.dest_dir.mkdir(parents=True, exist_ok=True)
-        self._path = self.dest_dir / f"{uuid.uuid4().hex}.part"
-        self._fh = await to_thread.run_sync(open, self._path, "wb")
+        inc.path = self.dest_dir / f"{uuid.uuid4().hex}.part"
+        inc.fh = await to_thread.run_sync(open, inc.path, "wb")
 
-    async def _flush(self, force: bool = False) -> None:
-        if self._fh is not None and self._buf and (force or len(self._buf) >= WRITE_CHUNK):
-            data = bytes(self._buf)
-            self._buf.clear()
-            await to_thread.run_sync(self._fh.write, data)
+    async def _flush(self, inc: _Incoming, force: bool = False) -> None:
+        if inc.fh is not None and inc.buf and (force or len(inc.buf) >= WRITE_CHUNK):
+            data = bytes(inc.buf)
+            inc.buf.clear()
+            await to_thread.run_sync(inc.fh.write, data)
 
-    async def _finish(self) -> None:
-        await self._flush(force=True)
-        fh = self._fh
+    async def _close(self, inc: _Incoming) -> None:
+        await self._flush(inc, force=True)
+        fh = inc.fh
         if fh is not None:
 
             def _close() -> None:
@@ -196,38 +238,77 @@ class MultipartReceiver:
                 fh.close()
 
             await to_thread.run_sync(_close)
-            self._fh = None
+            inc.fh = None
+        inc.closed = True
+
+    async def _advance(
+        self,
+        on_file_start: Callable[[dict[str, str]], Awaitable[None]],
+        on_head: Callable[[bytes, str], None] | None,
+    ) -> None:
+        """After a chunk was parsed: the callbacks that are due, then the writes."""
+        for inc in self._incoming:
+            if inc.form_name == FILE_FIELD:
+                if not self._started:
+                    self._started = True
+                    await on_file_start(dict(self.fields))
+                    inc.cap = self.max_file_bytes
+                    self._recheck_extra_parts()
+                if not self._head_seen and (len(inc.head) >= SNIFF_BYTES or inc.done):
+                    self._head_seen = True
+                    if on_head is not None:
+                        on_head(bytes(inc.head), inc.filename)
+                        inc.cap = self.max_file_bytes
+                if inc.size > inc.cap:
+                    raise _TooLarge(inc)
+            if inc.fh is None and not inc.closed:
+                await self._open(inc)
+            await self._flush(inc)
+            if inc.done and not inc.closed:
+                await self._close(inc)
+
+    def _recheck_extra_parts(self) -> None:
+        """Further file parts parsed before ``on_file_start`` changed what is allowed:
+        refused or capped as they would be now."""
+        for inc in self._incoming:
+            if inc.form_name == FILE_FIELD:
+                continue
+            if inc.form_name not in self.extra_file_fields:
+                raise _BadForm(self.unexpected_file(inc.form_name))
+            inc.cap = self.extra_file_fields[inc.form_name]
+            if inc.size > inc.cap:
+                raise _TooLarge(inc)
 
     def cleanup(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
+        for inc in self._incoming:
+            if inc.fh is not None:
+                with contextlib.suppress(OSError):
+                    inc.fh.close()
+                inc.fh = None
+            if inc.path is not None:
+                inc.path.unlink(missing_ok=True)
 
     async def receive(
-        self, request: Request, on_file_start: Callable[[dict[str, str]], Awaitable[None]]
+        self,
+        request: Request,
+        on_file_start: Callable[[dict[str, str]], Awaitable[None]],
+        on_head: Callable[[bytes, str], None] | None = None,
     ) -> None:
-        limit_msg = (
-            f"the upload is larger than the limit of {human_size(self.max_file_bytes)}; "
-            "remove files that are not predictions, or ask the organizers"
-        )
+        """Read the body: ``on_file_start`` gets the fields sent before the file, before
+        a byte of it is stored; ``on_head`` the file's first :data:`SNIFF_BYTES` bytes
+        (fewer for a smaller file). Either may raise to refuse the upload."""
         try:
             async for chunk in request.stream():
                 if not chunk:
                     continue
                 self.parser.write(chunk)
-                if self._file_open_pending:
-                    self._file_open_pending = False
-                    await on_file_start(dict(self.fields))
-                    await self._open()
-                await self._flush()
+                await self._advance(on_file_start, on_head)
             self.parser.finalize()
-            await self._finish()
-        except _TooLarge:
+            await self._advance(on_file_start, on_head)
+        except _TooLarge as e:
             self.cleanup()
-            raise TooLarge(limit_msg, [problem(limit_msg, kind="limit")]) from None
+            msg = self.limit_message(e.part.form_name, e.part.cap)
+            raise TooLarge(msg, [problem(msg, kind="limit")]) from None
         except _BadForm as e:
             self.cleanup()
             raise BadRequest(str(e), [problem(str(e))]) from None
@@ -244,17 +325,29 @@ class MultipartReceiver:
         except BaseException:
             self.cleanup()
             raise
-        if not self._file_started or not self._file_done or self._path is None:
+        incomplete = [i for i in self._incoming if not i.closed or i.path is None]
+        if FILE_FIELD not in {i.form_name for i in self._incoming} or incomplete:
             self.cleanup()
             msg = "the form has no complete 'file' part; send the archive as the field 'file'"
             raise BadRequest(msg, [problem(msg)])
-        self.file = ReceivedFile(
-            path=self._path,
-            filename=self._filename,
-            size=self._size,
-            sha256=self._sha.hexdigest(),
-            head=bytes(self._head),
-        )
+        for inc in self._incoming:
+            assert inc.path is not None
+            self.files[inc.form_name] = ReceivedFile(
+                path=inc.path,
+                filename=inc.filename,
+                size=inc.size,
+                sha256=inc.sha.hexdigest(),
+                head=bytes(inc.head),
+                form_name=inc.form_name,
+            )
+        self.file = self.files[FILE_FIELD]
+
+
+def _limit_message(field_name: str, cap: int) -> str:
+    return (
+        f"the upload is larger than the limit of {human_size(cap)}; "
+        "remove files that are not predictions, or ask the organizers"
+    )
 
 
 def boundary_of(request: Request) -> bytes:

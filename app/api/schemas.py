@@ -47,6 +47,16 @@ class SubmissionAccepted(BaseModel):
         default=None,
         description="set while the phase's leaderboards are frozen: when the result shows",
     )
+    kind: Literal["predictions", "algorithm"] = Field(
+        default="predictions",
+        description="predictions (an archive or table) or algorithm (a container image)",
+    )
+    image_id: str | None = Field(
+        default=None, description="an algorithm's image id (its config's SHA-256)"
+    )
+    model_sha256: str | None = Field(
+        default=None, description="SHA-256 of the model tarball sent with the image"
+    )
 
 
 class AllowanceLeft(BaseModel):
@@ -62,14 +72,48 @@ class QuotaLeft(BaseModel):
     left: int
 
 
+class CaseLimitsPublic(BaseModel):
+    """The limits each case of an algorithm phase runs under."""
+
+    cases: int = Field(description="hidden cases the algorithm is run on, one container each")
+    seconds: int = Field(description="wall-clock time per case")
+    memory_mb: int = Field(description="memory per case (no swap)")
+    cpus: float
+    pids: int = Field(description="processes and threads per case")
+    gpu: bool
+    tmp_mb: int = Field(description="size of the writable /tmp")
+    output_mb: int = Field(description="size of /output")
+    network: bool = Field(description="whether the container has a network (never)")
+
+
 class SubmissionLimits(BaseModel):
     """What an upload to a phase and task may be, for a client to check before sending."""
 
     phase: str
     task: int
     dry_run: bool
+    kind: Literal["predictions", "algorithm", "both"] = Field(
+        default="predictions",
+        description="what the phase judges: prediction archives, algorithm images, or both",
+    )
     max_upload_bytes: int = Field(description="uploads larger than this are refused (413)")
+    max_archive_bytes: int | None = Field(
+        default=None, description="the cap of a prediction archive or table (413)"
+    )
+    max_image_bytes: int | None = Field(
+        default=None,
+        description="the cap of a container image tarball, compressed and uncompressed",
+    )
+    max_model_bytes: int | None = Field(
+        default=None, description="the cap of the optional model tarball (field 'model')"
+    )
     accepted_types: list[str] = Field(description="by content, not by name; others are 415")
+    model_types: list[str] = Field(
+        default_factory=list, description="what the field 'model' may be (algorithm phases)"
+    )
+    case_limits: CaseLimitsPublic | None = Field(
+        default=None, description="what each hidden case's container runs under"
+    )
     quota: QuotaLeft
     dry_runs: AllowanceLeft
     failed: AllowanceLeft

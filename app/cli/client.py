@@ -1,4 +1,5 @@
-"""The participants' HTTP client (httpx): upload an archive, wait for its result.
+"""The participants' HTTP client (httpx): upload an archive (or an algorithm's image
+tarball and model), wait for its result.
 
 Used by ``hecktor-eval submit`` and by the demo, which goes through the same API.
 """
@@ -28,11 +29,16 @@ class ApiError(Exception):
 
 
 class _ProgressReader:
-    """A file wrapper that reports how many bytes httpx has read for the upload."""
+    """A file wrapper that reports how many bytes httpx has read for the upload; the
+    second of two files reports after the first (``offset``, of ``total``)."""
 
-    def __init__(self, path: Path, progress: Progress | None) -> None:
+    def __init__(
+        self, path: Path, progress: Progress | None, *, offset: int = 0, total: int | None = None
+    ) -> None:
         self._f = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        self._total = os.fstat(self._f.fileno()).st_size
+        self._size = os.fstat(self._f.fileno()).st_size
+        self._offset = offset
+        self._total = total if total is not None else self._size
         self._done = 0
         self._progress = progress
         self.name = path.name
@@ -41,7 +47,7 @@ class _ProgressReader:
         data = self._f.read(n)
         self._done += len(data)
         if self._progress is not None:
-            self._progress(min(self._done, self._total), self._total)
+            self._progress(min(self._offset + self._done, self._total), self._total)
         return data
 
     def fileno(self) -> int:
@@ -100,19 +106,30 @@ def upload(
     archive: Path,
     dry_run: bool = False,
     progress: Progress | None = None,
+    model: Path | None = None,
 ) -> dict[str, Any]:
-    """POST the archive (fields ``phase`` and ``task`` go first, then ``file``)."""
-    reader = _ProgressReader(Path(archive), progress)
+    """POST the archive or image tarball (fields ``phase`` and ``task`` go first, then
+    ``file``, then an algorithm's ``model`` tarball when given)."""
+    size = Path(archive).stat().st_size
+    total = size + (Path(model).stat().st_size if model is not None else 0)
+    readers = [_ProgressReader(Path(archive), progress, total=total)]
+    if model is not None:
+        readers.append(_ProgressReader(Path(model), progress, offset=size, total=total))
     try:
+        # file-like objects httpx streams from (read() reports the progress)
+        files = [
+            (field, (r.name, cast(IO[bytes], r), "application/octet-stream"))
+            for field, r in zip(("file", "model"), readers, strict=False)
+        ]
         response = client.post(
             "/api/v1/submissions",
             params={"dry_run": "true"} if dry_run else None,
             data={"phase": phase, "task": str(task)},
-            # a file-like object httpx streams from (read() reports the progress)
-            files={"file": (reader.name, cast(IO[bytes], reader), "application/octet-stream")},
+            files=files,
         )
     finally:
-        reader.close()
+        for r in readers:
+            r.close()
     raise_for_api(response)
     return response.json()
 

@@ -1,6 +1,8 @@
 """``submit``: the participants' client. Asks the server for the phase's limits (size
 cap, accepted types, quota left), checks the file against them, uploads it over HTTP,
-shows the upload and judging progress on stderr, and prints the outcome.
+shows the upload and judging progress on stderr, and prints the outcome. For a phase
+that judges algorithms the file is a container image tarball (``docker save`` output),
+with an optional ``--model`` tarball.
 
 Exit codes: 0 scored or valid (or queued with ``--no-wait``); 2 the submission was
 refused: before sending (larger than the server's limit, not a type the task accepts,
@@ -19,8 +21,10 @@ from typing import Any
 
 from app.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, command, err
 
-# how many bytes of the file name its type (as the server reads them)
+# how many bytes of the file name its type (as the server reads them); an image
+# tarball's first member is told from more
 HEAD_BYTES = 512
+SNIFF_BYTES = 4096
 
 
 class LocalRefusal(Exception):
@@ -28,7 +32,10 @@ class LocalRefusal(Exception):
 
 
 def add_submit(subparsers: Any) -> None:
-    sb = subparsers.add_parser("submit", help="upload a prediction archive and wait for its score")
+    sb = subparsers.add_parser(
+        "submit",
+        help="upload a prediction archive (or an algorithm's image tarball) and wait for its score",
+    )
     sb.add_argument("--server", default=os.environ.get("HECKTOR_SERVER", "http://127.0.0.1:8000"))
     sb.add_argument(
         "--token",
@@ -41,7 +48,19 @@ def add_submit(subparsers: Any) -> None:
     sb.add_argument("--no-wait", action="store_true", help="print the submission id and return")
     sb.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the result")
     sb.add_argument("--json", action="store_true", help="print the final status document as JSON")
-    sb.add_argument("archive", type=Path)
+    sb.add_argument(
+        "--model",
+        type=Path,
+        metavar="FILE",
+        help="algorithm phases: a .tar/.tar.gz of the model files, mounted read-only at "
+        "/opt/ml/model in every case's container",
+    )
+    sb.add_argument(
+        "archive",
+        type=Path,
+        help="the prediction archive or table, or for an algorithm phase the image tarball "
+        "(`docker save myalgo:latest -o algo.tar`, .tar or .tar.gz)",
+    )
     command(sb, "submit", cmd_submit)
 
 
@@ -53,6 +72,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if not args.archive.is_file():
         err(f"{args.archive}: no such file (give the archive or table file to upload)")
+        return EXIT_REJECTED
+    if args.model is not None and not args.model.is_file():
+        err(f"{args.model}: no such file (give the model tarball, .tar or .tar.gz)")
         return EXIT_REJECTED
     try:
         doc = _upload_and_wait(args)
@@ -101,30 +123,86 @@ def _check_limits(http: Any, args: argparse.Namespace) -> None:
     its answer is the refusal (:class:`app.cli.client.ApiError`) for a bad token, an
     unknown or closed phase, the quota; the file's size and type are checked here
     against its limits. A server without the limits route is asked nothing."""
+    from app.algorithms.tarball import describe_upload, sniff_image_tarball
     from app.cli import client as api
     from evaluator.io.sizes import human_size
     from evaluator.io.sniff import UnsupportedUpload, sniff_type
 
     size = args.archive.stat().st_size
+    model_size = args.model.stat().st_size if args.model is not None else 0
     try:
-        limits = api.limits(http, phase=args.phase, task=args.task, dry_run=args.dry_run, size=size)
+        limits = api.limits(
+            http, phase=args.phase, task=args.task, dry_run=args.dry_run, size=size + model_size
+        )
     except api.ApiError as exc:
         if exc.status in (404, 405) and exc.detail == "Not Found":  # an older server
             return
         raise
-    cap = int(limits["max_upload_bytes"])
+    with open(args.archive, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if sniff_image_tarball(head) is not None:
+        _check_image_limits(args, limits, size, model_size)
+        return
+    if limits.get("max_image_bytes") is not None and limits.get("max_archive_bytes") is None:
+        raise LocalRefusal(
+            f"{args.archive.name}: is {describe_upload(head)}, not a container image "
+            f"tarball; phase {args.phase!r} judges algorithms: save your algorithm's image "
+            "with `docker save myalgo:latest -o algo.tar` and submit that."
+        )
+    if args.model is not None:
+        raise LocalRefusal(
+            f"{args.model.name}: a model goes with an algorithm's image tarball only; "
+            f"{args.archive.name} is a prediction upload: submit it without --model."
+        )
+    cap = int(limits.get("max_archive_bytes") or limits["max_upload_bytes"])
     if size > cap:
         raise LocalRefusal(
             f"{args.archive.name}: {human_size(size)} is larger than the server's upload "
             f"limit of {human_size(cap)}. Upload only the predictions (no images, no "
             "model files), or ask the organizers."
         )
-    with open(args.archive, "rb") as f:
-        head = f.read(HEAD_BYTES)
     try:
-        sniff_type(head, args.task)
+        sniff_type(head[:HEAD_BYTES], args.task)
     except UnsupportedUpload as exc:
         raise LocalRefusal(f"{args.archive.name}: {exc.message}") from None
+
+
+def _check_image_limits(
+    args: argparse.Namespace, limits: dict[str, Any], size: int, model_size: int
+) -> None:
+    """An image tarball (and model) against an algorithm phase's limits. A server that
+    does not state image limits is left to decide."""
+    from evaluator.io.sizes import human_size
+    from evaluator.io.sniff import archive_kind
+
+    if "kind" not in limits:
+        return
+    image_cap = limits.get("max_image_bytes")
+    if image_cap is None:
+        raise LocalRefusal(
+            f"{args.archive.name}: is a container image tarball; phase {args.phase!r} takes "
+            "prediction archives and tables, not algorithms: submit your predictions."
+        )
+    if size > int(image_cap):
+        raise LocalRefusal(
+            f"{args.archive.name}: {human_size(size)} is larger than the phase's image limit "
+            f"of {human_size(int(image_cap))}; make the image smaller (a slimmer base, no "
+            "build caches, no data baked in)."
+        )
+    if args.model is None:
+        return
+    model_cap = int(limits.get("max_model_bytes") or image_cap)
+    if model_size > model_cap:
+        raise LocalRefusal(
+            f"{args.model.name}: {human_size(model_size)} is larger than the phase's model "
+            f"limit of {human_size(model_cap)}; make the model smaller."
+        )
+    with open(args.model, "rb") as f:
+        if archive_kind(f.read(HEAD_BYTES)) not in ("tar", "tar.gz"):
+            raise LocalRefusal(
+                f"{args.model.name}: the model must be a .tar or .tar.gz archive of the model "
+                "files: pack it with `tar -czf model.tar.gz -C model .`"
+            )
 
 
 def _upload(http: Any, args: argparse.Namespace, progress: Any, show: bool) -> dict[str, Any]:
@@ -140,7 +218,11 @@ def _upload(http: Any, args: argparse.Namespace, progress: Any, show: bool) -> d
         console=progress,
         disable=not show,
     ) as bar:
-        t = bar.add_task(f"uploading {args.archive.name}", total=args.archive.stat().st_size)
+        total = args.archive.stat().st_size + (
+            args.model.stat().st_size if args.model is not None else 0
+        )
+        what = args.archive.name + (f" and {args.model.name}" if args.model is not None else "")
+        t = bar.add_task(f"uploading {what}", total=total)
         return api.upload(
             http,
             phase=args.phase,
@@ -148,6 +230,7 @@ def _upload(http: Any, args: argparse.Namespace, progress: Any, show: bool) -> d
             archive=args.archive,
             dry_run=args.dry_run,
             progress=lambda done, total: bar.update(t, completed=done, total=total),
+            model=args.model,
         )
 
 

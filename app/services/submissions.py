@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session, joinedload
 from app.access import scores_hidden
 from app.db.models import (
     FAILED,
+    KIND_ALGORITHM,
+    KIND_PREDICTIONS,
     QUEUED,
     RECEIVED,
     SCORED,
@@ -33,7 +36,7 @@ from app.services.phases import get_phase, get_phase_task
 from app.services.quota import check_quota
 from app.services.results import CaseRecord
 from app.settings import Settings
-from app.storage import fsync_dir, rel, stored_name
+from app.storage import MODEL_NAMES, MODEL_SHA256_NAME, fsync_dir, rel, stored_name
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +147,22 @@ def _recheck_locked(
 
 
 def refuse_duplicate(
-    session: Session, phase: Phase, team_id: int, task: int, sha256: str, filename: str
+    session: Session,
+    phase: Phase,
+    team_id: int,
+    task: int,
+    sha256: str,
+    filename: str,
+    *,
+    settings: Settings | None = None,
+    model_sha256: str | None = None,
 ) -> None:
     """Refuse (409) an upload byte-identical to an earlier submission of the team for
     this phase and task (the same SHA-256) that was not refused: it would score the
-    same and take a quota slot. Dry runs and failed submissions are not compared."""
-    earlier = session.scalars(
+    same and take a quota slot. Dry runs and failed submissions are not compared. An
+    algorithm's image counts as the same only with the same model (or none), whose
+    SHA-256 is stored beside the earlier one's (``settings`` finds it)."""
+    earlier_ones = session.scalars(
         select(Submission)
         .where(
             Submission.team_id == team_id,
@@ -160,24 +173,65 @@ def refuse_duplicate(
             Submission.status != FAILED,
         )
         .order_by(Submission.id)
-    ).first()
+    )
+    earlier = next(
+        (
+            e
+            for e in earlier_ones
+            if e.kind != KIND_ALGORITHM or _stored_model_sha256(settings, e) == model_sha256
+        ),
+        None,
+    )
     if earlier is None:
         return
+    if earlier.kind == KIND_ALGORITHM:
+        same = f"the same image SHA-256 {sha256[:16]}…" + (
+            ", the same model" if model_sha256 else ", no model"
+        )
+        todo = "Submit a changed image or model"
+    else:
+        same, todo = f"same SHA-256 {sha256[:16]}…", "Submit changed predictions"
     msg = (
         f"{filename}: byte-identical to submission {earlier.id} of your team for phase "
-        f"{phase.name!r}, task {task} (same SHA-256 {sha256[:16]}…, {earlier.status}); it "
-        f"would score the same, so it was not accepted and used no quota. Submit changed "
-        f"predictions, or read submission {earlier.id}'s result (/submissions/{earlier.id})"
+        f"{phase.name!r}, task {task} ({same}, {earlier.status}); it would score the same, "
+        f"so it was not accepted and used no quota. {todo}, or read submission "
+        f"{earlier.id}'s result (/submissions/{earlier.id})"
     )
     raise Conflict(msg, [problem(msg, kind="duplicate")])
 
 
-def _store_upload(settings: Settings, sub: Submission, upload_path: Path) -> Path:
-    """Move the upload into ``submissions/<id>/`` and mark the row queued; returns the
-    folder."""
+def _stored_model_sha256(settings: Settings | None, sub: Submission) -> str | None:
+    if settings is None:
+        return None
+    path = settings.submissions_dir / str(sub.id) / MODEL_SHA256_NAME
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@dataclass(frozen=True)
+class ModelUpload:
+    """The model tarball sent with an algorithm's image: where it was received, its
+    archive type (``tar`` or ``tar.gz``), SHA-256 and size."""
+
+    path: Path
+    archive_type: str
+    sha256: str
+    size: int
+
+
+def _store_upload(
+    settings: Settings, sub: Submission, upload_path: Path, model: ModelUpload | None = None
+) -> Path:
+    """Move the upload (and an algorithm's model, with its SHA-256 beside it) into
+    ``submissions/<id>/`` and mark the row queued; returns the folder."""
     dest_dir = settings.submissions_dir / str(sub.id)
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / stored_name(sub.archive_type)
+    if model is not None:
+        os.replace(model.path, dest_dir / MODEL_NAMES[model.archive_type])
+        (dest_dir / MODEL_SHA256_NAME).write_text(model.sha256 + "\n", encoding="ascii")
     os.replace(upload_path, dest)
     fsync_dir(dest_dir)
     sub.archive_path = rel(settings, dest)
@@ -198,8 +252,12 @@ def register_submission(
     filename: str,
     size: int,
     sha256: str,
+    kind: str = KIND_PREDICTIONS,
+    model: ModelUpload | None = None,
 ) -> int:
-    """Insert the row, move the upload to ``submissions/<id>/`` and commit (status queued).
+    """Insert the row, move the upload (and an algorithm's ``model``) to
+    ``submissions/<id>/`` and commit (status queued). ``size`` counts the model too
+    (the allowances count both).
 
     The caller dispatches the job only after this returned: the row is committed first.
     """
@@ -210,12 +268,22 @@ def register_submission(
         if session.get_bind().dialect.name == "postgresql":
             _recheck_locked(session, phase, principal, task, dry_run=dry_run, size=size)
         if not dry_run and settings.refuse_duplicates:
-            refuse_duplicate(session, phase, principal.team_id or 0, task, sha256, filename)
+            refuse_duplicate(
+                session,
+                phase,
+                principal.team_id or 0,
+                task,
+                sha256,
+                filename,
+                settings=settings,
+                model_sha256=model.sha256 if model is not None else None,
+            )
         sub = Submission(
             team_id=principal.team_id,
             phase_id=phase.id,
             task=task,
             dry_run=dry_run,
+            kind=kind,
             status=RECEIVED,
             filename=filename[:255],
             archive_type=archive_type,
@@ -224,7 +292,7 @@ def register_submission(
         )
         session.add(sub)
         session.flush()
-        dest_dir = _store_upload(settings, sub, upload_path)
+        dest_dir = _store_upload(settings, sub, upload_path, model)
         sid = sub.id
         try:
             session.commit()
