@@ -14,6 +14,13 @@ layout is checked at the end.
 model tarball (``.tar`` or ``.tar.gz``), the second with ``tarfile``'s ``"data"``
 filter semantics: no links out of the destination, no devices, no owners, no setuid.
 
+What podman 4.3 writes: ``podman save`` (docker-archive) puts each layer first as
+``<digest>.tar``, then the config ``<digest>.json``, a folder per layer whose
+``layer.tar`` is a symlink to ``../<digest>.tar``, ``manifest.json`` and
+``repositories`` last; ``--format oci-archive`` writes ``blobs/sha256/*`` (gzip layers,
+the config, the manifest), ``index.json`` and ``oci-layout``. Docker 25+ writes both
+layouts in one tar (read here as docker-save).
+
 Every refusal is a :class:`TarballProblem` whose message names the uploaded file, the
 problem and the fix; never a path of the server.
 """
