@@ -587,3 +587,40 @@ def test_submit_an_image_with_a_model(
     assert code == 2 and "a model goes with an algorithm's image tarball only" in err
     r = httpx.get(f"{server['base']}/api/v1/submissions", headers=auth(server["token"]))
     assert [s["id"] for s in r.json()] == [sid]
+
+
+def test_fields_after_the_file(svc: dict[str, Any], tmp_path: Path) -> None:
+    """The phase named after the file: its kind and limits apply once the body is read."""
+    image = docker_save(tmp_path / "algo.tar").read_bytes()
+    boundary = "fieldsafter0123"
+
+    def body(phase: str) -> bytes:
+        return (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                'filename="algo.tar"\r\n\r\n'
+            ).encode()
+            + image
+            + (
+                f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="phase"\r\n\r\n'
+                f"{phase}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+                f'name="task"\r\n\r\n1\r\n--{boundary}--\r\n'
+            ).encode()
+        )
+
+    def send(phase: str) -> httpx.Response:
+        r: httpx.Response = svc["api"].client.post(
+            "/api/v1/submissions",
+            content=body(phase),
+            headers={
+                **auth(svc["token"]),
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+        return r
+
+    r = send("alg")
+    assert r.status_code == 202, r.text
+    assert r.json()["kind"] == "algorithm"
+    assert refused(send("val"), 415).startswith("algo.tar: is a container image tarball;")
+    assert refused(send("nope"), 404)
