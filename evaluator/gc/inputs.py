@@ -19,8 +19,8 @@ or flat: ``<src>/<PatientID>__CT.nii.gz``, ``<src>/<PatientID>__PT.nii.gz``,
 ``<folder>`` is a random hex name and the images are named by random UUIDs, so no
 PatientID appears anywhere a container sees (an ``ehr.json`` that names its patient is
 refused). Each image is converted the way grand-challenge converts an upload (with
-SimpleITK): the voxels in their stored type (a scaled NIfTI becomes float32, computed
-in float32 as ITK does), ITK's geometry (the sform or qform ITK picks, LPS:
+SimpleITK): the voxels in their stored type (a scaled NIfTI becomes float32, scaled in
+double precision as ITK does), ITK's geometry (the sform or qform ITK picks, LPS:
 ``direction = F @ A[:3, :3] / spacing``, ``origin = F @ A[:3, 3]``, ``F = diag(-1, -1,
 1)``), written by :mod:`evaluator.io.mha_write`. CT and PET keep their own grids:
 algorithms resample the PET themselves.
@@ -196,15 +196,20 @@ def itk_geometry(
 
 def itk_voxels(header: ImageHeader, raw: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """The voxels ITK gives for ``raw``: as stored, or with the NIfTI scaling applied
-    in float32 (float64 data stays float64), as ITK's NIfTI reader does."""
+    as ITK's NIfTI reader applies it (in double precision, the header's float32 slope
+    and intercept, then stored as float32; float64 data stays float64)."""
     if not header.scaled:
         return raw.astype(raw.dtype.newbyteorder("="), copy=False)
-    kind = np.dtype(np.float64 if raw.dtype == np.float64 else np.float32)
-    slope = np.asarray(header.slope if header.slope is not None else 1.0, dtype=kind)
-    inter = np.asarray(header.inter or 0.0, dtype=kind)
-    out: npt.NDArray[np.floating[Any]] = raw.astype(kind)
-    np.multiply(out, slope, out=out)
-    np.add(out, inter, out=out)
+    slope = float(header.slope if header.slope is not None else 1.0)
+    inter = float(header.inter or 0.0)
+    kind = np.float64 if raw.dtype == np.float64 else np.float32
+    out = np.empty(raw.shape, dtype=kind, order="F")
+    step = max(1, (16 << 20) // max(1, raw.shape[0] * raw.shape[1]))  # slabs of 16 M voxels
+    for k in range(0, raw.shape[2], step):
+        slab = raw[:, :, k : k + step].astype(np.float64)
+        slab *= slope
+        slab += inter
+        out[:, :, k : k + step] = slab
     return out
 
 

@@ -147,9 +147,14 @@ def test_geometry_and_types_as_simpleitk_converts_them(tmp_path: Path) -> None:
     case_folder(src, "A-002", ct, pet, ct_affine=aff, pet_affine=aff, qform=shifted, scode=2)
     # only a qform
     case_folder(src, "A-003", ct, pet, scode=0)
-    # a scaled int16 CT: ITK gives float32 computed in float32
+    # scaled images: ITK gives float32, scaled in double precision (0.37 and -12.5 are
+    # not exact in float32: float32 arithmetic would differ in the last bit)
     case_folder(src, "A-004", ct, pet, slope=(0.5, -1024.25))
-    index = convert_inputs(src, tmp_path / "store", ["A-001", "A-002", "A-003", "A-004"])
+    case_folder(src, "A-005", ct, pet, slope=(0.37, -12.5))
+    uint8 = (pet * 20).astype(np.uint8)
+    case_folder(src, "A-006", ct.astype(np.int32), uint8, slope=(1.7, 3.3))
+    ids = [f"A-00{i}" for i in range(1, 7)]
+    index = convert_inputs(src, tmp_path / "store", ids)
     for pid, folder in index.cases.items():
         case = index.root / folder
         for tag, sub in (("CT", "ct"), ("PT", "pet")):
