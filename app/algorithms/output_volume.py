@@ -1,11 +1,15 @@
 """The /output folder of one case, with its size capped.
 
-As root, ``sized_output`` makes a sparse ext4 image of the cap's size beside the folder,
-loop-mounts it on the folder (nodev, nosuid, noexec) and gives it to uid 65534, the user
-the container runs as: a container that writes more gets ENOSPC and the host's disk holds
-at most the image. Without root (or when the loop mount fails) the folder is a plain
-directory writable by everyone: nothing stops the writes while the container runs, and
-``full`` then compares the folder's size after the run with the cap.
+As root, ``sized_output`` makes a sparse ext4 image of the cap's size beside the folder
+(``.<name>.ext4``), loop-mounts it on the folder (nodev, nosuid, noexec, nosymfollow: on
+the host no symbolic link in it is followed) and gives it to uid 65534, the user the
+container runs as: a container that writes more gets ENOSPC, the host's disk holds at
+most the image, and no hard link can reach a host file (another file system).
+
+Without root (or when the loop mount fails) the folder is a plain directory writable by
+everyone: nothing stops the writes while the container runs,
+``full`` then compares the folder's size after the run with the cap, and the outputs
+must be read without following links (``O_NOFOLLOW``, ``lstat``).
 
 Everything is unmounted and removed when the block ends, whatever happened, so the
 outputs must be validated and staged inside the block.
@@ -39,6 +43,9 @@ def _margin(total: float) -> float:
     return max(min(_FULL_MARGIN_BYTES, total * 0.1), total * _FULL_MARGIN_FRACTION)
 
 
+# nosymfollow: the judge's reads of the outputs on the host never follow a symbolic link
+# the container made (inside the container, through its own bind mount, links work)
+_MOUNT_OPTIONS = "nodev,nosuid,noexec,nosymfollow"
 # plain-directory fallbacks: folder -> cap, for ``full``
 _PLAIN: dict[Path, int] = {}
 
@@ -76,7 +83,11 @@ def _mount_capped(path: Path, image: Path, max_bytes: int) -> bool:
                 str(image),
             ]
         )
-        _run(["mount", "-o", "loop,nodev,nosuid,noexec", str(image), str(path)])
+        try:
+            _run(["mount", "-o", "loop," + _MOUNT_OPTIONS, str(image), str(path)])
+        except subprocess.CalledProcessError:
+            # kernels before 5.10 do not know nosymfollow
+            _run(["mount", "-o", "loop,nodev,nosuid,noexec", str(image), str(path)])
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         log.warning(
