@@ -236,3 +236,34 @@ def test_a_damaged_store_is_refused(synth: SynthSummary, tmp_path: Path) -> None
     (index.root / "index.json").write_text('{"version": 2}', "utf-8")
     with pytest.raises(InputsError, match="version 1"):
         read_input_index(index.root)
+
+
+def _header_case(kind: str) -> nib.Nifti1Image:
+    a = np.arange(60, dtype=np.int16).reshape(5, 4, 3)
+    aff = rotated_affine((0.9, 1.1, 3.0), (10.0, -20.0, 30.0))
+    img = nib.Nifti1Image(a, None)
+    sform, qcode, scode, units = aff.copy(), 1, 1, "mm"
+    if kind == "sform-2-only":
+        qcode, scode = 0, 2
+    elif kind == "shearing-sform":  # ITK falls back to the qform
+        sform[0, 1] += 0.3
+    elif kind == "metres":
+        units = "meter"
+    elif kind == "no-form":
+        qcode = scode = 0
+    img.set_qform(aff, code=qcode)
+    img.set_sform(sform, code=scode)
+    img.header.set_xyzt_units(units)
+    return img
+
+
+@pytest.mark.parametrize("kind", ["sform-2-only", "shearing-sform", "metres", "no-form"])
+def test_unusual_headers_as_simpleitk_reads_them(tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "src" / "D-1"
+    src.mkdir(parents=True)
+    nib.save(_header_case(kind), src / "D-1__CT.nii.gz")
+    nib.save(_header_case(kind), src / "D-1__PT.nii.gz")
+    (src / "ehr.json").write_text("{}", "utf-8")
+    index = convert_inputs(tmp_path / "src", tmp_path / "store", ["D-1"])
+    ct = only_file(index.case_dir("D-1") / "images" / "ct")
+    assert_same_as_simpleitk(src / "D-1__CT.nii.gz", ct)
