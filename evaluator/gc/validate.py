@@ -12,8 +12,10 @@ The rules (GC-CONTRACT section 1), per declared output of the task
   stores as null and then refuses, are *invalid*, a boolean is not a number, and a
   string chosen from a set (the 2026 stages) must be one of the protocol's;
 - every other entry under ``/output`` that no socket of the protocol declares is
-  *extra* (hidden files too, named as such); when one job writes every task's outputs
-  (``ONE_JOB_ALL_TASKS``) the other tasks' sockets are allowed.
+  *extra* (hidden files too, named as such); the outputs the protocol's other tasks
+  declare are allowed, and neither read nor scored, so that one image may serve every
+  task of its edition (and must, where one job writes every task's outputs:
+  ``ONE_JOB_ALL_TASKS``).
 
 Messages are for participants: each names the path under ``/output``, the problem and
 the fix, and never shows what a file holds beyond a short type description ("a
@@ -143,7 +145,9 @@ def _sockets(
         raise ValueError(str(exc.args[0])) from None
     if task not in table.tasks:
         raise ValueError(f"protocol {protocol.name!r} declares no outputs for task {task!r}")
-    tasks = sorted(table.tasks) if protocol.ONE_JOB_ALL_TASKS else [task]
+    # an algorithm may serve every task of its edition (one image for all phases): the
+    # outputs the other tasks declare are allowed (and checked), not scored
+    tasks = sorted(table.tasks)
     allowed: dict[str, tuple[int, AlgorithmOutput]] = {}
     for t in [task, *(t for t in tasks if t != task)]:
         for socket in table.tasks[t]:
