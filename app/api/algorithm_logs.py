@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1", tags=["submissions"])
 
 
 @router.get(
-    "/submissions/{submission_id}/logs",
+    "/admin/submissions/{submission_id}/logs",
     response_class=PlainTextResponse,
     responses={**ERRORS, 200: {"content": {"text/plain": {}}}},
     dependencies=[Depends(require_organizer)],
