@@ -15,6 +15,8 @@ buffered whole.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import glob
 import io
 import json
 import logging
@@ -113,6 +115,8 @@ class CaseOutcome:
     message: str = ""
     output_full: bool = False  # /output was (nearly) full when the run ended
     memory_evidence: str = ""  # "kernel" (an OOM-kill line of this container) or ""
+    # a fork failed at the pids limit while it ran (its cgroup's pids.events said so)
+    pids_limit_hit: bool = False
 
     @property
     def ok(self) -> bool:
@@ -281,6 +285,57 @@ def _copy_without_names(src: IO[bytes], dst: IO[bytes]) -> None:
                 tout.addfile(member, tin.extractfile(member))
             else:
                 tout.addfile(member)
+
+
+# where a running container's pids cgroup is (cgroup v1 and v2; podman's cgroupfs and
+# systemd managers, docker's)
+_PIDS_EVENTS = (
+    "/sys/fs/cgroup/pids/*/libpod-{cid}*/pids.events",
+    "/sys/fs/cgroup/pids/*/{cid}/pids.events",
+    "/sys/fs/cgroup/pids/*/docker-{cid}.scope/pids.events",
+    "/sys/fs/cgroup/*/libpod-{cid}*/pids.events",
+    "/sys/fs/cgroup/*/docker-{cid}.scope/pids.events",
+    "/sys/fs/cgroup/*/{cid}/pids.events",
+)
+
+
+class _PidsWatch:
+    """Whether a fork of the running container failed at its pids limit: its cgroup's
+    ``pids.events`` counts them (``max N``). Looked at while the run goes on (the
+    cgroup goes with the container); best effort: no cgroup found, nothing seen."""
+
+    def __init__(self, cidfile: Path) -> None:
+        self.cidfile = cidfile
+        self.events: Path | None = None
+        self.hit = False
+        self._looked = 0
+
+    def poll(self) -> None:
+        if self.hit:
+            return
+        if self.events is None:
+            self._looked += 1
+            if self._looked > 20:
+                return
+            try:
+                cid = self.cidfile.read_text().strip()
+            except OSError:
+                return
+            if not re.fullmatch(r"[0-9a-f]{12,64}", cid):
+                return
+            for pattern in _PIDS_EVENTS:
+                found = glob.glob(pattern.format(cid=cid))
+                if found:
+                    self.events = Path(found[0])
+                    break
+            if self.events is None:
+                return
+        try:
+            text = self.events.read_text()
+        except OSError:
+            return
+        m = re.search(r"^max (\d+)", text, re.MULTILINE)
+        self.hit = bool(m and int(m.group(1)) > 0)
 
 
 @dataclass
@@ -510,7 +565,13 @@ class ContainerRuntime:
         if res.returncode != 0:
             log.info("%s kill %s: %s", self.name, name, res.stderr.strip()[:200])
 
-    def _pump(self, proc: subprocess.Popen[bytes], capture: _Capture, run: CaseRun) -> bool:
+    def _pump(
+        self,
+        proc: subprocess.Popen[bytes],
+        capture: _Capture,
+        run: CaseRun,
+        pids: _PidsWatch | None = None,
+    ) -> bool:
         """Read the run's output until it ends; kill it through the runtime at the limit
         (docker) or when the runtime's own limit did not end it (podman). True when this
         process stopped the container."""
@@ -527,6 +588,8 @@ class ContainerRuntime:
         try:
             while True:
                 now = time.monotonic()
+                if pids is not None:
+                    pids.poll()
                 if not killed and now >= kill_at:
                     self._kill(run.name)
                     killed = True
@@ -611,7 +674,8 @@ class ContainerRuntime:
                 raise RuntimeFailure(
                     f"`{self.name} run` could not be started: {exc.strerror}"
                 ) from exc
-            killed = self._pump(proc, capture, run)
+            pids = _PidsWatch(cidfile)
+            killed = self._pump(proc, capture, run, pids)
             wall = time.monotonic() - started
             rc = proc.returncode
             settled = self.name == "podman" and not killed
@@ -629,7 +693,8 @@ class ContainerRuntime:
             shutil.rmtree(tmp, ignore_errors=True)
         capture.finish()
         own = _container_seconds(self._events_since(offset), cid) if cid else None
-        return self._outcome(run, rc, wall, killed, cid, capture, own)
+        outcome = self._outcome(run, rc, wall, killed, cid, capture, own)
+        return dataclasses.replace(outcome, pids_limit_hit=pids.hit) if pids.hit else outcome
 
     def _outcome(
         self,

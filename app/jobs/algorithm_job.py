@@ -62,7 +62,7 @@ class CaseFailure:
     it broke and what to tell a participant about it."""
 
     number: int
-    rule: str  # exit | memory | time | output | missing | extra | invalid
+    rule: str  # exit | memory | time | pids | output | missing | extra | invalid
     message: str  # shown outside hidden phases
     rule_message: str  # shown in hidden phases: the limit or rule only
 
@@ -146,6 +146,15 @@ def classify(
             "longer need)"
         )
         return _failure(number, total, "memory", text, f"memory limit ({_mb(ref.case_memory_mb)})")
+    pids = getattr(outcome, "pids_limit_hit", False)
+    if pids and outcome.kind in ("time", "exited") and outcome.exit_code != 0:
+        what = "ran past the time limit" if outcome.kind == "time" else "failed"
+        text = (
+            f"the algorithm kept starting processes up to the process limit of "
+            f"{ref.case_pids} per case and {what} (a fork loop, or a pool of "
+            "workers too large: start fewer processes)"
+        )
+        return _failure(number, total, "pids", text, f"process limit ({ref.case_pids})")
     if outcome.kind == "time":
         text = (
             f"the algorithm ran longer than the time limit of {limit_time} per case and was "

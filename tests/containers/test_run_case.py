@@ -50,6 +50,7 @@ def test_threshold_writes_every_task_output_on_the_ct_grid(
         inside=lambda out: check_threshold_outputs(out, case_input),
     )
     assert outcome.kind == "exited" and outcome.exit_code == 0 and outcome.ok
+    assert not outcome.pids_limit_hit
     assert set(seen.files) == {SEGMENTATION, "rfs.json", "hpv-status.json"}
     assert seen.capped and not seen.full
     want = int(np.count_nonzero(case_input.pet >= 4))
@@ -136,6 +137,7 @@ def test_fork_bomb_meets_the_pids_limit(
     outcome, _ = run_in(runtime, images.get("forkbomb"), case_input, tmp_path, limits=limits)
     assert outcome.kind == "time", outcome
     assert outcome.seconds < 5 + 10
+    assert outcome.pids_limit_hit  # seen in the container's cgroup while it ran
     line = next(x for x in outcome.log.splitlines() if x.startswith("fork refused after"))
     children = int(line.split()[3])
     assert 0 < children < 32 and line.endswith("EAGAIN")
