@@ -32,6 +32,9 @@ class ErrorResponse(BaseModel):
 class Progress(BaseModel):
     done: int
     total: int
+    note: str = Field(
+        default="", description="what the judge is doing, e.g. 'running case 3, 4 of 50 (2 done)'"
+    )
 
 
 class SubmissionAccepted(BaseModel):
@@ -127,6 +130,7 @@ class SubmissionPublic(BaseModel):
     phase: str
     task: int
     dry_run: bool
+    kind: Literal["predictions", "algorithm"] = "predictions"
     status: Literal["received", "queued", "running", "scored", "valid", "failed"]
     progress: Progress
     filename: str

@@ -523,7 +523,9 @@ def submissions_index(
             task=s.task,
             dry_run=s.dry_run,
             status=s.status,
-            progress=Progress(done=s.progress_done, total=s.progress_total),
+            progress=Progress(
+                done=s.progress_done, total=s.progress_total, note=s.progress_note or ""
+            ),
             submitted_at=s.submitted_at,
             finished_at=s.finished_at,
         )

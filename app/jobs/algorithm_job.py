@@ -241,6 +241,26 @@ def runtime_for(settings: Settings) -> Any:
     return found
 
 
+CDI_SPECS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+
+
+def host_has_gpu(runtime: Any) -> bool:
+    """Whether ``runtime`` can give a container the host's NVIDIA GPUs: podman through a
+    CDI spec (``nvidia-ctk cdi generate``), docker through the NVIDIA container runtime."""
+    if runtime.name == "docker":
+        return shutil.which("nvidia-container-runtime") is not None
+    for folder in CDI_SPECS:
+        try:
+            specs = list(folder.glob("*.yaml")) + list(folder.glob("*.json"))
+        except OSError:
+            continue
+        for spec in specs:
+            with contextlib.suppress(OSError):
+                if "nvidia.com/gpu" in spec.read_text(errors="replace"):
+                    return True
+    return False
+
+
 @contextlib.contextmanager
 def _image(runtime: Any, settings: Settings, claim: Claim) -> Iterator[str]:
     """The submission's image, loaded into the bounded store for the block; leftover
@@ -289,6 +309,17 @@ def run_cases(
                 ],
             ),
         )
+    if ref.case_gpu and not host_has_gpu(runtime):
+        log.error(
+            "submission %d: its phase runs algorithms on a GPU and this machine has none "
+            "(no CDI spec for nvidia.com/gpu; see the README's GPU notes)",
+            sid,
+        )
+        msg = (
+            "this phase runs algorithms on a GPU and the worker that took your submission has "
+            "none; the organizers have been notified; this does not count against your quota"
+        )
+        return CasesRun(stage=None, verdict=Verdict(status="failed", errors=[platform_error(msg)]))
     _remove_leftover_containers(runtime, sid)
     logbook = _Log(log_path(settings, claim))
     note("loading the image")

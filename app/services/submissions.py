@@ -334,6 +334,7 @@ def visible_submission_cases(
 class Progress(TypedDict):
     done: int
     total: int
+    note: str  # what the judge is doing (which cases of an algorithm run)
 
 
 class SubmissionView(TypedDict):
@@ -346,6 +347,7 @@ class SubmissionView(TypedDict):
     phase: str
     task: int
     dry_run: bool
+    kind: str
     status: str
     progress: Progress
     filename: str
@@ -383,8 +385,13 @@ def submission_public(
         "phase": sub.phase.name,
         "task": sub.task,
         "dry_run": sub.dry_run,
+        "kind": sub.kind,
         "status": sub.status,
-        "progress": {"done": sub.progress_done, "total": sub.progress_total},
+        "progress": {
+            "done": sub.progress_done,
+            "total": sub.progress_total,
+            "note": sub.progress_note or "",
+        },
         "filename": sub.filename,
         "size_bytes": sub.size_bytes,
         "sha256": sub.sha256,

@@ -10,6 +10,8 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.containers
 CASE_SECONDS = 10
 PHASE = "final"
 HIDDEN = "final-test"
+GPU = "final-gpu"
 
 
 def save(runtime: ContainerRuntime, image: str, dest: Path, *, gz: bool = False) -> Path:
@@ -64,7 +67,7 @@ def tarballs(
     """Each fixture algorithm saved as a tarball (the threshold one also gzipped)."""
     folder = tmp_path_factory.mktemp("tarballs")
     names = ("threshold", "memory", "sleeper", "network", "forkbomb", "garbage", "nothing")
-    names += ("bigwriter", "crash")
+    names += ("bigwriter", "crash", "probe")
     out = {n: save(runtime, images.get(n), folder / n) for n in names}
     out["threshold.gz"] = save(runtime, images.get("threshold"), folder / "threshold-gz", gz=True)
     return out
@@ -93,6 +96,7 @@ def service(
         inputs = str(synth.root / "inputs")
         api.create_phase(PHASE, kind="both", inputs=inputs, tasks=[1, 2], **limits)
         api.create_phase(HIDDEN, kind="algorithm", inputs=inputs, tasks=[1], hidden=True, **limits)
+        api.create_phase(GPU, kind="algorithm", inputs=inputs, tasks=[1], case_gpu=True, **limits)
         api.data_dir = tmp / "data"  # type: ignore[attr-defined]
         yield api
 
@@ -162,7 +166,15 @@ def test_threshold_algorithm_lands_on_the_board_with_the_scores_of_its_outputs(
     algo = submit(service, tokens["algo"], PHASE, 1, tarballs["threshold"])
     archive = threshold_archive(synth, tmp_path / "threshold.zip")
     arch = submit(service, tokens["archive"], PHASE, 1, archive)
+    notes = set()  # what the judge says it is doing, as it goes
+    deadline = time.monotonic() + 300
+    while (doc := service.status(tokens["algo"], algo))["status"] in ("queued", "running"):
+        notes.add(doc["progress"]["note"])
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert any(n.startswith("running case ") and n.endswith(" done)") for n in notes), notes
     algo_doc = service.wait(tokens["algo"], algo, timeout=300)
+    assert algo_doc["kind"] == "algorithm" and algo_doc["progress"]["note"] == ""
     arch_doc = service.wait(tokens["archive"], arch, timeout=300)
     assert algo_doc["status"] == "scored", errors_of(algo_doc)
     assert arch_doc["status"] == "scored", errors_of(arch_doc)
@@ -282,3 +294,42 @@ def test_every_output_volume_is_unmounted(service: Api) -> None:
     data_dir = str(service.data_dir)  # type: ignore[attr-defined]
     mounts = Path("/proc/mounts").read_text().splitlines()
     assert not [line for line in mounts if data_dir in line]
+
+
+def test_the_model_tarball_is_mounted_read_only(
+    service: Api, tokens: dict[str, str], tarballs: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"\x00" * 1000)
+    model = tmp_path / "model.tar.gz"
+    with tarfile.open(model, "w:gz") as tf:
+        tf.add(weights, "weights.bin")
+    r = service.client.post(
+        "/api/v1/submissions",
+        data={"phase": PHASE, "task": "2"},
+        files=[
+            ("file", ("probe.tar", tarballs["probe"].read_bytes(), "application/x-tar")),
+            ("model", ("model.tar.gz", model.read_bytes(), "application/gzip")),
+        ],
+        headers=auth(tokens["tester"]),
+    )
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    doc = service.wait(tokens["tester"], sid, timeout=300)
+    # the probe writes no rfs.json: the case fails, and the log shows what it saw
+    assert doc["status"] == "failed" and "rfs.json is missing" in errors_of(doc), doc
+    log = service.client.get(f"/api/v1/admin/submissions/{sid}/logs", headers=auth(ORG)).text
+    seen = json.loads(next(line for line in log.splitlines() if line.startswith('{"uid"')))
+    assert seen["model_files"] == ["weights.bin"]
+    assert seen["model"] == "Read-only file system" and seen["input"] == "Read-only file system"
+    assert seen["uid"] == 65534 and seen["interfaces"] == ["lo"]
+
+
+def test_a_gpu_phase_on_a_machine_without_one_is_a_platform_failure(
+    service: Api, tokens: dict[str, str], tarballs: dict[str, Path]
+) -> None:
+    sid = submit(service, tokens["tester"], GPU, 1, tarballs["threshold"])
+    doc = service.wait(tokens["tester"], sid, timeout=300)
+    assert doc["status"] == "failed"
+    assert [e["kind"] for e in doc["errors"]] == ["platform"]
+    assert "GPU" in errors_of(doc) and "does not count against your quota" in errors_of(doc)
