@@ -84,7 +84,8 @@ class PageWarmer(threading.Thread):
         self.sessions = sessions
         self.interval = interval
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        # not ``_stop``: a Thread's own method of that name runs in a forked child
+        self._halt = threading.Event()
         self.rendering_ready = threading.Event()
         self.analyses_warmed = 0
         self._passes = 0
@@ -110,7 +111,7 @@ class PageWarmer(threading.Thread):
         return True
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self._wake.set()
 
     def run(self) -> None:
@@ -120,7 +121,7 @@ class PageWarmer(threading.Thread):
             log.warning("could not prepare page rendering", exc_info=True)
         self.rendering_ready.set()
         seen: tuple[int, datetime | None] | None = None
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 state = _results_state(self.sessions)
                 if state != seen:
