@@ -81,16 +81,16 @@ def judge_phase(
     synth_s = time.perf_counter() - t0
     tarball = work / "trivial.tar"
     subprocess.run([exe, "save", "-o", str(tarball), image], check=True, capture_output=True)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=work / "data",
-        organizer_token=ORG,
-        container_runtime=runtime,
-        progress_interval=0.5,
-        sweep_interval=0.0,
-        retention_interval=0.0,
-        log_level="warning",
-    )
+    values: dict[str, Any] = {
+        "data_dir": work / "data",
+        "organizer_token": ORG,
+        "container_runtime": runtime,
+        "progress_interval": 0.5,
+        "sweep_interval": 0.0,
+        "retention_interval": 0.0,
+        "log_level": "warning",
+    }
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
     settings.ensure_dirs()
     app = create_app(settings, dispatcher=Hold())
     with TestClient(app) as client:
