@@ -252,14 +252,33 @@ def queue_of(settings: Settings, kind: str) -> str:
     return settings.algorithm_queue if kind == KIND_ALGORITHM else settings.celery_queue
 
 
+def algorithm_time_limit(settings: Settings, phase: Any) -> int:
+    """Seconds a ticket of an algorithm submission of ``phase`` may run before Celery
+    kills it: every case at its limit, ``parallel_cases`` at once, plus a minute per
+    case for loading, starting and removing, plus the scoring job's own limit."""
+    cases = max(1, int(phase.n_inputs or 1))
+    rounds = -(-cases // max(1, int(phase.parallel_cases)))
+    scoring = settings.job_timeout_seconds or 3600
+    return rounds * (int(phase.case_seconds) + 60) + scoring + HARD_LIMIT_GRACE
+
+
 def send_judge(
-    celery: Celery, submission_id: int, queue: str, kind: str = KIND_PREDICTIONS
+    celery: Celery,
+    submission_id: int,
+    queue: str,
+    kind: str = KIND_PREDICTIONS,
+    *,
+    time_limit: int | None = None,
 ) -> None:
     """Publish one ticket (for the submission id it carries; see :func:`judge_next`) on
-    ``queue``, for a submission of ``kind``; bounded retries if Redis is down."""
+    ``queue``, for a submission of ``kind``; ``time_limit`` replaces the configured hard
+    limit (an algorithm's cases take longer than one scoring job); bounded retries if
+    Redis is down."""
+    extra: dict[str, Any] = {} if time_limit is None else {"time_limit": time_limit}
     celery.send_task(
         TASK_NAME,
         args=[int(submission_id), kind],
+        **extra,
         queue=queue,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},

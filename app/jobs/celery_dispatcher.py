@@ -36,10 +36,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from app.db.models import KIND_PREDICTIONS, QUEUED, Submission
+from app.db.models import KIND_ALGORITHM, KIND_PREDICTIONS, QUEUED, Submission
 from app.db.session import get_engine, session_factory, session_scope
 from app.jobs.base import Dispatcher
-from app.jobs.celery_app import make_celery_app, queue_of, send_judge
+from app.jobs.celery_app import algorithm_time_limit, make_celery_app, queue_of, send_judge
 from app.jobs.claims import orphaned_running_ids, queued_ids
 from app.settings import Settings
 
@@ -89,16 +89,25 @@ class CeleryDispatcher(Dispatcher):
             maybe_sanitize_url(self.settings.broker_url),
         )
 
-    def _kind_of(self, submission_id: int) -> str:
+    def _kind_of(self, submission_id: int) -> tuple[str, int | None]:
+        """The submission's kind, and for an algorithm the hard time limit of its ticket."""
         sf = session_factory(get_engine(self.settings.db_url))
         with session_scope(sf) as s:
-            kind = s.scalar(select(Submission.kind).where(Submission.id == submission_id))
-        return kind or KIND_PREDICTIONS
+            sub = s.get(Submission, submission_id)
+            if sub is None or sub.kind != KIND_ALGORITHM:
+                return KIND_PREDICTIONS, None
+            return KIND_ALGORITHM, algorithm_time_limit(self.settings, sub.phase)
 
     def submit(self, submission_id: int) -> None:
         try:
-            kind = self._kind_of(submission_id)
-            send_judge(self.celery, submission_id, queue_of(self.settings, kind), kind)
+            kind, limit = self._kind_of(submission_id)
+            send_judge(
+                self.celery,
+                submission_id,
+                queue_of(self.settings, kind),
+                kind,
+                time_limit=limit,
+            )
         except Exception:
             log.exception(
                 "submission %d: could not publish its job; retrying in the background",
