@@ -117,9 +117,9 @@ def test_progress_is_stored_and_throttled(db_url: str, app_factory: Any, challen
         s.commit()
     progress = Progress(sf, sid, 1, interval=3600.0)
     progress(2, 6)
-    assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6}
+    assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6, "note": ""}
     progress(3, 6)  # within the interval: not written
-    assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6}
+    assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6, "note": ""}
     progress(6, 6)  # the last one always is
     assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6}
     progress_stale = Progress(sf, sid, 7, interval=0.0)  # another attempt: ignored
