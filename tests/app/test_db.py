@@ -121,10 +121,10 @@ def test_progress_is_stored_and_throttled(db_url: str, app_factory: Any, challen
     progress(3, 6)  # within the interval: not written
     assert api.status(tok, sid)["progress"] == {"done": 2, "total": 6, "note": ""}
     progress(6, 6)  # the last one always is
-    assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6}
+    assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6, "note": ""}
     progress_stale = Progress(sf, sid, 7, interval=0.0)  # another attempt: ignored
     progress_stale(1, 6)
-    assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6}
+    assert api.status(tok, sid)["progress"] == {"done": 6, "total": 6, "note": ""}
     engine.dispose()
 
 
