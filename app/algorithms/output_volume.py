@@ -12,7 +12,8 @@ everyone: nothing stops the writes while the container runs,
 must be read without following links (``O_NOFOLLOW``, ``lstat``).
 
 Everything is unmounted and removed when the block ends, whatever happened, so the
-outputs must be validated and staged inside the block.
+outputs must be validated and staged inside the block. A judge killed inside the block
+leaves its volumes mounted: ``unmount_under`` unmounts those below a dead job's folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -117,6 +119,32 @@ def _unmount(path: Path) -> None:
         log.warning("output volume: %s busy, detached lazily", path.name)
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             _run(["umount", "-l", str(path)])
+
+
+def _mount_points() -> list[Path]:
+    """This process's mount points (``/proc/self/mounts``, octal escapes decoded)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    octal = re.compile(r"\\([0-7]{3})")
+    return [
+        Path(octal.sub(lambda m: chr(int(m.group(1), 8)), fields[1]))
+        for fields in (line.split() for line in lines)
+        if len(fields) > 1
+    ]
+
+
+def unmount_under(folder: Path) -> int:
+    """Unmount every volume mounted below ``folder`` (the output volumes of a judge that
+    was killed before it could unmount them), deepest first, so that the folder can be
+    removed and the loop devices are freed. Returns how many were unmounted."""
+    folder = Path(folder).resolve()
+    found = [p for p in _mount_points() if folder in p.parents]
+    for point in sorted(found, key=lambda p: len(p.parts), reverse=True):
+        log.warning("output volume %s of a killed judge: unmounted", point.name)
+        _unmount(point)
+    return len(found)
 
 
 @contextlib.contextmanager

@@ -221,6 +221,9 @@ def remove_orphaned_job_dirs(data_dir: Path) -> int:
                 continue
         elif owned:
             continue
+        from app.algorithms.output_volume import unmount_under
+
+        unmount_under(path)  # an algorithm's case volumes, left mounted by a killed judge
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():
             log.info("removed %s, left by a killed job of submission %d", path.name, sid)
