@@ -31,6 +31,7 @@ CASE_SECONDS = 10
 PHASE = "final"
 HIDDEN = "final-test"
 GPU = "final-gpu"
+EVERY = "final-every-case"  # fail_fast off
 
 
 def save(runtime: ContainerRuntime, image: str, dest: Path, *, gz: bool = False) -> Path:
@@ -97,6 +98,9 @@ def service(
         api.create_phase(PHASE, kind="both", inputs=inputs, tasks=[1, 2], **limits)
         api.create_phase(HIDDEN, kind="algorithm", inputs=inputs, tasks=[1], hidden=True, **limits)
         api.create_phase(GPU, kind="algorithm", inputs=inputs, tasks=[1], case_gpu=True, **limits)
+        api.create_phase(
+            EVERY, kind="algorithm", inputs=inputs, tasks=[1], fail_fast=False, **limits
+        )
         api.data_dir = tmp / "data"  # type: ignore[attr-defined]
         yield api
 
@@ -333,3 +337,17 @@ def test_a_gpu_phase_on_a_machine_without_one_is_a_platform_failure(
     assert doc["status"] == "failed"
     assert [e["kind"] for e in doc["errors"]] == ["platform"]
     assert "GPU" in errors_of(doc) and "does not count against your quota" in errors_of(doc)
+
+
+def test_without_fail_fast_every_case_runs_and_every_failure_is_listed(
+    service: Api, tokens: dict[str, str], tarballs: dict[str, Path]
+) -> None:
+    sid = submit(service, tokens["tester"], EVERY, 1, tarballs["nothing"])
+    doc = service.wait(tokens["tester"], sid, timeout=300)
+    assert doc["status"] == "failed"
+    messages = [e["message"] for e in doc["errors"]]
+    assert [m.split(":")[0] for m in messages] == [f"case {i} of 12" for i in range(1, 13)]
+    assert all("is missing" in m for m in messages)
+    assert "were not run" not in errors_of(doc)
+    log = service.client.get(f"/api/v1/admin/submissions/{sid}/logs", headers=auth(ORG)).text
+    assert all(f"== case {i} of 12 " in log for i in range(1, 13))
