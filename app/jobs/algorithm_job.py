@@ -109,15 +109,7 @@ def log_path(settings: Settings, claim: Claim) -> Path:
 def _limits(ref: AlgorithmRef) -> Any:
     from app.algorithms.runtime import CaseLimits
 
-    return CaseLimits(
-        seconds=ref.case_seconds,
-        memory_mb=ref.case_memory_mb,
-        cpus=ref.case_cpus,
-        pids=ref.case_pids,
-        gpu=ref.case_gpu,
-        tmp_mb=ref.case_tmp_mb,
-        output_mb=ref.case_output_mb,
-    )
+    return CaseLimits.from_phase(ref)  # the reference carries the phase's case_* limits
 
 
 def _mb(n: int) -> str:

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import KIND_PREDICTIONS, GroundTruthCase, Phase, PhaseTask
-from app.errors import BadRequest, Unprocessable, problem
+from app.errors import Unprocessable, problem
+from app.services.ground_truth import server_folder
 from app.settings import Settings
 from app.storage import absolute, fsync_dir, rel
 
@@ -38,16 +39,7 @@ def ground_truth_case_ids(session: Session, phase: Phase) -> list[str]:
 
 
 def _resolved(source: Path) -> Path:
-    try:
-        root = Path(source).expanduser().resolve()
-    except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a symlink loop
-        raise BadRequest(
-            f"inputs folder {str(source)!r} is not a usable path ({exc}); give the "
-            "folder's path on the server, e.g. /ground-truth/<phase>/inputs"
-        ) from None
-    if not root.is_dir():
-        raise BadRequest(f"inputs folder {str(root)!r} does not exist on the server")
-    return root
+    return server_folder(source, "inputs folder", "/ground-truth/<phase>/inputs")
 
 
 def _problems(messages: list[str]) -> list[dict[str, str]]:

@@ -52,17 +52,23 @@ def _gt_source(root: Path, task: int) -> Path:
     return root / TASK_FOLDERS[task]
 
 
-def _resolved(source_root: Path) -> Path:
+def server_folder(source: Path, what: str, example: str) -> Path:
+    """``source`` resolved: an organizer's folder on the server (``what`` names it in
+    messages, ``example`` shows such a path); BadRequest when it is not one."""
     try:
-        root = Path(source_root).expanduser().resolve()
+        root = Path(source).expanduser().resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a symlink loop
         raise BadRequest(
-            f"ground-truth folder {str(source_root)!r} is not a usable path ({exc}); give "
-            "the folder's path on the server, e.g. /ground-truth/<phase>"
+            f"{what} {str(source)!r} is not a usable path ({exc}); give the folder's path "
+            f"on the server, e.g. {example}"
         ) from None
     if not root.is_dir():
-        raise BadRequest(f"ground-truth folder {str(root)!r} does not exist on the server")
+        raise BadRequest(f"{what} {str(root)!r} does not exist on the server")
     return root
+
+
+def _resolved(source_root: Path) -> Path:
+    return server_folder(source_root, "ground-truth folder", "/ground-truth/<phase>")
 
 
 def _prepare(
