@@ -471,16 +471,23 @@ class _Cases:
                     self.platform.append(f"case {number}: {outcome.last_stderr_line}")
                 self.stop.set()
                 return None
+            # a full volume is the cause only of a case that failed: one that exited 0
+            # with valid outputs merely came close to the limit
+            is_full = outcome.output_full or full(out)
             failure = classify(
                 outcome,
                 number=number,
                 total=self.total,
                 ref=self.ref,
-                output_full=outcome.output_full or full(out),
+                output_full=is_full and not outcome.ok,
             )
             if failure is not None:
                 return failure
             problems = validate_case_outputs(out, self.claim.task, self.protocol)
+            if problems and is_full:
+                return classify(
+                    outcome, number=number, total=self.total, ref=self.ref, output_full=True
+                )
             failure = _output_failures(problems, number=number, total=self.total)
             if failure is None:
                 stage_case_outputs(out, self.claim.task, self.protocol, pid, self.stage)

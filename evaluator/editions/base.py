@@ -77,7 +77,7 @@ class RankOfSum:
 RankRule = RankBy | RankOfSum
 
 
-ValueKind = Literal["number", "boolean", "string", "any"]
+ValueKind = Literal["number", "boolean", "number_or_boolean", "string", "any"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +98,7 @@ class AlgorithmOutput:
     labels: tuple[int, ...] = ()  # image: the voxel values allowed (empty: any)
     value: ValueKind = "any"  # value: the JSON kind of the file's content
     classes: str = ""  # value "string": the protocol field listing the allowed strings
+    example: str = ""  # a valid value as JSON, for messages (default by the kind)
 
     @property
     def case_file(self) -> str:

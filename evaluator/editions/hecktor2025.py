@@ -154,7 +154,15 @@ TASKS_2025: dict[int, TaskSpec] = {
         title="HPV status",
         long_title="Diagnosis of HPV status",
         # a probability, or the 0/1 class the 2025 template writes (a Float socket)
-        outputs=(AlgorithmOutput(relative_path="hpv-status.json", image=False, value="number"),),
+        outputs=(
+            # a probability of HPV positive, or the status itself (as the tables take it)
+            AlgorithmOutput(
+                relative_path="hpv-status.json",
+                image=False,
+                value="number_or_boolean",
+                example="0.83",
+            ),
+        ),
     ),
 }
 

@@ -146,7 +146,7 @@ def _sockets(
     if task not in table.tasks:
         raise ValueError(f"protocol {protocol.name!r} declares no outputs for task {task!r}")
     # an algorithm may serve every task of its edition (one image for all phases): the
-    # outputs the other tasks declare are allowed (and checked), not scored
+    # outputs the other tasks declare are allowed, neither read nor scored
     tasks = sorted(table.tasks)
     allowed: dict[str, tuple[int, AlgorithmOutput]] = {}
     for t in [task, *(t for t in tasks if t != task)]:
@@ -464,6 +464,7 @@ def _kind_text(socket: AlgorithmOutput) -> str:
     return {
         "number": "a number",
         "boolean": "true or false",
+        "number_or_boolean": "a number or true/false",
         "string": "a string",
         "any": "one JSON value",
     }[socket.value]
@@ -471,6 +472,8 @@ def _kind_text(socket: AlgorithmOutput) -> str:
 
 def _example(socket: AlgorithmOutput, protocol: Protocol) -> str:
     """A valid value of the socket, as JSON (the second allowed string, e.g. "T2")."""
+    if socket.example:
+        return socket.example
     if socket.value == "boolean":
         return "true"
     if socket.value == "string":
@@ -550,7 +553,9 @@ def _check_kind(
 
     kind = socket.value
     found = _type_of(value)
-    if kind == "number":
+    if kind == "number_or_boolean" and isinstance(value, bool):
+        return None
+    if kind in ("number", "number_or_boolean"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             hint = " (write the number without quotes)" if isinstance(value, str) else ""
             return invalid(f"{rel} holds {found}, not a number{hint}; {fix}")
@@ -630,13 +635,6 @@ def _extras(
     allowed: dict[str, tuple[int, AlgorithmOutput]],
 ) -> list[CaseOutputProblem]:
     """Entries under /output that no allowed socket path is or runs through."""
-    table = sockets_for(protocol)
-    every = {
-        rel: t
-        for t, sockets in table.tasks.items()
-        for s in sockets
-        for rel in (s.relative_path, *s.also)
-    }
     parents = {rel.rsplit("/", i)[0] for rel in allowed for i in range(1, rel.count("/") + 1)}
     declared = _declared(own)
     found: list[CaseOutputProblem] = []
@@ -653,18 +651,11 @@ def _extras(
             if rel in parents and is_dir:
                 folders.append(rel)
                 continue
-            other = every.get(rel)
-            if other is not None:
-                message = (
-                    f"{rel} is the output of Task {other}, not of Task {task}: this "
-                    f"phase's algorithm writes only {declared}; remove it"
-                )
-            else:
-                message = (
-                    f"{_shown(rel)} is not an output of Task {task}: no socket of "
-                    f"{protocol.name} reads it (the outputs are {declared}); remove it, "
-                    "or write scratch files to /tmp"
-                )
+            message = (
+                f"{_shown(rel)} is not an output of Task {task}: no socket of "
+                f"{protocol.name} reads it (the outputs are {declared}); remove it, "
+                "or write scratch files to /tmp"
+            )
             found.append(CaseOutputProblem(rule="extra", path=rel, message=message))
         if more:
             found.append(_too_many(base, more))

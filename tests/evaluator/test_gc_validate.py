@@ -540,3 +540,14 @@ def test_staging_2026_staging_outputs_and_a_bad_patient_id(tmp_path: Path) -> No
         stage_case_outputs(full, 2, HECKTOR2026, "../x", stage)
     with pytest.raises(ValueError, match="no such output"):
         stage_case_outputs(output(tmp_path, "none"), 2, HECKTOR2026, "CHUP-010", stage)
+
+
+def test_hpv_status_takes_a_probability_or_the_status_itself(tmp_path: Path) -> None:
+    for i, text in enumerate(("0.83", "1", "true", "false")):
+        out = output(tmp_path / str(i))
+        (out / "hpv-status.json").write_text(text)
+        assert validate_case_outputs(out, 3, HECKTOR2025) == [], text
+    out = output(tmp_path / "s")
+    (out / "hpv-status.json").write_text('"positive"')
+    p = only(validate_case_outputs(out, 3, HECKTOR2025))
+    assert p.rule == "invalid" and "not a number" in p.message and "0.83" in p.message
