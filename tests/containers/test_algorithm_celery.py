@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,11 +28,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from app.algorithms.runtime import ContainerRuntime
 from app.jobs.celery_dispatcher import CeleryDispatcher
 from app.main import create_app
-from tests.app.conftest import Api, Challenge, make_settings, pg_database, truncate_all
+from tests.app.conftest import (
+    Api,
+    Challenge,
+    db_execute,
+    make_settings,
+    pg_database,
+    truncate_all,
+)
 from tests.app.judge_hooks import pythonpath
 from tests.app.test_celery import (
     READY_TIMEOUT,
@@ -84,7 +93,12 @@ def tarballs(
 
 @pytest.fixture
 def pg(pg_database: str) -> str:
+    """The session's database, emptied; submission ids start at a random 6-digit number,
+    so that the containers and images named after them (``hecktor-s<id>-...``,
+    ``sub-<id>``) are told apart from those of other tests sharing the runtime."""
     truncate_all(pg_database)
+    start = 100_000 + secrets.randbelow(900_000)
+    db_execute(pg_database, text(f"ALTER SEQUENCE submissions_id_seq RESTART WITH {start}"))
     return pg_database
 
 
