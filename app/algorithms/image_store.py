@@ -1,5 +1,5 @@
 """The images of the submissions being judged: each loaded once per judging, tagged
-``localhost/hecktor-algorithm:sub-<id>``, at most ``slots`` loaded at once on this
+``<repository>:sub-<id>`` (the judge passes ``localhost/hecktor-algorithm-<service>``), at most ``slots`` loaded at once on this
 machine, removed when released or when loading fails.
 
 The bound holds across the worker processes of one machine: a slot is an exclusive

@@ -28,6 +28,7 @@ full logs go to the submission's ``algorithm.log`` (capped), for organizers only
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -195,23 +196,33 @@ def _model_dir(settings: Settings, claim: Claim, tmp: Path, image_cap: int) -> P
     return dest
 
 
-def _remove_leftover_containers(runtime: Any, submission_id: int) -> None:
-    """Containers of an earlier attempt at this submission whose judge died (a killed
-    client leaves its container running)."""
+def instance_tag(data_dir: Path) -> str:
+    """A short name of this service (its data folder), in the names of its containers
+    and images, so that services sharing one runtime never take each other's for their
+    own leftovers."""
+    return hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def container_prefix(data_dir: Path, submission_id: int) -> str:
+    """The names of a submission's case containers start with this."""
+    return f"hecktor-{instance_tag(data_dir)}-s{int(submission_id)}-c"
+
+
+def image_repository(data_dir: Path) -> str:
+    """The repository this service's loaded submission images are tagged in."""
+    return f"localhost/hecktor-algorithm-{instance_tag(data_dir)}"
+
+
+def _remove_leftover_containers(runtime: Any, prefix: str) -> None:
+    """Containers named ``prefix...``: those of an earlier attempt whose judge died (a
+    killed client leaves its container running), or whose removal the runtime had not
+    finished."""
     res = runtime.command(
-        "ps",
-        "-a",
-        "--filter",
-        f"name=^hecktor-s{submission_id}-c",
-        "--format",
-        "{{.Names}}",
-        check=False,
+        "ps", "-a", "--filter", f"name=^{prefix}", "--format", "{{.Names}}", check=False
     )
     for name in res.stdout.split():
-        if name.startswith(f"hecktor-s{submission_id}-c"):
-            log.warning(
-                "submission %d: removing container %s of an earlier attempt", submission_id, name
-            )
+        if name.startswith(prefix):
+            log.warning("removing the leftover container %s", name)
             runtime.remove_container(name)
 
 
@@ -259,7 +270,11 @@ def _image(runtime: Any, settings: Settings, claim: Claim) -> Iterator[str]:
     images of submissions no judge holds any longer are removed first."""
     from app.algorithms.image_store import ImageStore
 
-    store = ImageStore(directory=settings.data_dir / "images", slots=settings.container_image_store)
+    store = ImageStore(
+        directory=settings.data_dir / "images",
+        slots=settings.container_image_store,
+        repository=image_repository(settings.data_dir),
+    )
     with contextlib.suppress(Exception):
         store.sweep(runtime, keep={claim.submission_id})
     with store.loaded(
@@ -312,7 +327,8 @@ def run_cases(
             "none; the organizers have been notified; this does not count against your quota"
         )
         return CasesRun(stage=None, verdict=Verdict(status="failed", errors=[platform_error(msg)]))
-    _remove_leftover_containers(runtime, sid)
+    prefix = container_prefix(settings.data_dir, sid)
+    _remove_leftover_containers(runtime, prefix)
     logbook = _Log(log_path(settings, claim))
     note("loading the image")
     try:
@@ -326,19 +342,22 @@ def run_cases(
             if claim.dry_run:
                 return CasesRun(stage=None, verdict=_dry_run_verdict(claim, info, len(case_ids)))
             model = _model_dir(settings, claim, tmp, ref.image_max_bytes)
-            return _run_all(
-                runtime,
-                settings,
-                claim,
-                image,
-                model,
-                case_ids,
-                tmp,
-                logbook,
-                progress=progress,
-                note=note,
-                started=started,
-            )
+            try:
+                return _run_all(
+                    runtime,
+                    settings,
+                    claim,
+                    image,
+                    model,
+                    case_ids,
+                    tmp,
+                    logbook,
+                    progress=progress,
+                    note=note,
+                    started=started,
+                )
+            finally:  # the runtime may still be removing a finished case's container
+                _remove_leftover_containers(runtime, prefix)
     except TarballProblem as e:
         logbook.add("the image or model could not be used", str(e))
         return CasesRun(
@@ -394,6 +413,7 @@ class _Cases:
         tmp: Path,
         logbook: _Log,
         note: Callable[[str], None],
+        prefix: str,
     ) -> None:
         from evaluator.protocol import Protocol
 
@@ -416,6 +436,7 @@ class _Cases:
         self.done = 0
         self.total = 0
         self.tag = secrets.token_hex(3)
+        self.prefix = prefix
 
     def show(self) -> None:
         with self.lock:
@@ -458,7 +479,7 @@ class _Cases:
                     output_dir=out,
                     model_dir=self.model,
                     limits=self.limits,
-                    name=f"hecktor-s{self.claim.submission_id}-c{number}-{self.tag}",
+                    name=f"{self.prefix}{number}-{self.tag}",
                 )
             )
             self.logbook.add(
@@ -584,7 +605,8 @@ def _run_all(
         return CasesRun(
             stage=None, verdict=Verdict(status="failed", errors=[error("internal", msg)])
         )
-    cases = _Cases(runtime, claim, image, model, index, tmp, logbook, note)
+    prefix = container_prefix(settings.data_dir, claim.submission_id)
+    cases = _Cases(runtime, claim, image, model, index, tmp, logbook, note, prefix)
     cases.run(case_ids, progress)
     seconds = time.monotonic() - started
     verdict = cases.verdict()

@@ -31,6 +31,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.algorithms.runtime import ContainerRuntime
+from app.jobs.algorithm_job import container_prefix, image_repository
 from app.jobs.celery_dispatcher import CeleryDispatcher
 from app.main import create_app
 from tests.app.conftest import (
@@ -223,15 +224,18 @@ def podman_lines(runtime: ContainerRuntime, *args: str) -> list[str]:
     return res.stdout.split()
 
 
-def containers_of(runtime: ContainerRuntime, sid: int, *, running: bool = False) -> list[str]:
+def containers_of(
+    runtime: ContainerRuntime, data_dir: Path, sid: int, *, running: bool = False
+) -> list[str]:
     """Names of the containers of submission ``sid`` (those running only, if asked)."""
     args = ["ps", "--format", "{{.Names}}"] + ([] if running else ["-a"])
-    return [n for n in podman_lines(runtime, *args) if n.startswith(f"hecktor-s{sid}-")]
+    prefix = container_prefix(data_dir, sid)
+    return [n for n in podman_lines(runtime, *args) if n.startswith(prefix)]
 
 
-def images_of(runtime: ContainerRuntime, sid: int) -> list[str]:
+def images_of(runtime: ContainerRuntime, data_dir: Path, sid: int) -> list[str]:
     names = podman_lines(runtime, "images", "--format", "{{.Repository}}:{{.Tag}}")
-    return [n for n in names if n == f"localhost/hecktor-algorithm:sub-{sid}"]
+    return [n for n in names if n == f"{image_repository(data_dir)}:sub-{sid}"]
 
 
 def mounts_under(folder: Path) -> list[str]:
@@ -283,17 +287,20 @@ def test_an_algorithm_worker_killed_mid_case_is_redelivered_and_scored_once(
     seen: list[str] = []
 
     def case_running() -> bool:
-        seen[:] = containers_of(runtime, sid, running=True)
+        seen[:] = containers_of(runtime, cluster.data_dir, sid, running=True)
         return bool(seen)
 
     _wait_for("a case's container to run", case_running, 60, [a])
-    assert all(n.startswith(f"hecktor-s{sid}-c") for n in seen), seen
+    assert all(n.startswith(container_prefix(cluster.data_dir, sid)) for n in seen), seen
     assert _rows(pg)[sid][:2] == ("running", 1)
     cluster.kill(a)  # the worker's process group: main process, pool, job, podman clients
     assert _rows(pg)[sid][:2] == ("running", 1)  # left behind by the dead worker
     # the case's container outlives the judge that started it (podman's conmon is not
     # in the worker's process group): something has to remove it
-    assert set(seen) & set(containers_of(runtime, sid)), (seen, containers_of(runtime, sid))
+    assert set(seen) & set(containers_of(runtime, cluster.data_dir, sid)), (
+        seen,
+        containers_of(runtime, cluster.data_dir, sid),
+    )
 
     b = cluster.start_worker("algorithms")
     _wait_for("the re-delivered job", lambda: _final(pg, [sid]), 90, [a, b])
@@ -309,8 +316,8 @@ def test_an_algorithm_worker_killed_mid_case_is_redelivered_and_scored_once(
     def left() -> dict[str, list[str]]:
         tmp = cluster.data_dir / "tmp"
         return {
-            "containers": containers_of(runtime, sid),
-            "images": images_of(runtime, sid),
+            "containers": containers_of(runtime, cluster.data_dir, sid),
+            "images": images_of(runtime, cluster.data_dir, sid),
             "mounts": mounts_under(cluster.data_dir),
             "job folders": sorted(p.name for p in tmp.glob(f"job-{sid}-*")),
         }

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from app.algorithms.runtime import ContainerRuntime
+from app.jobs.algorithm_job import container_prefix, image_repository
 from tests.app.conftest import ORG, Api, Challenge, auth, judged_service
 from tests.containers.conftest import Images
 
@@ -259,9 +260,9 @@ def test_hostile_algorithms_are_named_and_the_next_one_is_judged(
         check=True,
         timeout=60,
     ).stdout.split()
-    assert not [
-        n for sid in [*ids.values(), net] for n in names if n.startswith(f"hecktor-s{sid}-")
-    ]
+    data_dir = service.data_dir  # type: ignore[attr-defined]
+    prefixes = [container_prefix(data_dir, sid) for sid in [*ids.values(), net]]
+    assert not [n for n in names if n.startswith(tuple(prefixes))]
     images = subprocess.run(
         [runtime.executable, "images", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True,
@@ -269,7 +270,8 @@ def test_hostile_algorithms_are_named_and_the_next_one_is_judged(
         check=True,
         timeout=60,
     ).stdout.split()
-    assert not [i for sid in ids.values() for i in images if i.endswith(f":sub-{sid}")]
+    repo = image_repository(data_dir)
+    assert not [i for sid in ids.values() for i in images if i == f"{repo}:sub-{sid}"]
     # and the next submission is judged as usual
     sid = submit(service, token, PHASE, 1, tarballs["threshold"])
     doc = service.wait(token, sid, timeout=300)
