@@ -353,8 +353,8 @@ class ContainerRuntime:
             raise ValueError(f"unknown container runtime {self.name!r}: podman or docker")
         if not self.executable:
             self.executable = shutil.which(self.name) or self.name
-        if self.name == "podman" and self._events_log is None and _EVENTS_LOG.exists():
-            self._events_log = _EVENTS_LOG
+        if self.name == "podman" and self._events_log is None:
+            self._events_log = _EVENTS_LOG  # may appear with the first event
 
     # --- commands other than the run -------------------------------------------------------
 
@@ -625,7 +625,7 @@ class ContainerRuntime:
         try:
             return self._events_log.stat().st_size
         except OSError:
-            return None
+            return 0  # no event yet: the run's are the first
 
     def _events_since(self, offset: int | None) -> bytes:
         if self._events_log is None or offset is None:
@@ -740,7 +740,10 @@ class ContainerRuntime:
                 ),
                 **common,
             )
-        if rc == _RUNTIME_ERROR_EXIT or (rc < 0 and not killed):
+        # 125 is the runtime's own failure, unless the container ran (the event log has
+        # its run time): then the algorithm itself exited 125, which is its fault
+        runtime_failed = rc == _RUNTIME_ERROR_EXIT and own_seconds is None
+        if runtime_failed or (rc < 0 and not killed):
             return CaseOutcome(
                 kind="runtime",
                 # the runtime's own words (last_stderr_line, log) may name host paths:

@@ -70,6 +70,15 @@ def test_crash_exit_code_and_last_stderr_line(
     assert seen.files == {} and not outcome.output_full
 
 
+def test_an_algorithm_exiting_125_is_its_own_failure_not_the_runtime(
+    runtime: ContainerRuntime, images: Images, tmp_path: Path, healthy: None
+) -> None:
+    case = make_input(tmp_path / "input125", extra={"exit_code.json": 125})
+    outcome, _ = run_in(runtime, images.get("crash"), case, tmp_path)
+    assert outcome.kind == "exited" and outcome.exit_code == 125, outcome
+    assert outcome.last_stderr_line == "error: model weights missing in /opt/ml/model"
+
+
 def test_memory_hog_is_killed_and_named(
     runtime: ContainerRuntime, images: Images, case_input: CaseInput, tmp_path: Path, healthy: None
 ) -> None:
