@@ -289,10 +289,10 @@ def test_output_flood_is_captured_capped(
     # 200,000 lines of 103 bytes and the last line, minus what was kept
     assert omitted == 200_000 * 103 + len("all written\n") - 64 * 1024
     assert head.startswith("line 000000 ")
-    # the two streams are read as they come: the order between them is not kept
-    assert {"all written", "line 199998 " + "x" * 90, "line 199999 " + "x" * 90} <= set(
-        tail.splitlines()
-    )
+    # the two streams are read as they come: the order between them is not kept, so
+    # only stderr's own last lines are sure to be at the end (stdout's last block may
+    # come before or after them)
+    assert {"all written", "line 199999 " + "x" * 90} <= set(tail.splitlines())
     # every kept line is whole or cut only at the two edges of the gap
     kept = head.splitlines()[:-1] + tail.splitlines()[2:]
     assert all(x == "all written" or (x.startswith("line ") and len(x) == 102) for x in kept)
