@@ -669,6 +669,9 @@ class ContainerRuntime:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     env=self._environ(),
+                    # conmon leaves a file named "oom" in its working folder when the
+                    # container runs out of memory: in the run's own folder, not ours
+                    cwd=tmp,
                 )
             except OSError as exc:
                 raise RuntimeFailure(

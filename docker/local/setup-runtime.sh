@@ -87,8 +87,12 @@ start_service() {
   fi
   log "starting podman system service on $SOCKET"
   rm -f "$SOCKET"
+  # from / : conmon leaves an "oom" file in its working folder when a container runs out
+  # of memory
+  pushd / >/dev/null
   setsid podman system service --time=0 "unix://$SOCKET" >>"$LOG_DIR/podman-service.log" 2>&1 </dev/null &
   echo $! >"$SERVICE_PID"
+  popd >/dev/null
   for _ in $(seq 1 50); do
     socket_answers && return
     sleep 0.2
