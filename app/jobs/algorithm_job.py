@@ -102,6 +102,11 @@ class _Log:
             self.written += len(data)
 
 
+def _failed(*errors: dict[str, str]) -> CasesRun:
+    """The run of a submission that failed before or while its cases ran."""
+    return CasesRun(stage=None, verdict=Verdict(status="failed", errors=list(errors)))
+
+
 def log_path(settings: Settings, claim: Claim) -> Path:
     """Where the runtime log of the claimed submission is kept (beside its upload)."""
     return absolute(settings, claim.archive_path).parent / LOG_NAME
@@ -304,17 +309,11 @@ def run_cases(
         runtime = runtime_for(settings)
     except RuntimeUnavailable as e:
         log.error("submission %d: no container runtime: %s", sid, e)
-        return CasesRun(
-            stage=None,
-            verdict=Verdict(
-                status="failed",
-                errors=[
-                    platform_error(
-                        "the server cannot run algorithm containers right now; the organizers "
-                        "have been notified; this does not count against your quota"
-                    )
-                ],
-            ),
+        return _failed(
+            platform_error(
+                "the server cannot run algorithm containers right now; the organizers "
+                "have been notified; this does not count against your quota"
+            )
         )
     if ref.case_gpu and not host_has_gpu(runtime):
         log.error(
@@ -326,7 +325,7 @@ def run_cases(
             "this phase runs algorithms on a GPU and the worker that took your submission has "
             "none; the organizers have been notified; this does not count against your quota"
         )
-        return CasesRun(stage=None, verdict=Verdict(status="failed", errors=[platform_error(msg)]))
+        return _failed(platform_error(msg))
     prefix = container_prefix(settings.data_dir, sid)
     _remove_leftover_containers(runtime, prefix)
     logbook = _Log(log_path(settings, claim))
@@ -360,27 +359,19 @@ def run_cases(
                 _remove_leftover_containers(runtime, prefix)
     except TarballProblem as e:
         logbook.add("the image or model could not be used", str(e))
-        return CasesRun(
-            stage=None, verdict=Verdict(status="failed", errors=[error("image", str(e))])
-        )
+        return _failed(error("image", str(e)))
     except RuntimeFailure as e:
         # the tarball passed its checks before it was queued: a load or start that fails
         # now is the server's problem more often than the image's
         log.error("submission %d: the runtime failed: %s", sid, e)
         logbook.add("the runtime failed", str(e))
-        return CasesRun(
-            stage=None,
-            verdict=Verdict(
-                status="failed",
-                errors=[
-                    platform_error(
-                        "the container runtime could not load or start the image; the "
-                        "organizers have been notified; this does not count against your "
-                        "quota. Check that `docker load -i <your tarball>` and `docker run "
-                        "--rm --network none <image>` work on your machine, then submit again"
-                    )
-                ],
-            ),
+        return _failed(
+            platform_error(
+                "the container runtime could not load or start the image; the "
+                "organizers have been notified; this does not count against your "
+                "quota. Check that `docker load -i <your tarball>` and `docker run "
+                "--rm --network none <image>` work on your machine, then submit again"
+            )
         )
 
 
@@ -602,9 +593,7 @@ def _run_all(
             "the phase's case inputs are incomplete; the organizers have been notified "
             f"(reference: submission {claim.submission_id})"
         )
-        return CasesRun(
-            stage=None, verdict=Verdict(status="failed", errors=[error("internal", msg)])
-        )
+        return _failed(error("internal", msg))
     prefix = container_prefix(settings.data_dir, claim.submission_id)
     cases = _Cases(runtime, claim, image, model, index, tmp, logbook, note, prefix)
     cases.run(case_ids, progress)
